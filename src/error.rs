@@ -1,0 +1,55 @@
+//! Why a request is refused, and the one place that maps each reason onto a
+//! oneM2M response status code (notes §2.4).
+
+use crate::primitive::Rsc;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("release version {0:?} is not supported (supported: 2a, 3, 4, 5)")]
+    ReleaseNotSupported(String),
+    #[error("{0}")]
+    Expired(String),
+    #[error("no resource with this ID: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("{0}")]
+    NoPrivilege(String),
+    #[error("originator {0} is not allowed to register here")]
+    NotPermittedToRegister(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("serialization {0:?} is not supported (json, cbor)")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Refusal {
+    pub fn rsc(&self) -> Rsc {
+        match self {
+            Refusal::BadRequest(_) => Rsc::BAD_REQUEST,
+            Refusal::ReleaseNotSupported(_) => Rsc::RELEASE_VERSION_NOT_SUPPORTED,
+            Refusal::Expired(_) => Rsc::REQUEST_TIMEOUT,
+            Refusal::NotFound(_) => Rsc::NOT_FOUND,
+            Refusal::NotAllowed(_) => Rsc::OPERATION_NOT_ALLOWED,
+            Refusal::NoPrivilege(_) => Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+            Refusal::NotPermittedToRegister(_) => Rsc::SECURITY_ASSOCIATION_REQUIRED,
+            Refusal::Conflict(_) => Rsc::CONFLICT,
+            Refusal::NotImplemented(_) => Rsc::NOT_IMPLEMENTED,
+            Refusal::UnsupportedMediaType(_) => Rsc::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::Unreachable(_) => Rsc::TARGET_NOT_REACHABLE,
+            Refusal::Internal(_) => Rsc::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+pub fn bad(why: impl Into<String>) -> Refusal {
+    Refusal::BadRequest(why.into())
+}

@@ -1,0 +1,207 @@
+//! Identifiers (notes §4.1, §4.2) and their MQTT topic form (notes §1.2).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An SP-relative CSE-ID such as `/id-in`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CseId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("CSE-ID {0:?} must start with a single '/' followed by a name, e.g. \"/id-in\"")]
+    NotSpRelative(String),
+    #[error("{0:?} contains {1:?}, which is not allowed in an ID (letters, digits, '-', '.', '_', '~')")]
+    BadChar(String, char),
+    #[error("resource ID {0:?} is malformed: {1}")]
+    BadTarget(String, &'static str),
+}
+
+/// Characters of a single ID segment. ':' and the MQTT wildcards must stay out
+/// because IDs become topic levels.
+fn valid_segment(s: &str) -> Result<(), char> {
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
+    {
+        Some(c) => Err(c),
+        None => Ok(()),
+    }
+}
+
+impl CseId {
+    pub fn new(s: impl Into<String>) -> Result<CseId, IdError> {
+        let s = s.into();
+        let name = match s.strip_prefix('/') {
+            Some(n) if !n.is_empty() && !n.starts_with('/') => n,
+            _ => return Err(IdError::NotSpRelative(s)),
+        };
+        valid_segment(name).map_err(|c| IdError::BadChar(s.clone(), c))?;
+        Ok(CseId(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The ID without its leading '/': ACME and tinyIoT name resources and
+    /// MQTT client ids after it (`id-mn`, `C::id-mn`).
+    pub fn bare(&self) -> &str {
+        &self.0[1..]
+    }
+
+    /// The MQTT client identifier of TS-0010 6.3.3.
+    pub fn client_id(&self) -> String {
+        format!("C::{}", self.bare())
+    }
+}
+
+impl TryFrom<String> for CseId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        CseId::new(s)
+    }
+}
+
+impl From<CseId> for String {
+    fn from(c: CseId) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for CseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for CseId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        CseId::new(s)
+    }
+}
+
+/// An ID as a topic level (TS-0010 6.4.2/6.4.3): SP-relative and CSE-relative
+/// IDs lose their leading '/', absolute ones turn '//' into ':', and every
+/// remaining '/' becomes ':'.
+pub fn to_topic_segment(id: &str) -> String {
+    if let Some(rest) = id.strip_prefix("//") {
+        format!(":{}", rest.replace('/', ":"))
+    } else {
+        id.strip_prefix('/').unwrap_or(id).replace('/', ":")
+    }
+}
+
+/// The inverse of [`to_topic_segment`] for SP-relative and absolute IDs, the
+/// only kinds that appear as originator or receiver on Mcc.
+pub fn from_topic_segment(seg: &str) -> String {
+    match seg.strip_prefix(':') {
+        Some(rest) => format!("//{}", rest.replace(':', "/")),
+        None => format!("/{}", seg.replace(':', "/")),
+    }
+}
+
+/// Where the `to` of a request points, seen from one CSE (notes §4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// Hosted here; the CSE-relative rest (may be empty: the CSEBase).
+    Local(&'a str),
+    /// Hosted by another CSE; `csi` is its SP-relative CSE-ID.
+    Remote { csi: String },
+    /// Hosted in another service provider's domain.
+    OtherSp { sp: &'a str },
+}
+
+/// Splits `to` by its scope. `own_sp` is this CSE's SP-ID without slashes.
+pub fn resolve<'a>(to: &'a str, own: &CseId, own_sp: &str) -> Result<Target<'a>, IdError> {
+    let bad = |why| IdError::BadTarget(to.to_owned(), why);
+    if to.is_empty() {
+        return Err(bad("empty"));
+    }
+    if to.starts_with("///") {
+        return Err(bad("more than two leading '/'"));
+    }
+    if to.len() > 1 && to.ends_with('/') {
+        return Err(bad("empty last segment"));
+    }
+    // Absolute `//sp/csi/...`: our SP collapses to the SP-relative form.
+    let sp_relative = match to.strip_prefix("//") {
+        Some(rest) => {
+            let (sp, _) = rest.split_once('/').ok_or_else(|| bad("no CSE-ID after the SP-ID"))?;
+            if sp != own_sp {
+                return Ok(Target::OtherSp { sp });
+            }
+            &to[2 + sp.len()..]
+        }
+        None if to.starts_with('/') => to,
+        None => return Ok(Target::Local(to)),
+    };
+    let rest = &sp_relative[1..];
+    let (csi, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if csi.is_empty() {
+        return Err(bad("empty CSE-ID"));
+    }
+    if csi == own.bare() {
+        Ok(Target::Local(path))
+    } else {
+        Ok(Target::Remote {
+            csi: format!("/{csi}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> CseId {
+        CseId::new("/id-in").expect("valid")
+    }
+
+    #[test]
+    fn cse_ids_are_validated() {
+        assert!(CseId::new("/id-in").is_ok());
+        assert!(matches!(CseId::new("id-in"), Err(IdError::NotSpRelative(_))));
+        assert!(matches!(CseId::new("//sp/id"), Err(IdError::NotSpRelative(_))));
+        assert!(matches!(CseId::new("/"), Err(IdError::NotSpRelative(_))));
+        assert!(matches!(CseId::new("/a/b"), Err(IdError::BadChar(_, '/'))));
+        assert!(matches!(CseId::new("/a+"), Err(IdError::BadChar(_, '+'))));
+        assert_eq!(own().client_id(), "C::id-in");
+    }
+
+    #[test]
+    fn topic_segments_follow_ts_0010() {
+        assert_eq!(to_topic_segment("/id-mn"), "id-mn");
+        assert_eq!(to_topic_segment("/id-mn/Cae01"), "id-mn:Cae01");
+        assert_eq!(to_topic_segment("/Sae02"), "Sae02");
+        assert_eq!(to_topic_segment("//sp.example.com/id-in"), ":sp.example.com:id-in");
+        assert_eq!(from_topic_segment(":sp.example.com:id-in"), "//sp.example.com/id-in");
+        assert_eq!(from_topic_segment("id-mn:Cae01"), "/id-mn/Cae01");
+    }
+
+    #[test]
+    fn targets_resolve_by_scope() {
+        let sp = "m2m.example";
+        assert_eq!(resolve("cse-in/id-mn", &own(), sp), Ok(Target::Local("cse-in/id-mn")));
+        assert_eq!(resolve("/id-in/cse-in", &own(), sp), Ok(Target::Local("cse-in")));
+        assert_eq!(resolve("/id-in", &own(), sp), Ok(Target::Local("")));
+        assert_eq!(
+            resolve("//m2m.example/id-in/cse-in", &own(), sp),
+            Ok(Target::Local("cse-in"))
+        );
+        assert_eq!(
+            resolve("/id-mn/cse-mn", &own(), sp),
+            Ok(Target::Remote { csi: "/id-mn".into() })
+        );
+        assert_eq!(
+            resolve("//other/id-in/x", &own(), sp),
+            Ok(Target::OtherSp { sp: "other" })
+        );
+        assert!(resolve("///x", &own(), sp).is_err());
+        assert!(resolve("cse-in/", &own(), sp).is_err());
+        assert!(resolve("", &own(), sp).is_err());
+        assert!(resolve("//", &own(), sp).is_err());
+    }
+}

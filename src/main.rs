@@ -1,0 +1,205 @@
+//! The `m2mnode` command line (design.md, interface contract).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use m2mnode::cli::{self, CliError, RequestArgs};
+use m2mnode::config::Config;
+use m2mnode::primitive::{Format, Operation};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "m2mnode",
+    version,
+    about = "An MQTT-bound oneM2M interworking node"
+)]
+struct Args {
+    /// Log format on stderr (filter with RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node until SIGINT/SIGTERM, then deregister.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Send one request primitive and print the response as JSON; exit 0 iff rsc is 2xxx.
+    Request {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Originator (fr), e.g. /id-x.
+        #[arg(long)]
+        from: String,
+        /// Target (to), e.g. /id-in/cse-in.
+        #[arg(long)]
+        to: String,
+        /// create, retrieve, update, delete or notify (or 1..5).
+        #[arg(long)]
+        op: Operation,
+        /// Resource type (ty), e.g. 16 for <remoteCSE>.
+        #[arg(long)]
+        ty: Option<u32>,
+        /// Primitive content as JSON, or @file.
+        #[arg(long)]
+        content: Option<String>,
+        #[arg(long, default_value = "json")]
+        format: Format,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// The CSE that receives the request on this hop (default: the CSE in --to).
+        #[arg(long)]
+        receiver: Option<String>,
+        /// Request identifier (default: generated).
+        #[arg(long)]
+        rqi: Option<String>,
+        /// Release version indicator.
+        #[arg(long, default_value = "3")]
+        rvi: String,
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+    },
+    /// Validate a config file and print what is wrong.
+    CheckConfig { config: PathBuf },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                let _ = writeln!(std::io::stdout(), "{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(args.log_format);
+            match runtime.block_on(m2mnode::node::run(cfg, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Request {
+            broker,
+            from,
+            to,
+            op,
+            ty,
+            content,
+            format,
+            timeout,
+            receiver,
+            rqi,
+            rvi,
+            qos,
+        } => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_logging(args.log_format);
+            }
+            let req = RequestArgs {
+                broker,
+                from,
+                to,
+                op,
+                ty,
+                content,
+                format,
+                timeout,
+                receiver,
+                rqi,
+                rvi,
+                qos,
+            };
+            match runtime.block_on(cli::request(req)) {
+                Ok(rsp) => {
+                    // A closed pipe (`| head`) is not worth a panic.
+                    if let Ok(text) = serde_json::to_string_pretty(&rsp) {
+                        let _ = writeln!(std::io::stdout(), "{text}");
+                    }
+                    if rsp.rsc.is_success() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(match e {
+                        CliError::Usage(_) => 2,
+                        CliError::NoBroker { .. } | CliError::Timeout(..) => 3,
+                    })
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,455 @@
+//! The hosting side of the node: requests addressed to it or passing through
+//! it, handled as a pure function of (request, store, now).
+//!
+//! It serves the `<CSEBase>`, the C/R/U/D of registrees' `<remoteCSE>`s with
+//! the checks of notes §5.2 in the spec's order, and decides where a request
+//! for another CSE goes next (notes §4.3). It does no I/O: the node driver
+//! persists the store when told it changed and carries out forwards.
+
+use crate::config::glob_match;
+use crate::error::{bad, Refusal};
+use crate::id::{resolve, CseId, Target};
+use crate::primitive::{
+    release_supported, Operation, Request, ResourceType, Response, Rsc,
+};
+use crate::resource::{
+    CseBase, CseType, RemoteCse, Store, CSR_ATTRIBUTES, CSR_NOT_CREATABLE, CSR_NOT_UPDATABLE,
+};
+use crate::time::Timestamp;
+use serde_json::Value;
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Answer it. `changed`: the store changed and must be persisted (and the
+    /// descendants may have changed).
+    Respond { response: Response, changed: bool },
+    /// Send it on to the CSE `next_hop` and relay its answer.
+    Forward { next_hop: CseId, request: Request },
+}
+
+pub struct Registrar {
+    pub cse_base: CseBase,
+    pub cse_type: CseType,
+    pub sp_id: String,
+    pub allowed: Vec<String>,
+    /// This node's own registrar, if any: requests for unknown CSEs go there.
+    pub upstream: Option<CseId>,
+    pub store: Store,
+}
+
+/// What a local `to` addresses.
+enum Addressed {
+    CseBase,
+    Csr(String),
+}
+
+impl Registrar {
+    pub fn own(&self) -> &CseId {
+        &self.cse_base.csi
+    }
+
+    /// Handles one request that arrived from the hop `hop` (the topic's
+    /// originator level).
+    pub fn handle(&mut self, req: &Request, hop: &str, now: Timestamp) -> Outcome {
+        match self.dispatch(req, hop, now) {
+            Ok(outcome) => outcome,
+            Err(refusal) => Outcome::Respond {
+                response: self.answer(req, Response::error(refusal.rsc(), &req.rqi, refusal.to_string()), now),
+                changed: false,
+            },
+        }
+    }
+
+    /// The answer to `req`: echo `rqi`/`rvi`, add `ot`, `to`, `fr` as ACME does.
+    pub fn answer(&self, req: &Request, mut response: Response, now: Timestamp) -> Response {
+        response.rqi.clone_from(&req.rqi);
+        response.rvi.clone_from(&req.rvi);
+        response.ot = Some(now.to_onem2m());
+        response.to.clone_from(&req.fr);
+        response.fr = Some(self.own().to_string());
+        response
+    }
+
+    fn dispatch(&mut self, req: &Request, hop: &str, now: Timestamp) -> Result<Outcome, Refusal> {
+        let fr = match req.fr.as_deref() {
+            Some(f) if !f.is_empty() => f,
+            _ => return Err(bad("missing originator (fr)")),
+        };
+        if req.op == Operation::Create && req.ty.is_none() {
+            return Err(bad("missing resource type (ty) in CREATE"));
+        }
+        if let Some(rqet) = &req.rqet {
+            let t = Timestamp::parse_abs_rel(rqet, now)
+                .ok_or_else(|| bad(format!("rqet {rqet:?} is not a timestamp")))?;
+            if t <= now {
+                return Err(Refusal::Expired(format!("request expired at {rqet}")));
+            }
+        }
+        let target = resolve(&req.to, self.own(), &self.sp_id).map_err(|e| bad(e.to_string()))?;
+        let path = match target {
+            Target::Local(path) => path,
+            Target::Remote { csi } => return self.forward(req, fr, &csi, hop),
+            Target::OtherSp { sp } => {
+                return Err(Refusal::NotFound(format!("{} (SP //{sp} is not reachable from here)", req.to)))
+            }
+        };
+        match req.rvi.as_deref() {
+            Some(r) if release_supported(r) => {}
+            Some(r) => return Err(Refusal::ReleaseNotSupported(r.to_owned())),
+            None => return Err(Refusal::ReleaseNotSupported("1".into())),
+        }
+        let respond = |response, changed| Ok(Outcome::Respond { response, changed });
+        match (self.address(path, &req.to)?, req.op) {
+            (Addressed::CseBase, Operation::Retrieve) => {
+                check_rcn(req, &[1])?;
+                let pc = self.cse_base.to_content(&now.to_onem2m());
+                respond(self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now), false)
+            }
+            (Addressed::CseBase, Operation::Create) => {
+                let r = self.create_csr(req, fr, now)?;
+                respond(r, true)
+            }
+            (Addressed::CseBase, Operation::Update | Operation::Delete) => Err(Refusal::NotAllowed(
+                format!("the <CSEBase> cannot be {}d", req.op.name()),
+            )),
+            (Addressed::CseBase, Operation::Notify) => {
+                Err(Refusal::NotImplemented("NOTIFY is not supported".into()))
+            }
+            (Addressed::Csr(ri), Operation::Retrieve) => {
+                check_rcn(req, &[1])?;
+                let csr = self.store.get(&ri).ok_or_else(|| Refusal::NotFound(req.to.clone()))?;
+                let pc = csr.to_content();
+                respond(self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now), false)
+            }
+            (Addressed::Csr(ri), Operation::Update) => {
+                let r = self.update_csr(req, fr, &ri, now)?;
+                respond(r, true)
+            }
+            (Addressed::Csr(ri), Operation::Delete) => {
+                self.check_owner(fr, &ri)?;
+                check_rcn(req, &[0])?;
+                self.store.remove(&ri);
+                respond(self.answer(req, Response::new(Rsc::DELETED, ""), now), true)
+            }
+            (Addressed::Csr(_), Operation::Create) => Err(Refusal::NotImplemented(
+                "child resources of a <remoteCSE> are not supported".into(),
+            )),
+            (Addressed::Csr(_), Operation::Notify) => {
+                Err(Refusal::NotImplemented("NOTIFY is not supported".into()))
+            }
+        }
+    }
+
+    /// Resolves a CSE-relative path: structured (`cse-in/id-mn`, `-/id-mn`)
+    /// or unstructured (`id-mn` = an ri).
+    fn address(&self, path: &str, to: &str) -> Result<Addressed, Refusal> {
+        let not_found = || Refusal::NotFound(to.to_owned());
+        if path.contains('#') {
+            return Err(Refusal::NotImplemented("attribute addressing (#) is not supported".into()));
+        }
+        let mut segs = path.split('/');
+        let first = segs.next().unwrap_or_default();
+        let rest: Vec<&str> = segs.collect();
+        if first.is_empty() || first == "-" || first == self.cse_base.rn {
+            return match rest.as_slice() {
+                [] => Ok(Addressed::CseBase),
+                [rn] => self
+                    .store
+                    .by_rn(rn)
+                    .map(|(ri, _)| Addressed::Csr(ri.clone()))
+                    .ok_or_else(not_found),
+                _ => Err(not_found()),
+            };
+        }
+        if !rest.is_empty() {
+            return Err(not_found());
+        }
+        if first == self.cse_base.ri {
+            return Ok(Addressed::CseBase);
+        }
+        if self.store.get(first).is_some() {
+            return Ok(Addressed::Csr(first.to_owned()));
+        }
+        Err(not_found())
+    }
+
+    fn create_csr(&mut self, req: &Request, fr: &str, now: Timestamp) -> Result<Response, Refusal> {
+        match req.ty {
+            Some(ResourceType::REMOTE_CSE) => {}
+            Some(ResourceType::CSE_BASE) => {
+                return Err(Refusal::NotAllowed("a <CSEBase> cannot be created".into()))
+            }
+            Some(ty) => {
+                return Err(Refusal::NotImplemented(format!("resource type {} is not supported here", ty.0)))
+            }
+            None => return Err(bad("missing resource type (ty) in CREATE")),
+        }
+        if is_ae_id(fr) {
+            return Err(Refusal::NotAllowed(format!("an AE ({fr}) cannot register as a CSE")));
+        }
+        if self.cse_type == CseType::ASN {
+            return Err(Refusal::NotAllowed("an ASN-CSE does not accept registrations".into()));
+        }
+        let csi = CseId::new(fr).map_err(|e| bad(format!("originator is not a CSE-ID: {e}")))?;
+        if !self.allowed.iter().any(|p| glob_match(p, fr)) {
+            return Err(Refusal::NotPermittedToRegister(fr.to_owned()));
+        }
+        if &csi == self.own() {
+            return Err(bad("originator is this CSE"));
+        }
+        check_rcn(req, &[0, 1])?;
+        let body = csr_body(req)?;
+        for k in body.keys() {
+            if !CSR_ATTRIBUTES.contains(&k.as_str()) {
+                return Err(bad(format!("unknown attribute {k:?} in m2m:csr")));
+            }
+            if CSR_NOT_CREATABLE.contains(&k.as_str()) {
+                return Err(bad(format!("attribute {k:?} is assigned by the registrar and cannot be set")));
+            }
+        }
+        for k in ["cb", "rr", "srv", "csi"] {
+            if body.get(k).is_none_or(Value::is_null) {
+                return Err(bad(format!("missing mandatory attribute {k:?}")));
+            }
+        }
+        let mut csr: RemoteCse = serde_json::from_value(Value::Object(body.clone()))
+            .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
+        validate_csr(&csr, now)?;
+        let rn = csr.rn.clone().unwrap_or_else(|| csi.bare().to_owned());
+        if !valid_name(&rn) {
+            return Err(bad(format!("invalid resource name {rn:?}")));
+        }
+        if self.store.by_csi(fr).is_some() {
+            return Err(Refusal::Conflict(format!("CSE {fr} is already registered")));
+        }
+        if self.store.by_rn(&rn).is_some() || rn == self.cse_base.rn {
+            return Err(Refusal::Conflict(format!("a resource named {rn:?} already exists")));
+        }
+        let ri = csi.bare().to_owned();
+        if self.store.get(&ri).is_some() || ri == self.cse_base.ri {
+            return Err(Refusal::Conflict(format!("a resource with ri {ri:?} already exists")));
+        }
+        let ts = now.to_onem2m();
+        csr.rn = Some(rn);
+        csr.ri = Some(ri.clone());
+        csr.pi = Some(self.cse_base.ri.clone());
+        csr.ty = Some(ResourceType::REMOTE_CSE);
+        csr.ct = Some(ts.clone());
+        csr.lt = Some(ts);
+        // TS-0004 7.4.4.2.1: csi is the originator, whatever the body said.
+        csr.csi = Some(fr.to_owned());
+        let pc = (req.rcn != Some(0)).then(|| csr.to_content());
+        self.store.insert(ri, csr);
+        let mut r = Response::new(Rsc::CREATED, "");
+        r.pc = pc;
+        Ok(self.answer(req, r, now))
+    }
+
+    fn update_csr(&mut self, req: &Request, fr: &str, ri: &str, now: Timestamp) -> Result<Response, Refusal> {
+        self.check_owner(fr, ri)?;
+        check_rcn(req, &[0, 1])?;
+        let body = csr_body(req)?;
+        for k in body.keys() {
+            if !CSR_ATTRIBUTES.contains(&k.as_str()) {
+                return Err(bad(format!("unknown attribute {k:?} in m2m:csr")));
+            }
+            if CSR_NOT_UPDATABLE.contains(&k.as_str()) {
+                return Err(bad(format!("attribute {k:?} cannot be updated")));
+            }
+        }
+        let Some(current) = self.store.get(ri) else {
+            return Err(Refusal::NotFound(req.to.clone()));
+        };
+        let mut merged = serde_json::to_value(current)
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        if let Value::Object(m) = &mut merged {
+            for (k, v) in body {
+                if v.is_null() {
+                    m.remove(k);
+                } else {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        for k in ["rr", "srv"] {
+            if merged.get(k).is_none() {
+                return Err(bad(format!("mandatory attribute {k:?} cannot be deleted")));
+            }
+        }
+        let mut csr: RemoteCse =
+            serde_json::from_value(merged).map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
+        validate_csr(&csr, now)?;
+        csr.lt = Some(now.to_onem2m());
+        let pc = (req.rcn != Some(0)).then(|| csr.to_content());
+        self.store.insert(ri.to_owned(), csr);
+        let mut r = Response::new(Rsc::UPDATED, "");
+        r.pc = pc;
+        Ok(self.answer(req, r, now))
+    }
+
+    /// Only the CSE a CSR stands for may change or remove it.
+    fn check_owner(&self, fr: &str, ri: &str) -> Result<(), Refusal> {
+        if is_ae_id(fr) {
+            return Err(Refusal::NotAllowed(format!("an AE ({fr}) cannot change a <remoteCSE>")));
+        }
+        let csr = self.store.get(ri).ok_or_else(|| Refusal::NotFound(ri.to_owned()))?;
+        if csr.csi() != Some(fr) {
+            return Err(Refusal::NoPrivilege(format!(
+                "{fr} may not change the <remoteCSE> of {}",
+                csr.csi().unwrap_or("another CSE")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where a request for CSE `csi` goes next (notes §4.3).
+    fn forward(&self, req: &Request, fr: &str, csi: &str, hop: &str) -> Result<Outcome, Refusal> {
+        if req.op == Operation::Create
+            && matches!(req.ty, Some(ResourceType::REMOTE_CSE | ResourceType::AE))
+        {
+            return Err(bad(format!("a registration must be sent to the registrar, not through {}", self.own())));
+        }
+        let next_hop = self.next_hop(csi, hop).ok_or_else(|| Refusal::NotFound(req.to.clone()))?;
+        let mut fwd = req.clone();
+        if !fr.starts_with('/') {
+            fwd.fr = Some(format!("{}/{fr}", self.own()));
+        }
+        Ok(Outcome::Forward { next_hop, request: fwd })
+    }
+
+    /// The CSE through which `csi` is reached: a direct registree or the
+    /// registrar itself, the registree below which it is a descendant, or
+    /// else the registrar (unless the request came from there).
+    pub fn next_hop(&self, csi: &str, hop: &str) -> Option<CseId> {
+        if let Some((_, csr)) = self.store.by_csi(csi) {
+            return csr.csi().and_then(|c| CseId::new(c).ok());
+        }
+        let registrar = self.upstream.as_ref().map(CseId::as_str);
+        if let Some(d) = self.store.descendants(self.own().as_str(), registrar).get(csi) {
+            return self.store.get(&d.via_ri)?.csi().and_then(|c| CseId::new(c).ok());
+        }
+        match &self.upstream {
+            Some(up) if up.as_str() != hop => Some(up.clone()),
+            _ => None,
+        }
+    }
+
+    /// This node's `dcse` toward its registrar: every CSE below it.
+    pub fn descendant_ids(&self) -> Vec<String> {
+        let registrar = self.upstream.as_ref().map(CseId::as_str);
+        self.store
+            .descendants(self.own().as_str(), registrar)
+            .into_keys()
+            .collect()
+    }
+
+    /// The registrees to probe for liveness: (CSE-ID, address of its CSEBase).
+    pub fn liveness_probes(&self) -> Vec<(CseId, String)> {
+        let registrar = self.upstream.as_ref().map(CseId::as_str);
+        self.store
+            .registrees(registrar)
+            .filter_map(|(_, csr)| {
+                let csi = CseId::new(csr.csi()?).ok()?;
+                let cb = csr.cb.clone().unwrap_or_else(|| csi.to_string());
+                Some((csi, cb))
+            })
+            .collect()
+    }
+
+    /// The answer to a liveness probe of `csi`. Anything but 2000 means the
+    /// registree is gone (ACME `_checkCSRLiveliness`): its CSR goes, and with
+    /// it its descendants. Returns whether the store changed.
+    pub fn liveness_result(&mut self, csi: &CseId, rsc: Rsc) -> bool {
+        if rsc == Rsc::OK {
+            return false;
+        }
+        let Some(ri) = self.store.by_csi(csi.as_str()).map(|(ri, _)| ri.clone()) else {
+            return false;
+        };
+        self.store.remove(&ri).is_some()
+    }
+}
+
+fn csr_body(req: &Request) -> Result<&serde_json::Map<String, Value>, Refusal> {
+    let pc = req.pc.as_ref().ok_or_else(|| bad("missing content (pc)"))?;
+    let Some(Value::Object(body)) = pc.get("m2m:csr") else {
+        return Err(bad("content must be an m2m:csr object"));
+    };
+    if pc.as_object().map(|m| m.len()) != Some(1) {
+        return Err(bad("content must hold exactly one resource"));
+    }
+    Ok(body)
+}
+
+fn validate_csr(csr: &RemoteCse, now: Timestamp) -> Result<(), Refusal> {
+    if let Some(cst) = csr.cst {
+        if !(1..=3).contains(&cst) {
+            return Err(bad(format!("cst {cst} is not 1 (IN), 2 (MN) or 3 (ASN)")));
+        }
+    }
+    if let Some(cb) = &csr.cb {
+        if !cb.starts_with('/') || cb.starts_with("//") || cb.len() < 2 {
+            return Err(bad(format!("cb {cb:?} is not an SP-relative CSEBase address like \"/id-mn/cse-mn\"")));
+        }
+    }
+    if let Some(srv) = &csr.srv {
+        if srv.is_empty() {
+            return Err(bad("srv must list at least one release version"));
+        }
+    }
+    for d in csr.dcse() {
+        CseId::new(d.clone()).map_err(|e| bad(format!("dcse: {e}")))?;
+    }
+    for p in csr.poa.iter().flatten() {
+        if p.is_empty() {
+            return Err(bad("poa entries must not be empty"));
+        }
+    }
+    if let Some(et) = &csr.et {
+        match Timestamp::parse(et) {
+            Some(t) if t > now => {}
+            Some(_) => return Err(bad(format!("et {et} is in the past"))),
+            None => return Err(bad(format!("et {et:?} is not a timestamp"))),
+        }
+    }
+    Ok(())
+}
+
+/// AE-IDs: CSE-relative `C…`/`S…`, SP-relative `/S…`, or an ID below a CSE
+/// (`/id-mn/Cae`). CSE-IDs are a single SP-relative segment.
+pub fn is_ae_id(id: &str) -> bool {
+    match id.strip_prefix('/') {
+        None => id.starts_with('C') || id.starts_with('S'),
+        Some(rest) if rest.starts_with('/') => rest[1..].split('/').count() > 2,
+        Some(rest) => rest.contains('/') || rest.starts_with('S'),
+    }
+}
+
+fn valid_name(rn: &str) -> bool {
+    !rn.is_empty()
+        && rn
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+}
+
+/// `rcn` must be valid for the operation (TS-0004 7.3.2.1) and one this
+/// node can produce.
+fn check_rcn(req: &Request, supported: &[u8]) -> Result<(), Refusal> {
+    let Some(rcn) = req.rcn else { return Ok(()) };
+    let valid: &[u8] = match req.op {
+        Operation::Create => &[0, 1, 2, 3, 9],
+        Operation::Retrieve => &[1, 4, 5, 6, 7, 8, 10],
+        Operation::Update => &[0, 1, 9],
+        Operation::Delete => &[0, 1, 4, 5, 6, 8],
+        Operation::Notify => &[],
+    };
+    if !valid.contains(&rcn) {
+        return Err(bad(format!("rcn {rcn} is not valid for {}", req.op.name())));
+    }
+    if !supported.contains(&rcn) {
+        return Err(Refusal::NotImplemented(format!("rcn {rcn} is not supported for {}", req.op.name())));
+    }
+    Ok(())
+}
+

@@ -1,0 +1,3 @@
+//! How primitives leave and reach the node.
+
+pub mod mqtt;

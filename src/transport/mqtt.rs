@@ -1,0 +1,321 @@
+//! The MQTT binding on rumqttc (TS-0010; pitfalls: anchors.md §3).
+//!
+//! One task owns the rumqttc `EventLoop` and never awaits the client (that
+//! deadlocks when the request channel is full): it resubscribes on every
+//! CONNACK without a session, completes pending requests from response
+//! topics, hands request publishes to the node over a bounded channel, and
+//! backs off with jitter between reconnects (poll() alone retries in a tight
+//! loop). Everything else publishes with `try_publish`, so a dead broker can
+//! block nobody: a request then ends at once as 5103.
+
+use crate::config::BrokerUrl;
+use crate::primitive::{Format, Request, Response, Rsc};
+use crate::topic::{self, Kind, Route};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+/// Everything the transport needs to know; built from the config by the node
+/// or by `m2mnode request`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub broker: BrokerUrl,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub keep_alive: Duration,
+    pub qos: u8,
+    pub max_payload: usize,
+    pub timeout: Duration,
+    /// The ID whose request and response topics are subscribed (a CSE-ID,
+    /// or whatever `m2mnode request --from` names).
+    pub own: String,
+    /// Clean session off (TS-0010 6.3.3); `m2m request` turns it on so a
+    /// one-shot client leaves nothing queued at the broker.
+    pub persistent_session: bool,
+}
+
+/// What the transport hands to the node.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A publish on a request topic, undecoded.
+    Request { route: Route, payload: Vec<u8> },
+    /// Connected (again) and subscribed.
+    Connected,
+    Disconnected,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot read {0}: {1}")]
+    File(PathBuf, std::io::Error),
+    #[error("TLS needs mqtt.ca_file (e.g. /etc/ssl/certs/ca-certificates.crt for public CAs)")]
+    NoCa,
+}
+
+type PendingKey = (String, String);
+
+#[derive(Clone)]
+pub struct Transport {
+    client: AsyncClient,
+    pending: Arc<Mutex<HashMap<PendingKey, oneshot::Sender<Response>>>>,
+    connected: Arc<AtomicBool>,
+    settings: Arc<Settings>,
+    shutdown: watch::Sender<bool>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+fn qos(level: u8) -> QoS {
+    if level == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+impl Transport {
+    /// Starts the event-loop task. Connecting happens in the background; the
+    /// receiver sees `Connected` once the subscriptions are placed.
+    pub fn start(settings: Settings) -> Result<(Transport, mpsc::Receiver<Incoming>), TransportError> {
+        let mut opts = MqttOptions::new(&settings.client_id, &settings.broker.host, settings.broker.port);
+        opts.set_keep_alive(settings.keep_alive)
+            .set_clean_session(!settings.persistent_session)
+            // Headroom over the payload cap for the topic and packet header.
+            .set_max_packet_size(settings.max_payload + 1024, settings.max_payload + 1024)
+            .set_request_channel_capacity(256)
+            .set_inflight(100);
+        let user = settings.username.clone().or_else(|| settings.broker.username.clone());
+        let pass = settings.password.clone().or_else(|| settings.broker.password.clone());
+        if let Some(u) = user {
+            opts.set_credentials(u, pass.unwrap_or_default());
+        }
+        if settings.broker.tls {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| TransportError::File(p.clone(), e));
+            let ca = read(settings.ca_file.as_ref().ok_or(TransportError::NoCa)?)?;
+            let client_auth = match (&settings.client_cert, &settings.client_key) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                _ => None,
+            };
+            opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth,
+            }));
+        }
+        let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        let mut net = NetworkOptions::new();
+        // A QoS 1 round trip otherwise waits ~40 ms on Nagle + delayed ACK.
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(5);
+        eventloop.set_network_options(net);
+
+        let (tx, rx) = mpsc::channel(1024);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let t = Transport {
+            client,
+            pending: Arc::default(),
+            connected: Arc::default(),
+            settings: Arc::new(settings),
+            shutdown,
+            last_error: Arc::default(),
+        };
+        tokio::spawn(t.clone().drive(eventloop, tx, shutdown_rx));
+        Ok((t, rx))
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub fn own(&self) -> &str {
+        &self.settings.own
+    }
+
+    /// Why the last connection attempt failed, for a clear CLI message.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    /// Sends `req` to the CSE `receiver` (the next hop) and waits for the
+    /// answer. Never fails: no broker is 5103, no answer in time is 4008.
+    pub async fn request(&self, req: &Request, receiver: &str, format: Format) -> Response {
+        self.request_within(req, receiver, format, self.settings.timeout).await
+    }
+
+    pub async fn request_within(&self, req: &Request, receiver: &str, format: Format, timeout: Duration) -> Response {
+        let fail = |rsc, why: String| Response::error(rsc, &req.rqi, why);
+        if !self.is_connected() {
+            return fail(Rsc::TARGET_NOT_REACHABLE, "not connected to the MQTT broker".into());
+        }
+        let payload = match format.encode(req) {
+            Ok(p) => p,
+            Err(e) => return fail(Rsc::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        if payload.len() > self.settings.max_payload {
+            return fail(
+                Rsc::INTERNAL_SERVER_ERROR,
+                format!("request of {} bytes exceeds mqtt.max_payload ({})", payload.len(), self.settings.max_payload),
+            );
+        }
+        let key = (receiver.to_owned(), req.rqi.clone());
+        let (done, answer) = oneshot::channel();
+        self.lock_pending().insert(key.clone(), done);
+        let topic = topic::request_topic(&self.settings.own, receiver, format);
+        if let Err(e) = self.client.try_publish(topic, qos(self.settings.qos), false, payload) {
+            self.lock_pending().remove(&key);
+            return fail(Rsc::TARGET_NOT_REACHABLE, format!("cannot publish: {e}"));
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(rsp)) => rsp,
+            _ => {
+                self.lock_pending().remove(&key);
+                fail(
+                    Rsc::REQUEST_TIMEOUT,
+                    format!("no response from {receiver} within {}", humantime::format_duration(timeout)),
+                )
+            }
+        }
+    }
+
+    /// Publishes an answer (or any payload) without waiting.
+    pub fn publish(&self, topic: String, payload: Vec<u8>) {
+        if payload.len() > self.settings.max_payload {
+            warn!(%topic, bytes = payload.len(), "answer exceeds mqtt.max_payload; not sent");
+            return;
+        }
+        if let Err(e) = self.client.try_publish(&topic, qos(self.settings.qos), false, payload) {
+            warn!(%topic, error = %e, "cannot publish");
+        }
+    }
+
+    /// Disconnects cleanly (after what is queued has gone out) and stops the task.
+    pub async fn close(&self) {
+        let _ = self.client.try_disconnect();
+        // Give the event loop a moment to flush DISCONNECT.
+        for _ in 0..20 {
+            if !self.is_connected() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = self.shutdown.send(true);
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<PendingKey, oneshot::Sender<Response>>> {
+        // A poisoned map is still a valid map: keep serving.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn drive(self, mut eventloop: EventLoop, tx: mpsc::Sender<Incoming>, mut shutdown: watch::Receiver<bool>) {
+        let mut failures: u32 = 0;
+        let mut awaiting_subacks = 0usize;
+        let mut seed = crate::time::Timestamp::now().0 | 1;
+        loop {
+            let event = tokio::select! {
+                ev = eventloop.poll() => ev,
+                _ = shutdown.changed() => break,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    failures = 0;
+                    self.connected.store(true, Ordering::Release);
+                    info!(broker = %self.settings.broker.poa(), session_present = ack.session_present, "connected to the MQTT broker");
+                    if ack.session_present {
+                        let _ = tx.try_send(Incoming::Connected);
+                    } else {
+                        // A fresh session has no subscriptions (a restarted
+                        // broker): place them again; ready once acknowledged.
+                        let filters = topic::subscriptions(&self.settings.own);
+                        awaiting_subacks = filters.len();
+                        for filter in filters {
+                            if let Err(e) = self.client.try_subscribe(filter, qos(self.settings.qos)) {
+                                warn!(error = %e, "cannot subscribe");
+                            }
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) if awaiting_subacks > 0 => {
+                    awaiting_subacks -= 1;
+                    if awaiting_subacks == 0 {
+                        let _ = tx.try_send(Incoming::Connected);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(&p.topic, p.payload.to_vec(), &tx),
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                    self.connected.store(false, Ordering::Release);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    if self.connected.swap(false, Ordering::AcqRel) {
+                        warn!(error = %e, "lost the MQTT broker; reconnecting");
+                        let _ = tx.try_send(Incoming::Disconnected);
+                    } else if !matches!(e, ConnectionError::RequestsDone) {
+                        debug!(error = %e, "MQTT connection attempt failed");
+                    }
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                    failures = failures.saturating_add(1);
+                    // 100 ms doubling to 5 s, ±25 % jitter: fast back after a
+                    // broker restart, no CPU storm while it is away.
+                    let base = Duration::from_millis(100).saturating_mul(1 << failures.min(6)).min(Duration::from_secs(5));
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let delay = base.mul_f64(0.75 + (seed % 500) as f64 / 1000.0);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }
+        }
+        self.connected.store(false, Ordering::Release);
+    }
+
+    fn on_publish(&self, topic_name: &str, payload: Vec<u8>, tx: &mpsc::Sender<Incoming>) {
+        let Some(route) = topic::parse(topic_name) else {
+            debug!(topic = topic_name, "ignoring a publish on a topic that is not oneM2M");
+            return;
+        };
+        match route.kind {
+            Kind::Request => {
+                if tx.try_send(Incoming::Request { route, payload }).is_err() {
+                    warn!(topic = topic_name, "request queue full; dropping a request");
+                }
+            }
+            Kind::Response => {
+                let Ok(format) = route.format else {
+                    debug!(topic = topic_name, "response in an unsupported format; dropped");
+                    return;
+                };
+                match format.decode_response(&payload) {
+                    Ok(rsp) => {
+                        let key = (route.receiver.clone(), rsp.rqi.clone());
+                        match self.lock_pending().remove(&key) {
+                            Some(done) => {
+                                let _ = done.send(rsp);
+                            }
+                            None => debug!(rqi = %rsp.rqi, peer = %route.receiver, "response to no pending request (late or duplicate)"),
+                        }
+                    }
+                    Err(e) => warn!(topic = topic_name, error = %e, "undecodable response dropped"),
+                }
+            }
+        }
+    }
+}
