@@ -51,9 +51,13 @@ pub fn read_content(arg: &str) -> Result<serde_json::Value, CliError> {
 
 /// Sends one request and returns the answer.
 pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
-    let broker = BrokerUrl::parse(&args.broker).map_err(|e| CliError::Usage(format!("--broker: {e}")))?;
+    let broker =
+        BrokerUrl::parse(&args.broker).map_err(|e| CliError::Usage(format!("--broker: {e}")))?;
     if args.from.is_empty() || args.from.contains(['+', '#']) {
-        return Err(CliError::Usage(format!("--from {:?} is not an originator ID", args.from)));
+        return Err(CliError::Usage(format!(
+            "--from {:?} is not an originator ID",
+            args.from
+        )));
     }
     let receiver = match &args.receiver {
         Some(r) => r.clone(),
@@ -75,14 +79,18 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
     };
     let pc = args.content.as_deref().map(read_content).transpose()?;
     if args.op == Operation::Create && args.ty.is_none() {
-        return Err(CliError::Usage("--op create needs --ty (e.g. --ty 16 for <remoteCSE>)".into()));
+        return Err(CliError::Usage(
+            "--op create needs --ty (e.g. --ty 16 for <remoteCSE>)".into(),
+        ));
     }
     let now = Timestamp::now();
     let mut req = Request::new(
         args.op,
         &args.to,
         &args.from,
-        args.rqi.clone().unwrap_or_else(|| format!("m2m-{:x}", now.0)),
+        args.rqi
+            .clone()
+            .unwrap_or_else(|| format!("m2m-{:x}", now.0)),
     );
     req.ty = args.ty.map(ResourceType);
     req.pc = pc;
@@ -91,7 +99,11 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
     let url = broker.poa();
     let settings = Settings {
         broker,
-        client_id: format!("m2mnode-request-{}-{:x}", std::process::id(), now.0 & 0xffff_ffff),
+        client_id: format!(
+            "m2mnode-request-{}-{:x}",
+            std::process::id(),
+            now.0 & 0xffff_ffff
+        ),
         username: None,
         password: None,
         ca_file: None,
@@ -104,7 +116,8 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
         own: args.from.clone(),
         persistent_session: false,
     };
-    let (transport, mut incoming) = Transport::start(settings).map_err(|e| CliError::Usage(e.to_string()))?;
+    let (transport, mut incoming) =
+        Transport::start(settings).map_err(|e| CliError::Usage(e.to_string()))?;
     let connected = tokio::time::timeout(args.timeout, async {
         while let Some(ev) = incoming.recv().await {
             if matches!(ev, Incoming::Connected) {
@@ -122,7 +135,10 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
     let rsp = transport.request(&req, &receiver, args.format).await;
     transport.close().await;
     if rsp.rsc == Rsc::REQUEST_TIMEOUT && rsp.fr.is_none() && rsp.ot.is_none() {
-        return Err(CliError::Timeout(receiver, humantime::format_duration(args.timeout).to_string()));
+        return Err(CliError::Timeout(
+            receiver,
+            humantime::format_duration(args.timeout).to_string(),
+        ));
     }
     Ok(rsp)
 }

@@ -117,8 +117,9 @@ fn default_allowed() -> Vec<String> {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" ({e})")))
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" ({e})"))
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +165,9 @@ impl BrokerUrl {
         };
         let default_port = if tls { 8883 } else { 1883 };
         let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let (h, after) = h.split_once(']').ok_or_else(|| format!("{url:?}: unclosed '['"))?;
+            let (h, after) = h
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port {p:?}"))?,
                 None => default_port,
@@ -239,13 +242,22 @@ impl Config {
             p.push(format!("mqtt.url: {e}"));
         }
         if self.cse.name.is_empty() || self.cse.name.contains('/') {
-            p.push(format!("cse.name {:?} must be a non-empty name without '/'", self.cse.name));
+            p.push(format!(
+                "cse.name {:?} must be a non-empty name without '/'",
+                self.cse.name
+            ));
         }
         if self.cse.sp_id.is_empty() || self.cse.sp_id.contains('/') {
-            p.push(format!("cse.sp_id {:?} must be a domain name without '/'", self.cse.sp_id));
+            p.push(format!(
+                "cse.sp_id {:?} must be a domain name without '/'",
+                self.cse.sp_id
+            ));
         }
         if !matches!(self.mqtt.qos, 0 | 1) {
-            p.push(format!("mqtt.qos {} must be 0 or 1 (TS-0010: QoS 2 should not be used)", self.mqtt.qos));
+            p.push(format!(
+                "mqtt.qos {} must be 0 or 1 (TS-0010: QoS 2 should not be used)",
+                self.mqtt.qos
+            ));
         }
         if self.mqtt.timeout.is_zero() {
             p.push("mqtt.timeout must be more than 0".into());
@@ -267,9 +279,13 @@ impl Config {
                 p.push("mqtt.ca_file/client_cert need an mqtts:// url".into());
             }
         }
-        for f in [&self.mqtt.ca_file, &self.mqtt.client_cert, &self.mqtt.client_key]
-            .into_iter()
-            .flatten()
+        for f in [
+            &self.mqtt.ca_file,
+            &self.mqtt.client_cert,
+            &self.mqtt.client_key,
+        ]
+        .into_iter()
+        .flatten()
         {
             if !f.is_file() {
                 p.push(format!("{} does not exist", f.display()));
@@ -280,13 +296,19 @@ impl Config {
                 p.push("registrar.id is this CSE's own id".into());
             }
             if self.cse.cse_type == CseType::IN {
-                p.push("an IN-CSE registers nowhere: remove [registrar] or set cse.type = \"MN\"".into());
+                p.push(
+                    "an IN-CSE registers nowhere: remove [registrar] or set cse.type = \"MN\""
+                        .into(),
+                );
             }
             if r.check_interval < Duration::from_secs(1) {
                 p.push("registrar.check_interval must be at least 1s".into());
             }
             if r.name.is_empty() || r.name.contains('/') {
-                p.push(format!("registrar.name {:?} must be a non-empty name without '/'", r.name));
+                p.push(format!(
+                    "registrar.name {:?} must be a non-empty name without '/'",
+                    r.name
+                ));
             }
         } else if self.cse.cse_type != CseType::IN {
             p.push(format!(
@@ -356,20 +378,34 @@ check_interval = "5s"
         let bad = GOOD
             .replace("mqtt://127.0.0.1:1883", "http://x")
             .replace("\"3s\"", "\"soon\"");
-        let e = Config::from_str(&bad, Path::new("x.toml")).expect_err("invalid").to_string();
+        let e = Config::from_str(&bad, Path::new("x.toml"))
+            .expect_err("invalid")
+            .to_string();
         assert!(e.contains("soon"), "{e}");
-        let bad = GOOD.replace("mqtt://127.0.0.1:1883", "http://x").replace("MN", "IN");
-        let e = Config::from_str(&bad, Path::new("x.toml")).expect_err("invalid").to_string();
-        assert!(e.contains("mqtt.url") && e.contains("IN-CSE registers nowhere"), "{e}");
+        let bad = GOOD
+            .replace("mqtt://127.0.0.1:1883", "http://x")
+            .replace("MN", "IN");
+        let e = Config::from_str(&bad, Path::new("x.toml"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            e.contains("mqtt.url") && e.contains("IN-CSE registers nowhere"),
+            "{e}"
+        );
         let bad = GOOD.replace("timeout", "timeuot");
-        let e = Config::from_str(&bad, Path::new("x.toml")).expect_err("invalid").to_string();
+        let e = Config::from_str(&bad, Path::new("x.toml"))
+            .expect_err("invalid")
+            .to_string();
         assert!(e.contains("timeuot"), "{e}");
     }
 
     #[test]
     fn broker_urls() {
         let b = BrokerUrl::parse("mqtts://u:p@broker.example").expect("ok");
-        assert_eq!((b.tls, b.port, b.username.as_deref()), (true, 8883, Some("u")));
+        assert_eq!(
+            (b.tls, b.port, b.username.as_deref()),
+            (true, 8883, Some("u"))
+        );
         assert_eq!(b.poa(), "mqtts://broker.example:8883");
         assert!(BrokerUrl::parse("mqtt://:1883").is_err());
         assert!(BrokerUrl::parse("mqtt://h:x").is_err());

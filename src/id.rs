@@ -12,7 +12,9 @@ pub struct CseId(String);
 pub enum IdError {
     #[error("CSE-ID {0:?} must start with a single '/' followed by a name, e.g. \"/id-in\"")]
     NotSpRelative(String),
-    #[error("{0:?} contains {1:?}, which is not allowed in an ID (letters, digits, '-', '.', '_', '~')")]
+    #[error(
+        "{0:?} contains {1:?}, which is not allowed in an ID (letters, digits, '-', '.', '_', '~')"
+    )]
     BadChar(String, char),
     #[error("resource ID {0:?} is malformed: {1}")]
     BadTarget(String, &'static str),
@@ -129,7 +131,9 @@ pub fn resolve<'a>(to: &'a str, own: &CseId, own_sp: &str) -> Result<Target<'a>,
     // Absolute `//sp/csi/...`: our SP collapses to the SP-relative form.
     let sp_relative = match to.strip_prefix("//") {
         Some(rest) => {
-            let (sp, _) = rest.split_once('/').ok_or_else(|| bad("no CSE-ID after the SP-ID"))?;
+            let (sp, _) = rest
+                .split_once('/')
+                .ok_or_else(|| bad("no CSE-ID after the SP-ID"))?;
             if sp != own_sp {
                 return Ok(Target::OtherSp { sp });
             }
@@ -163,8 +167,14 @@ mod tests {
     #[test]
     fn cse_ids_are_validated() {
         assert!(CseId::new("/id-in").is_ok());
-        assert!(matches!(CseId::new("id-in"), Err(IdError::NotSpRelative(_))));
-        assert!(matches!(CseId::new("//sp/id"), Err(IdError::NotSpRelative(_))));
+        assert!(matches!(
+            CseId::new("id-in"),
+            Err(IdError::NotSpRelative(_))
+        ));
+        assert!(matches!(
+            CseId::new("//sp/id"),
+            Err(IdError::NotSpRelative(_))
+        ));
         assert!(matches!(CseId::new("/"), Err(IdError::NotSpRelative(_))));
         assert!(matches!(CseId::new("/a/b"), Err(IdError::BadChar(_, '/'))));
         assert!(matches!(CseId::new("/a+"), Err(IdError::BadChar(_, '+'))));
@@ -176,16 +186,28 @@ mod tests {
         assert_eq!(to_topic_segment("/id-mn"), "id-mn");
         assert_eq!(to_topic_segment("/id-mn/Cae01"), "id-mn:Cae01");
         assert_eq!(to_topic_segment("/Sae02"), "Sae02");
-        assert_eq!(to_topic_segment("//sp.example.com/id-in"), ":sp.example.com:id-in");
-        assert_eq!(from_topic_segment(":sp.example.com:id-in"), "//sp.example.com/id-in");
+        assert_eq!(
+            to_topic_segment("//sp.example.com/id-in"),
+            ":sp.example.com:id-in"
+        );
+        assert_eq!(
+            from_topic_segment(":sp.example.com:id-in"),
+            "//sp.example.com/id-in"
+        );
         assert_eq!(from_topic_segment("id-mn:Cae01"), "/id-mn/Cae01");
     }
 
     #[test]
     fn targets_resolve_by_scope() {
         let sp = "m2m.example";
-        assert_eq!(resolve("cse-in/id-mn", &own(), sp), Ok(Target::Local("cse-in/id-mn")));
-        assert_eq!(resolve("/id-in/cse-in", &own(), sp), Ok(Target::Local("cse-in")));
+        assert_eq!(
+            resolve("cse-in/id-mn", &own(), sp),
+            Ok(Target::Local("cse-in/id-mn"))
+        );
+        assert_eq!(
+            resolve("/id-in/cse-in", &own(), sp),
+            Ok(Target::Local("cse-in"))
+        );
         assert_eq!(resolve("/id-in", &own(), sp), Ok(Target::Local("")));
         assert_eq!(
             resolve("//m2m.example/id-in/cse-in", &own(), sp),
@@ -193,7 +215,9 @@ mod tests {
         );
         assert_eq!(
             resolve("/id-mn/cse-mn", &own(), sp),
-            Ok(Target::Remote { csi: "/id-mn".into() })
+            Ok(Target::Remote {
+                csi: "/id-mn".into()
+            })
         );
         assert_eq!(
             resolve("//other/id-in/x", &own(), sp),

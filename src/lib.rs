@@ -4,16 +4,16 @@
 //! [`registration`] (events and time in, actions out) do no I/O and read no
 //! clock. [`node`] drives them with tokio and [`transport::mqtt`].
 
+pub mod cli;
 pub mod config;
 pub mod dedupe;
 pub mod error;
 pub mod id;
+pub mod node;
 pub mod primitive;
 pub mod registrar;
+pub mod registration;
 pub mod resource;
 pub mod time;
 pub mod topic;
-pub mod registration;
 pub mod transport;
-pub mod node;
-pub mod cli;

@@ -193,7 +193,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }
         None => None,
     };
-    let liveness = tokio::spawn(watch_registrees(node.clone(), cfg.registrees.check_interval));
+    let liveness = tokio::spawn(watch_registrees(
+        node.clone(),
+        cfg.registrees.check_interval,
+    ));
 
     let mut recent = RecentRequests::new(1024);
     tokio::pin!(shutdown);
@@ -251,7 +254,10 @@ impl Node {
             debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery; answering again");
             return self.send(reply_topic, format, previous);
         }
-        let outcome = self.lock().registrar.handle(&req, &route.originator, Timestamp::now());
+        let outcome = self
+            .lock()
+            .registrar
+            .handle(&req, &route.originator, Timestamp::now());
         match outcome {
             Outcome::Respond { response, changed } => {
                 log_outcome(&req, &response);
@@ -265,7 +271,10 @@ impl Node {
                 debug!(to = %request.to, via = %next_hop, "forwarding");
                 let node = self.clone();
                 tokio::spawn(async move {
-                    let mut rsp = node.transport.request(&request, next_hop.as_str(), format).await;
+                    let mut rsp = node
+                        .transport
+                        .request(&request, next_hop.as_str(), format)
+                        .await;
                     if !rsp.rsc.is_success() {
                         debug!(via = %next_hop, rsc = %rsp.rsc, "forwarded request failed");
                     }
@@ -326,7 +335,8 @@ async fn drive_registration(
         while let Some(action) = machine.poll_action() {
             match action {
                 Action::Send(req) => {
-                    let (transport, tx, to) = (node.transport.clone(), events_tx.clone(), registrar.clone());
+                    let (transport, tx, to) =
+                        (node.transport.clone(), events_tx.clone(), registrar.clone());
                     debug!(op = req.op.name(), to = %req.to, rqi = %req.rqi, "registration request");
                     tokio::spawn(async move {
                         let rsp = transport.request(&req, to.as_str(), Format::Json).await;
@@ -335,7 +345,10 @@ async fn drive_registration(
                 }
                 Action::StoreRegistrarCsr(mut csr) => {
                     let mut s = node.lock();
-                    let ri = csr.ri.clone().unwrap_or_else(|| registrar.bare().to_owned());
+                    let ri = csr
+                        .ri
+                        .clone()
+                        .unwrap_or_else(|| registrar.bare().to_owned());
                     let ts = Timestamp::now().to_onem2m();
                     let existing_ct = s.registrar.store.get(&ri).and_then(|c| c.ct.clone());
                     csr.ty = Some(crate::primitive::ResourceType::REMOTE_CSE);
@@ -347,7 +360,11 @@ async fn drive_registration(
                 }
                 Action::RemoveRegistrarCsr => {
                     let mut s = node.lock();
-                    let ri = s.registrar.store.by_csi(registrar.as_str()).map(|(ri, _)| ri.clone());
+                    let ri = s
+                        .registrar
+                        .store
+                        .by_csi(registrar.as_str())
+                        .map(|(ri, _)| ri.clone());
                     if let Some(ri) = ri {
                         s.registrar.store.remove(&ri);
                         s.persist();
@@ -359,7 +376,9 @@ async fn drive_registration(
                     s.persist();
                 }
                 Action::Registered => info!(registrar = %registrar, "registered at {registrar}"),
-                Action::Deregistered => info!(registrar = %registrar, "deregistered from {registrar}"),
+                Action::Deregistered => {
+                    info!(registrar = %registrar, "deregistered from {registrar}")
+                }
                 Action::Stopped => return,
             }
         }
@@ -415,7 +434,10 @@ async fn watch_registrees(node: Node, interval: Duration) {
                 req.rvi = Some(crate::primitive::OWN_RVI.into());
                 req.ot = Some(now.to_onem2m());
                 req.rqet = Some(now.add(node.transport.timeout()).to_onem2m());
-                let rsp = node.transport.request(&req, csi.as_str(), Format::Json).await;
+                let rsp = node
+                    .transport
+                    .request(&req, csi.as_str(), Format::Json)
+                    .await;
                 if rsp.rsc == Rsc::OK || !node.transport.is_connected() {
                     return;
                 }
@@ -428,4 +450,3 @@ async fn watch_registrees(node: Node, interval: Duration) {
         }
     }
 }
-

@@ -9,9 +9,7 @@
 use crate::config::glob_match;
 use crate::error::{bad, Refusal};
 use crate::id::{resolve, CseId, Target};
-use crate::primitive::{
-    release_supported, Operation, Request, ResourceType, Response, Rsc,
-};
+use crate::primitive::{release_supported, Operation, Request, ResourceType, Response, Rsc};
 use crate::resource::{
     CseBase, CseType, RemoteCse, Store, CSR_ATTRIBUTES, CSR_NOT_CREATABLE, CSR_NOT_UPDATABLE,
 };
@@ -55,7 +53,11 @@ impl Registrar {
         match self.dispatch(req, hop, now) {
             Ok(outcome) => outcome,
             Err(refusal) => Outcome::Respond {
-                response: self.answer(req, Response::error(refusal.rsc(), &req.rqi, refusal.to_string()), now),
+                response: self.answer(
+                    req,
+                    Response::error(refusal.rsc(), &req.rqi, refusal.to_string()),
+                    now,
+                ),
                 changed: false,
             },
         }
@@ -91,7 +93,10 @@ impl Registrar {
             Target::Local(path) => path,
             Target::Remote { csi } => return self.forward(req, fr, &csi, hop),
             Target::OtherSp { sp } => {
-                return Err(Refusal::NotFound(format!("{} (SP //{sp} is not reachable from here)", req.to)))
+                return Err(Refusal::NotFound(format!(
+                    "{} (SP //{sp} is not reachable from here)",
+                    req.to
+                )))
             }
         };
         match req.rvi.as_deref() {
@@ -104,23 +109,32 @@ impl Registrar {
             (Addressed::CseBase, Operation::Retrieve) => {
                 check_rcn(req, &[1])?;
                 let pc = self.cse_base.to_content(&now.to_onem2m());
-                respond(self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now), false)
+                respond(
+                    self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now),
+                    false,
+                )
             }
             (Addressed::CseBase, Operation::Create) => {
                 let r = self.create_csr(req, fr, now)?;
                 respond(r, true)
             }
-            (Addressed::CseBase, Operation::Update | Operation::Delete) => Err(Refusal::NotAllowed(
-                format!("the <CSEBase> cannot be {}d", req.op.name()),
-            )),
+            (Addressed::CseBase, Operation::Update | Operation::Delete) => Err(
+                Refusal::NotAllowed(format!("the <CSEBase> cannot be {}d", req.op.name())),
+            ),
             (Addressed::CseBase, Operation::Notify) => {
                 Err(Refusal::NotImplemented("NOTIFY is not supported".into()))
             }
             (Addressed::Csr(ri), Operation::Retrieve) => {
                 check_rcn(req, &[1])?;
-                let csr = self.store.get(&ri).ok_or_else(|| Refusal::NotFound(req.to.clone()))?;
+                let csr = self
+                    .store
+                    .get(&ri)
+                    .ok_or_else(|| Refusal::NotFound(req.to.clone()))?;
                 let pc = csr.to_content();
-                respond(self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now), false)
+                respond(
+                    self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now),
+                    false,
+                )
             }
             (Addressed::Csr(ri), Operation::Update) => {
                 let r = self.update_csr(req, fr, &ri, now)?;
@@ -146,7 +160,9 @@ impl Registrar {
     fn address(&self, path: &str, to: &str) -> Result<Addressed, Refusal> {
         let not_found = || Refusal::NotFound(to.to_owned());
         if path.contains('#') {
-            return Err(Refusal::NotImplemented("attribute addressing (#) is not supported".into()));
+            return Err(Refusal::NotImplemented(
+                "attribute addressing (#) is not supported".into(),
+            ));
         }
         let mut segs = path.split('/');
         let first = segs.next().unwrap_or_default();
@@ -181,15 +197,22 @@ impl Registrar {
                 return Err(Refusal::NotAllowed("a <CSEBase> cannot be created".into()))
             }
             Some(ty) => {
-                return Err(Refusal::NotImplemented(format!("resource type {} is not supported here", ty.0)))
+                return Err(Refusal::NotImplemented(format!(
+                    "resource type {} is not supported here",
+                    ty.0
+                )))
             }
             None => return Err(bad("missing resource type (ty) in CREATE")),
         }
         if is_ae_id(fr) {
-            return Err(Refusal::NotAllowed(format!("an AE ({fr}) cannot register as a CSE")));
+            return Err(Refusal::NotAllowed(format!(
+                "an AE ({fr}) cannot register as a CSE"
+            )));
         }
         if self.cse_type == CseType::ASN {
-            return Err(Refusal::NotAllowed("an ASN-CSE does not accept registrations".into()));
+            return Err(Refusal::NotAllowed(
+                "an ASN-CSE does not accept registrations".into(),
+            ));
         }
         let csi = CseId::new(fr).map_err(|e| bad(format!("originator is not a CSE-ID: {e}")))?;
         if !self.allowed.iter().any(|p| glob_match(p, fr)) {
@@ -205,7 +228,9 @@ impl Registrar {
                 return Err(bad(format!("unknown attribute {k:?} in m2m:csr")));
             }
             if CSR_NOT_CREATABLE.contains(&k.as_str()) {
-                return Err(bad(format!("attribute {k:?} is assigned by the registrar and cannot be set")));
+                return Err(bad(format!(
+                    "attribute {k:?} is assigned by the registrar and cannot be set"
+                )));
             }
         }
         for k in ["cb", "rr", "srv", "csi"] {
@@ -224,11 +249,15 @@ impl Registrar {
             return Err(Refusal::Conflict(format!("CSE {fr} is already registered")));
         }
         if self.store.by_rn(&rn).is_some() || rn == self.cse_base.rn {
-            return Err(Refusal::Conflict(format!("a resource named {rn:?} already exists")));
+            return Err(Refusal::Conflict(format!(
+                "a resource named {rn:?} already exists"
+            )));
         }
         let ri = csi.bare().to_owned();
         if self.store.get(&ri).is_some() || ri == self.cse_base.ri {
-            return Err(Refusal::Conflict(format!("a resource with ri {ri:?} already exists")));
+            return Err(Refusal::Conflict(format!(
+                "a resource with ri {ri:?} already exists"
+            )));
         }
         let ts = now.to_onem2m();
         csr.rn = Some(rn);
@@ -246,7 +275,13 @@ impl Registrar {
         Ok(self.answer(req, r, now))
     }
 
-    fn update_csr(&mut self, req: &Request, fr: &str, ri: &str, now: Timestamp) -> Result<Response, Refusal> {
+    fn update_csr(
+        &mut self,
+        req: &Request,
+        fr: &str,
+        ri: &str,
+        now: Timestamp,
+    ) -> Result<Response, Refusal> {
         self.check_owner(fr, ri)?;
         check_rcn(req, &[0, 1])?;
         let body = csr_body(req)?;
@@ -261,8 +296,8 @@ impl Registrar {
         let Some(current) = self.store.get(ri) else {
             return Err(Refusal::NotFound(req.to.clone()));
         };
-        let mut merged = serde_json::to_value(current)
-            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        let mut merged =
+            serde_json::to_value(current).map_err(|e| Refusal::Internal(e.to_string()))?;
         if let Value::Object(m) = &mut merged {
             for (k, v) in body {
                 if v.is_null() {
@@ -291,9 +326,14 @@ impl Registrar {
     /// Only the CSE a CSR stands for may change or remove it.
     fn check_owner(&self, fr: &str, ri: &str) -> Result<(), Refusal> {
         if is_ae_id(fr) {
-            return Err(Refusal::NotAllowed(format!("an AE ({fr}) cannot change a <remoteCSE>")));
+            return Err(Refusal::NotAllowed(format!(
+                "an AE ({fr}) cannot change a <remoteCSE>"
+            )));
         }
-        let csr = self.store.get(ri).ok_or_else(|| Refusal::NotFound(ri.to_owned()))?;
+        let csr = self
+            .store
+            .get(ri)
+            .ok_or_else(|| Refusal::NotFound(ri.to_owned()))?;
         if csr.csi() != Some(fr) {
             return Err(Refusal::NoPrivilege(format!(
                 "{fr} may not change the <remoteCSE> of {}",
@@ -308,14 +348,22 @@ impl Registrar {
         if req.op == Operation::Create
             && matches!(req.ty, Some(ResourceType::REMOTE_CSE | ResourceType::AE))
         {
-            return Err(bad(format!("a registration must be sent to the registrar, not through {}", self.own())));
+            return Err(bad(format!(
+                "a registration must be sent to the registrar, not through {}",
+                self.own()
+            )));
         }
-        let next_hop = self.next_hop(csi, hop).ok_or_else(|| Refusal::NotFound(req.to.clone()))?;
+        let next_hop = self
+            .next_hop(csi, hop)
+            .ok_or_else(|| Refusal::NotFound(req.to.clone()))?;
         let mut fwd = req.clone();
         if !fr.starts_with('/') {
             fwd.fr = Some(format!("{}/{fr}", self.own()));
         }
-        Ok(Outcome::Forward { next_hop, request: fwd })
+        Ok(Outcome::Forward {
+            next_hop,
+            request: fwd,
+        })
     }
 
     /// The CSE through which `csi` is reached: a direct registree or the
@@ -326,8 +374,16 @@ impl Registrar {
             return csr.csi().and_then(|c| CseId::new(c).ok());
         }
         let registrar = self.upstream.as_ref().map(CseId::as_str);
-        if let Some(d) = self.store.descendants(self.own().as_str(), registrar).get(csi) {
-            return self.store.get(&d.via_ri)?.csi().and_then(|c| CseId::new(c).ok());
+        if let Some(d) = self
+            .store
+            .descendants(self.own().as_str(), registrar)
+            .get(csi)
+        {
+            return self
+                .store
+                .get(&d.via_ri)?
+                .csi()
+                .and_then(|c| CseId::new(c).ok());
         }
         match &self.upstream {
             Some(up) if up.as_str() != hop => Some(up.clone()),
@@ -390,7 +446,9 @@ fn validate_csr(csr: &RemoteCse, now: Timestamp) -> Result<(), Refusal> {
     }
     if let Some(cb) = &csr.cb {
         if !cb.starts_with('/') || cb.starts_with("//") || cb.len() < 2 {
-            return Err(bad(format!("cb {cb:?} is not an SP-relative CSEBase address like \"/id-mn/cse-mn\"")));
+            return Err(bad(format!(
+                "cb {cb:?} is not an SP-relative CSEBase address like \"/id-mn/cse-mn\""
+            )));
         }
     }
     if let Some(srv) = &csr.srv {
@@ -448,8 +506,10 @@ fn check_rcn(req: &Request, supported: &[u8]) -> Result<(), Refusal> {
         return Err(bad(format!("rcn {rcn} is not valid for {}", req.op.name())));
     }
     if !supported.contains(&rcn) {
-        return Err(Refusal::NotImplemented(format!("rcn {rcn} is not supported for {}", req.op.name())));
+        return Err(Refusal::NotImplemented(format!(
+            "rcn {rcn} is not supported for {}",
+            req.op.name()
+        )));
     }
     Ok(())
 }
-

@@ -108,7 +108,10 @@ impl OwnCsr {
 pub enum Input {
     /// Begin; `adopt`: this node kept state from an earlier run (a local
     /// registrar CSR), so its CSR at the registrar is adopted, not recreated.
-    Start { adopt: bool, remote_rn: Option<String> },
+    Start {
+        adopt: bool,
+        remote_rn: Option<String>,
+    },
     Response(Response),
     Timer,
     OwnCsrChanged(OwnCsr),
@@ -146,12 +149,19 @@ pub enum Step {
 pub enum Phase {
     Idle,
     /// Waiting for the answer to `step`'s request.
-    Waiting { step: Step, rqi: String },
+    Waiting {
+        step: Step,
+        rqi: String,
+    },
     /// Registered; the next check is at the timer.
     Registered,
     /// Waiting to retry `step` at the timer.
-    Backoff { step: Step },
-    Deregistering { rqi: String },
+    Backoff {
+        step: Step,
+    },
+    Deregistering {
+        rqi: String,
+    },
     Stopped,
 }
 
@@ -315,7 +325,9 @@ impl Registration {
                     self.after_conflict = false;
                     self.begin(Step::FetchBase, now);
                 }
-                Rsc::CONFLICT | Rsc::ORIGINATOR_HAS_ALREADY_REGISTERED | Rsc::OPERATION_NOT_ALLOWED => {
+                Rsc::CONFLICT
+                | Rsc::ORIGINATOR_HAS_ALREADY_REGISTERED
+                | Rsc::OPERATION_NOT_ALLOWED => {
                     self.after_conflict = true;
                     self.begin(Step::Adopt, now);
                 }
@@ -323,7 +335,10 @@ impl Registration {
             },
             Step::Adopt => match rsp.rsc {
                 Rsc::OK => {
-                    let remote = rsp.pc.as_ref().and_then(|pc| RemoteCse::from_content(pc).ok());
+                    let remote = rsp
+                        .pc
+                        .as_ref()
+                        .and_then(|pc| RemoteCse::from_content(pc).ok());
                     if let Some(rn) = remote.as_ref().and_then(|c| c.rn.clone()) {
                         self.set_remote_rn(rn);
                     }
@@ -340,7 +355,7 @@ impl Registration {
                 _ => self.begin(Step::Create, now),
             },
             Step::Update => match rsp.rsc {
-                Rsc::UPDATED if self.registered => self.settle(now),
+                Rsc::UPDATED if self.registered => self.settle_or_update(now),
                 Rsc::UPDATED => self.begin(Step::FetchBase, now),
                 _ if unreachable && self.registered => {
                     // Try again at the next check, which compares.
@@ -360,7 +375,7 @@ impl Registration {
                             self.registered = true;
                             self.out.push_back(Action::Registered);
                         }
-                        self.settle(now);
+                        self.settle_or_update(now);
                     }
                     _ => self.backoff(step, now),
                 },
@@ -368,17 +383,16 @@ impl Registration {
             },
             Step::Check => match rsp.rsc {
                 Rsc::OK => {
-                    let remote = rsp.pc.as_ref().and_then(|pc| RemoteCse::from_content(pc).ok());
+                    let remote = rsp
+                        .pc
+                        .as_ref()
+                        .and_then(|pc| RemoteCse::from_content(pc).ok());
                     let differs = match (&self.want, &remote) {
                         (Some(w), Some(r)) => w.differs_from(r),
                         _ => false,
                     };
-                    if differs || self.dirty {
-                        self.dirty = false;
-                        self.begin(Step::Update, now)
-                    } else {
-                        self.settle(now)
-                    }
+                    self.dirty |= differs;
+                    self.settle_or_update(now)
                 }
                 _ if unreachable => self.settle(now),
                 _ => self.lost(now),
@@ -402,12 +416,17 @@ impl Registration {
     /// Registered and idle: next check one interval from now.
     fn settle(&mut self, now: Timestamp) {
         self.failures = 0;
-        if self.dirty && self.registered {
-            self.dirty = false;
-            return self.begin(Step::Update, now);
-        }
         self.phase = Phase::Registered;
         self.timer = Some(now.add(self.cfg.check_interval));
+    }
+
+    /// Registered, and the own CSEBase may have changed meanwhile.
+    fn settle_or_update(&mut self, now: Timestamp) {
+        if self.dirty {
+            self.begin(Step::Update, now)
+        } else {
+            self.settle(now)
+        }
     }
 
     fn set_remote_rn(&mut self, rn: String) {
@@ -440,7 +459,11 @@ impl Registration {
         let want = self.want.clone();
         let mut req = match step {
             Step::CleanStale | Step::Adopt | Step::Check => {
-                let op = if step == Step::CleanStale { Operation::Delete } else { Operation::Retrieve };
+                let op = if step == Step::CleanStale {
+                    Operation::Delete
+                } else {
+                    Operation::Retrieve
+                };
                 self.request(op, self.own_csr_address(), &rqi, now)
             }
             Step::Create => {
@@ -480,14 +503,22 @@ impl Registration {
 
     fn next_rqi(&mut self) -> String {
         self.counter += 1;
-        format!("{}-{:x}-{}", self.cfg.own.bare(), self.cfg.seed & 0xff_ffff, self.counter)
+        format!(
+            "{}-{:x}-{}",
+            self.cfg.own.bare(),
+            self.cfg.seed & 0xff_ffff,
+            self.counter
+        )
     }
 }
 
 /// No answer, or the registrar could not be reached: not evidence that the
 /// CSR is gone (notes §5.5), so keep state and try again.
 fn is_unreachable(rsc: Rsc) -> bool {
-    matches!(rsc, Rsc::TARGET_NOT_REACHABLE | Rsc::REQUEST_TIMEOUT | Rsc::REMOTE_ENTITY_NOT_REACHABLE)
+    matches!(
+        rsc,
+        Rsc::TARGET_NOT_REACHABLE | Rsc::REQUEST_TIMEOUT | Rsc::REMOTE_ENTITY_NOT_REACHABLE
+    )
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ pub struct Timestamp(pub u64);
 
 impl Timestamp {
     pub fn now() -> Timestamp {
-        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(d.as_micros() as u64)
     }
 
@@ -132,7 +134,10 @@ mod tests {
     #[test]
     fn relative_timestamps_are_milliseconds() {
         let now = Timestamp::from_secs(1000);
-        assert_eq!(Timestamp::parse_abs_rel("1500", now), Some(Timestamp(1_001_500_000)));
+        assert_eq!(
+            Timestamp::parse_abs_rel("1500", now),
+            Some(Timestamp(1_001_500_000))
+        );
     }
 
     proptest! {

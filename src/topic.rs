@@ -34,7 +34,10 @@ impl Route {
             Ok(f) => f.suffix(),
             Err(s) => s.as_str(),
         };
-        format!("/oneM2M/resp/{}/{}/{}", self.orig_seg, self.recv_seg, suffix)
+        format!(
+            "/oneM2M/resp/{}/{}/{}",
+            self.orig_seg, self.recv_seg, suffix
+        )
     }
 }
 
@@ -75,7 +78,10 @@ pub fn request_topic(originator: &str, receiver: &str, format: Format) -> String
 /// answers to the requests it sent.
 pub fn subscriptions(own: &str) -> [String; 2] {
     let me = to_topic_segment(own);
-    [format!("/oneM2M/req/+/{me}/#"), format!("/oneM2M/resp/{me}/+/#")]
+    [
+        format!("/oneM2M/req/+/{me}/#"),
+        format!("/oneM2M/resp/{me}/+/#"),
+    ]
 }
 
 #[cfg(test)]
@@ -97,7 +103,10 @@ mod tests {
         let r = parse("/oneM2M/req/:sp.x:id-mn/id-in:Cae/cbor").expect("route");
         assert_eq!(r.originator, "//sp.x/id-mn");
         assert_eq!(r.receiver, "/id-in/Cae");
-        assert_eq!(r.response_topic(), "/oneM2M/resp/:sp.x:id-mn/id-in:Cae/cbor");
+        assert_eq!(
+            r.response_topic(),
+            "/oneM2M/resp/:sp.x:id-mn/id-in:Cae/cbor"
+        );
     }
 
     #[test]
@@ -126,8 +135,14 @@ mod tests {
     fn subscriptions_are_those_of_ts_0010() {
         assert_eq!(
             subscriptions("/id-mn"),
-            ["/oneM2M/req/+/id-mn/#".to_string(), "/oneM2M/resp/id-mn/+/#".to_string()]
+            [
+                "/oneM2M/req/+/id-mn/#".to_string(),
+                "/oneM2M/resp/id-mn/+/#".to_string()
+            ]
         );
-        assert_eq!(request_topic("/id-mn", "/id-in", Format::Cbor), "/oneM2M/req/id-mn/id-in/cbor");
+        assert_eq!(
+            request_topic("/id-mn", "/id-in", Format::Cbor),
+            "/oneM2M/req/id-mn/id-in/cbor"
+        );
     }
 }

@@ -186,7 +186,12 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn new(op: Operation, to: impl Into<String>, fr: impl Into<String>, rqi: impl Into<String>) -> Self {
+    pub fn new(
+        op: Operation,
+        to: impl Into<String>,
+        fr: impl Into<String>,
+        rqi: impl Into<String>,
+    ) -> Self {
         Request {
             op,
             to: to.into(),

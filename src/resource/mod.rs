@@ -119,7 +119,9 @@ pub const CSR_ATTRIBUTES: &[&str] = &[
 ];
 
 /// Attributes a registree may not set in an UPDATE (NP in TS-0004 7.4.4.1-3).
-pub const CSR_NOT_UPDATABLE: &[&str] = &["rn", "ty", "ri", "pi", "ct", "lt", "cst", "csi", "cb", "st", "cr"];
+pub const CSR_NOT_UPDATABLE: &[&str] = &[
+    "rn", "ty", "ri", "pi", "ct", "lt", "cst", "csi", "cb", "st", "cr",
+];
 
 /// Attributes a registree may not set in a CREATE: the registrar assigns them.
 pub const CSR_NOT_CREATABLE: &[&str] = &["ty", "ri", "pi", "ct", "lt", "st", "cr"];

@@ -36,11 +36,17 @@ pub struct Descendant {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is corrupt ({reason}); move it away to start with an empty store")]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Store {
@@ -88,7 +94,10 @@ impl Store {
     }
 
     /// The registree CSRs: all but the one for `registrar`.
-    pub fn registrees<'a>(&'a self, registrar: Option<&'a str>) -> impl Iterator<Item = (&'a String, &'a RemoteCse)> {
+    pub fn registrees<'a>(
+        &'a self,
+        registrar: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a String, &'a RemoteCse)> {
         self.csrs
             .iter()
             .filter(move |(_, c)| registrar.is_none() || c.csi() != registrar)
@@ -185,7 +194,10 @@ mod tests {
         s.insert("id-mn1".into(), csr("/id-mn1", &["/id-asn1", "/id-asn2"]));
         s.insert("id-in".into(), csr("/id-in", &[]));
         let d = s.descendants("/id-mn", Some("/id-in"));
-        assert_eq!(d.keys().collect::<Vec<_>>(), ["/id-asn1", "/id-asn2", "/id-mn1"]);
+        assert_eq!(
+            d.keys().collect::<Vec<_>>(),
+            ["/id-asn1", "/id-asn2", "/id-mn1"]
+        );
         assert_eq!(d["/id-asn1"].registered_at, "/id-mn1");
         assert_eq!(d["/id-mn1"].registered_at, "/id-mn");
         assert_eq!(d["/id-asn2"].via_ri, "id-mn1");

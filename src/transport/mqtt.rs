@@ -11,7 +11,9 @@
 use crate::config::BrokerUrl;
 use crate::primitive::{Format, Request, Response, Rsc};
 use crate::topic::{self, Kind, Route};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +49,10 @@ pub struct Settings {
 #[derive(Debug)]
 pub enum Incoming {
     /// A publish on a request topic, undecoded.
-    Request { route: Route, payload: Vec<u8> },
+    Request {
+        route: Route,
+        payload: Vec<u8>,
+    },
     /// Connected (again) and subscribed.
     Connected,
     Disconnected,
@@ -84,32 +89,47 @@ fn qos(level: u8) -> QoS {
 impl Transport {
     /// Starts the event-loop task. Connecting happens in the background; the
     /// receiver sees `Connected` once the subscriptions are placed.
-    pub fn start(settings: Settings) -> Result<(Transport, mpsc::Receiver<Incoming>), TransportError> {
-        let mut opts = MqttOptions::new(&settings.client_id, &settings.broker.host, settings.broker.port);
+    pub fn start(
+        settings: Settings,
+    ) -> Result<(Transport, mpsc::Receiver<Incoming>), TransportError> {
+        let mut opts = MqttOptions::new(
+            &settings.client_id,
+            &settings.broker.host,
+            settings.broker.port,
+        );
         opts.set_keep_alive(settings.keep_alive)
             .set_clean_session(!settings.persistent_session)
             // Headroom over the payload cap for the topic and packet header.
             .set_max_packet_size(settings.max_payload + 1024, settings.max_payload + 1024)
             .set_request_channel_capacity(256)
             .set_inflight(100);
-        let user = settings.username.clone().or_else(|| settings.broker.username.clone());
-        let pass = settings.password.clone().or_else(|| settings.broker.password.clone());
+        let user = settings
+            .username
+            .clone()
+            .or_else(|| settings.broker.username.clone());
+        let pass = settings
+            .password
+            .clone()
+            .or_else(|| settings.broker.password.clone());
         if let Some(u) = user {
             opts.set_credentials(u, pass.unwrap_or_default());
         }
         if settings.broker.tls {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| TransportError::File(p.clone(), e));
+            let read =
+                |p: &PathBuf| std::fs::read(p).map_err(|e| TransportError::File(p.clone(), e));
             let ca = read(settings.ca_file.as_ref().ok_or(TransportError::NoCa)?)?;
             let client_auth = match (&settings.client_cert, &settings.client_key) {
                 (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
                 _ => None,
             };
-            opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth,
-            }));
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Simple {
+                    ca,
+                    alpn: None,
+                    client_auth,
+                },
+            ));
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
         let mut net = NetworkOptions::new();
@@ -142,7 +162,10 @@ impl Transport {
 
     /// Why the last connection attempt failed, for a clear CLI message.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn timeout(&self) -> Duration {
@@ -152,13 +175,23 @@ impl Transport {
     /// Sends `req` to the CSE `receiver` (the next hop) and waits for the
     /// answer. Never fails: no broker is 5103, no answer in time is 4008.
     pub async fn request(&self, req: &Request, receiver: &str, format: Format) -> Response {
-        self.request_within(req, receiver, format, self.settings.timeout).await
+        self.request_within(req, receiver, format, self.settings.timeout)
+            .await
     }
 
-    pub async fn request_within(&self, req: &Request, receiver: &str, format: Format, timeout: Duration) -> Response {
+    pub async fn request_within(
+        &self,
+        req: &Request,
+        receiver: &str,
+        format: Format,
+        timeout: Duration,
+    ) -> Response {
         let fail = |rsc, why: String| Response::error(rsc, &req.rqi, why);
         if !self.is_connected() {
-            return fail(Rsc::TARGET_NOT_REACHABLE, "not connected to the MQTT broker".into());
+            return fail(
+                Rsc::TARGET_NOT_REACHABLE,
+                "not connected to the MQTT broker".into(),
+            );
         }
         let payload = match format.encode(req) {
             Ok(p) => p,
@@ -167,14 +200,21 @@ impl Transport {
         if payload.len() > self.settings.max_payload {
             return fail(
                 Rsc::INTERNAL_SERVER_ERROR,
-                format!("request of {} bytes exceeds mqtt.max_payload ({})", payload.len(), self.settings.max_payload),
+                format!(
+                    "request of {} bytes exceeds mqtt.max_payload ({})",
+                    payload.len(),
+                    self.settings.max_payload
+                ),
             );
         }
         let key = (receiver.to_owned(), req.rqi.clone());
         let (done, answer) = oneshot::channel();
         self.lock_pending().insert(key.clone(), done);
         let topic = topic::request_topic(&self.settings.own, receiver, format);
-        if let Err(e) = self.client.try_publish(topic, qos(self.settings.qos), false, payload) {
+        if let Err(e) = self
+            .client
+            .try_publish(topic, qos(self.settings.qos), false, payload)
+        {
             self.lock_pending().remove(&key);
             return fail(Rsc::TARGET_NOT_REACHABLE, format!("cannot publish: {e}"));
         }
@@ -184,7 +224,10 @@ impl Transport {
                 self.lock_pending().remove(&key);
                 fail(
                     Rsc::REQUEST_TIMEOUT,
-                    format!("no response from {receiver} within {}", humantime::format_duration(timeout)),
+                    format!(
+                        "no response from {receiver} within {}",
+                        humantime::format_duration(timeout)
+                    ),
                 )
             }
         }
@@ -196,7 +239,10 @@ impl Transport {
             warn!(%topic, bytes = payload.len(), "answer exceeds mqtt.max_payload; not sent");
             return;
         }
-        if let Err(e) = self.client.try_publish(&topic, qos(self.settings.qos), false, payload) {
+        if let Err(e) = self
+            .client
+            .try_publish(&topic, qos(self.settings.qos), false, payload)
+        {
             warn!(%topic, error = %e, "cannot publish");
         }
     }
@@ -214,12 +260,19 @@ impl Transport {
         let _ = self.shutdown.send(true);
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<PendingKey, oneshot::Sender<Response>>> {
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PendingKey, oneshot::Sender<Response>>> {
         // A poisoned map is still a valid map: keep serving.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn drive(self, mut eventloop: EventLoop, tx: mpsc::Sender<Incoming>, mut shutdown: watch::Receiver<bool>) {
+    async fn drive(
+        self,
+        mut eventloop: EventLoop,
+        tx: mpsc::Sender<Incoming>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut failures: u32 = 0;
         let mut awaiting_subacks = 0usize;
         let mut seed = crate::time::Timestamp::now().0 | 1;
@@ -241,7 +294,9 @@ impl Transport {
                         let filters = topic::subscriptions(&self.settings.own);
                         awaiting_subacks = filters.len();
                         for filter in filters {
-                            if let Err(e) = self.client.try_subscribe(filter, qos(self.settings.qos)) {
+                            if let Err(e) =
+                                self.client.try_subscribe(filter, qos(self.settings.qos))
+                            {
                                 warn!(error = %e, "cannot subscribe");
                             }
                         }
@@ -253,13 +308,16 @@ impl Transport {
                         let _ = tx.try_send(Incoming::Connected);
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(&p.topic, p.payload.to_vec(), &tx),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    self.on_publish(&p.topic, p.payload.to_vec(), &tx)
+                }
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                     self.connected.store(false, Ordering::Release);
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(e.to_string());
                     if self.connected.swap(false, Ordering::AcqRel) {
                         warn!(error = %e, "lost the MQTT broker; reconnecting");
                         let _ = tx.try_send(Incoming::Disconnected);
@@ -272,7 +330,9 @@ impl Transport {
                     failures = failures.saturating_add(1);
                     // 100 ms doubling to 5 s, ±25 % jitter: fast back after a
                     // broker restart, no CPU storm while it is away.
-                    let base = Duration::from_millis(100).saturating_mul(1 << failures.min(6)).min(Duration::from_secs(5));
+                    let base = Duration::from_millis(100)
+                        .saturating_mul(1 << failures.min(6))
+                        .min(Duration::from_secs(5));
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
@@ -289,7 +349,10 @@ impl Transport {
 
     fn on_publish(&self, topic_name: &str, payload: Vec<u8>, tx: &mpsc::Sender<Incoming>) {
         let Some(route) = topic::parse(topic_name) else {
-            debug!(topic = topic_name, "ignoring a publish on a topic that is not oneM2M");
+            debug!(
+                topic = topic_name,
+                "ignoring a publish on a topic that is not oneM2M"
+            );
             return;
         };
         match route.kind {
@@ -300,7 +363,10 @@ impl Transport {
             }
             Kind::Response => {
                 let Ok(format) = route.format else {
-                    debug!(topic = topic_name, "response in an unsupported format; dropped");
+                    debug!(
+                        topic = topic_name,
+                        "response in an unsupported format; dropped"
+                    );
                     return;
                 };
                 match format.decode_response(&payload) {
@@ -310,7 +376,9 @@ impl Transport {
                             Some(done) => {
                                 let _ = done.send(rsp);
                             }
-                            None => debug!(rqi = %rsp.rqi, peer = %route.receiver, "response to no pending request (late or duplicate)"),
+                            None => {
+                                debug!(rqi = %rsp.rqi, peer = %route.receiver, "response to no pending request (late or duplicate)")
+                            }
                         }
                     }
                     Err(e) => warn!(topic = topic_name, error = %e, "undecodable response dropped"),

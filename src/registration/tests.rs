@@ -1,0 +1,554 @@
+//! Simulated-time tests of the registration machine. The peer is the real
+//! registrar core (also pure), so these runs exercise both halves of a
+//! registration without a broker or a clock.
+
+use super::*;
+use crate::registrar::{Outcome, Registrar};
+use crate::resource::{CseBase, CseType, Store};
+use proptest::prelude::*;
+
+const CHECK: Duration = Duration::from_secs(60);
+
+fn cfg(seed: u64) -> RegistreeConfig {
+    RegistreeConfig {
+        own: CseId::new("/id-mn").expect("id"),
+        registrar: CseId::new("/id-in").expect("id"),
+        registrar_rn: "cse-in".into(),
+        check_interval: CHECK,
+        request_timeout: Duration::from_secs(10),
+        seed,
+    }
+}
+
+fn want(dcse: &[&str]) -> OwnCsr {
+    OwnCsr {
+        cb: "/id-mn/cse-mn".into(),
+        cst: 2,
+        srv: vec!["3".into(), "4".into()],
+        poa: vec!["mqtt://127.0.0.1:1883".into()],
+        csz: vec!["application/json".into()],
+        dcse: dcse.iter().map(|s| s.to_string()).collect(),
+        lbl: vec![],
+        nl: None,
+    }
+}
+
+fn registrar() -> Registrar {
+    let now = Timestamp::from_secs(1_700_000_000).to_onem2m();
+    Registrar {
+        cse_base: CseBase {
+            ri: "id-in".into(),
+            rn: "cse-in".into(),
+            ty: ResourceType::CSE_BASE,
+            pi: String::new(),
+            csi: CseId::new("/id-in").expect("id"),
+            cst: 1,
+            srv: vec!["3".into()],
+            poa: vec!["mqtt://127.0.0.1:1883".into()],
+            csz: vec!["json".into()],
+            srt: vec![5, 16],
+            ct: now.clone(),
+            lt: now,
+            spi: None,
+            lbl: vec![],
+            nl: None,
+        },
+        cse_type: CseType::IN,
+        sp_id: "sp".into(),
+        allowed: vec!["*".into()],
+        upstream: None,
+        store: Store::new(),
+    }
+}
+
+/// The world: the machine, its registrar, the local registrar CSR, a clock.
+struct World {
+    m: Registration,
+    peer: Registrar,
+    now: Timestamp,
+    /// The registrar answers; false: every request times out (4008).
+    peer_up: bool,
+    local_csr: Option<RemoteCse>,
+    creates: usize,
+    sent: Vec<Request>,
+    events: Vec<Action>,
+    stopped: bool,
+}
+
+impl World {
+    fn new(seed: u64) -> World {
+        World {
+            m: Registration::new(cfg(seed), want(&[])),
+            peer: registrar(),
+            now: Timestamp::from_secs(1_700_000_000),
+            peer_up: true,
+            local_csr: None,
+            creates: 0,
+            sent: vec![],
+            events: vec![],
+            stopped: false,
+        }
+    }
+
+    fn input(&mut self, i: Input) {
+        self.m.handle(i, self.now);
+        self.drain();
+    }
+
+    /// Carries out actions; requests are answered at once (or time out).
+    fn drain(&mut self) {
+        let mut budget = 64;
+        while let Some(a) = self.m.poll_action() {
+            budget -= 1;
+            assert!(
+                budget > 0,
+                "request storm: {:?}",
+                self.sent
+                    .iter()
+                    .rev()
+                    .take(6)
+                    .map(|r| (r.op, &r.to))
+                    .collect::<Vec<_>>()
+            );
+            match a {
+                Action::Send(req) => {
+                    self.sent.push(req.clone());
+                    let rsp = if self.peer_up {
+                        if req.op == Operation::Create {
+                            self.creates += 1;
+                        }
+                        match self.peer.handle(&req, "/id-mn", self.now) {
+                            Outcome::Respond { response, .. } => response,
+                            Outcome::Forward { .. } => {
+                                panic!("registrar forwarded a registration request")
+                            }
+                        }
+                    } else {
+                        self.now = self.now.add(Duration::from_secs(10));
+                        Response::error(Rsc::REQUEST_TIMEOUT, &req.rqi, "timeout")
+                    };
+                    self.m.handle(Input::Response(rsp), self.now);
+                }
+                Action::StoreRegistrarCsr(c) => self.local_csr = Some(c),
+                Action::RemoveRegistrarCsr => self.local_csr = None,
+                Action::Stopped => self.stopped = true,
+                other => self.events.push(other),
+            }
+        }
+    }
+
+    /// Advances the clock to the next timer and fires it.
+    fn tick(&mut self) {
+        let t = self.m.poll_timeout().expect("a timer is armed");
+        self.now = self.now.max(t);
+        self.input(Input::Timer);
+    }
+
+    fn own_csrs_at_peer(&self) -> usize {
+        self.peer
+            .store
+            .iter()
+            .filter(|(_, c)| c.csi() == Some("/id-mn"))
+            .count()
+    }
+
+    fn ops(&self) -> Vec<Operation> {
+        self.sent.iter().map(|r| r.op).collect()
+    }
+}
+
+#[test]
+fn fresh_start_cleans_stale_then_creates_then_fetches_the_registrar_base() {
+    let mut w = World::new(1);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    assert_eq!(
+        w.ops(),
+        [Operation::Delete, Operation::Create, Operation::Retrieve]
+    );
+    assert_eq!(w.sent[0].to, "/id-in/cse-in/id-mn");
+    assert_eq!(w.sent[1].to, "/id-in/cse-in");
+    assert_eq!(w.sent[1].ty, Some(ResourceType::REMOTE_CSE));
+    let body = &w.sent[1].pc.as_ref().expect("pc")["m2m:csr"];
+    for k in ["cb", "csi", "rr", "srv", "cst", "poa", "csz", "dcse"] {
+        assert!(body.get(k).is_some(), "CREATE lacks {k}");
+    }
+    assert_eq!(w.sent[2].to, "/id-in/cse-in");
+    assert!(w.m.is_registered());
+    assert_eq!(w.m.phase(), &Phase::Registered);
+    let local = w.local_csr.as_ref().expect("local registrar CSR");
+    assert_eq!(local.csi.as_deref(), Some("/id-in"));
+    assert_eq!(local.cb.as_deref(), Some("/id-in/cse-in"));
+    assert!(w.events.contains(&Action::Registered));
+    assert_eq!(w.m.poll_timeout(), Some(w.now.add(CHECK)));
+}
+
+#[test]
+fn every_request_carries_fr_rvi_and_an_expiry() {
+    let mut w = World::new(2);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    for r in &w.sent {
+        assert_eq!(r.fr.as_deref(), Some("/id-mn"));
+        assert_eq!(r.rvi.as_deref(), Some(OWN_RVI));
+        assert!(r.rqet.is_some());
+    }
+    let rqis: std::collections::HashSet<_> = w.sent.iter().map(|r| &r.rqi).collect();
+    assert_eq!(rqis.len(), w.sent.len(), "rqis are unique");
+}
+
+#[test]
+fn a_check_that_finds_the_csr_keeps_the_registration() {
+    let mut w = World::new(3);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    w.sent.clear();
+    w.tick();
+    assert_eq!(w.ops(), [Operation::Retrieve]);
+    assert_eq!(w.sent[0].to, "/id-in/cse-in/id-mn");
+    assert!(w.m.is_registered());
+}
+
+#[test]
+fn a_check_without_answer_keeps_state_and_tries_next_interval() {
+    let mut w = World::new(4);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    w.peer_up = false;
+    w.tick();
+    assert!(w.m.is_registered());
+    assert!(w.local_csr.is_some());
+    assert_eq!(w.m.phase(), &Phase::Registered);
+}
+
+#[test]
+fn target_not_reachable_keeps_state_too() {
+    let mut w = World::new(5);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    w.now = w.m.poll_timeout().expect("timer");
+    w.m.handle(Input::Timer, w.now);
+    let Some(Action::Send(req)) = w.m.poll_action() else {
+        panic!("no check sent")
+    };
+    w.m.handle(
+        Input::Response(Response::new(Rsc::TARGET_NOT_REACHABLE, req.rqi)),
+        w.now,
+    );
+    assert!(w.m.is_registered());
+    assert_eq!(w.m.poll_action(), None);
+}
+
+#[test]
+fn a_registrar_reset_means_register_again() {
+    let mut w = World::new(6);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    w.peer = registrar();
+    w.events.clear();
+    w.sent.clear();
+    w.tick();
+    // 4004 on the check: drop the local CSR, CREATE again, fetch the base.
+    assert_eq!(
+        w.ops(),
+        [Operation::Retrieve, Operation::Create, Operation::Retrieve]
+    );
+    assert!(w.events.contains(&Action::Deregistered));
+    assert!(w.events.contains(&Action::Registered));
+    assert!(w.m.is_registered());
+    assert_eq!(w.own_csrs_at_peer(), 1);
+    assert!(w.local_csr.is_some());
+}
+
+#[test]
+fn an_existing_csr_is_adopted_not_recreated() {
+    let mut w = World::new(7);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    // A second run of the node that lost its data but kept its CSE-ID: its
+    // stale CSR is cleared first (ACME), so exactly one CREATE follows.
+    let mut again = World::new(8);
+    again.peer = std::mem::replace(&mut w.peer, registrar());
+    again.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    assert_eq!(
+        again.ops(),
+        [Operation::Delete, Operation::Create, Operation::Retrieve]
+    );
+    assert_eq!(again.own_csrs_at_peer(), 1);
+
+    // A node restarted with its data adopts: RETRIEVE, UPDATE, no CREATE.
+    let mut kept = World::new(9);
+    kept.peer = std::mem::replace(&mut again.peer, registrar());
+    kept.input(Input::Start {
+        adopt: true,
+        remote_rn: Some("id-mn".into()),
+    });
+    assert_eq!(
+        kept.ops(),
+        [Operation::Retrieve, Operation::Update, Operation::Retrieve]
+    );
+    assert_eq!(kept.creates, 0);
+    assert!(kept.m.is_registered());
+}
+
+#[test]
+fn conflict_on_create_adopts_the_existing_csr() {
+    let mut w = World::new(10);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    // Pretend the stale-cleanup DELETE was refused so CREATE meets 4105.
+    let mut w2 = World::new(11);
+    w2.peer = std::mem::replace(&mut w.peer, registrar());
+    w2.m.handle(
+        Input::Start {
+            adopt: false,
+            remote_rn: None,
+        },
+        w2.now,
+    );
+    let Some(Action::Send(del)) = w2.m.poll_action() else {
+        panic!()
+    };
+    assert_eq!(del.op, Operation::Delete);
+    w2.m.handle(
+        Input::Response(Response::new(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE, del.rqi)),
+        w2.now,
+    );
+    w2.drain();
+    assert_eq!(
+        w2.ops(),
+        [
+            Operation::Create,
+            Operation::Retrieve,
+            Operation::Update,
+            Operation::Retrieve
+        ]
+    );
+    assert_eq!(w2.own_csrs_at_peer(), 1);
+    assert!(w2.m.is_registered());
+}
+
+#[test]
+fn an_unreachable_registrar_is_retried_with_bounded_backoff() {
+    let mut w = World::new(12);
+    w.peer_up = false;
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    let mut last_gap = Duration::ZERO;
+    for _ in 0..20 {
+        let before = w.now;
+        let t = w.m.poll_timeout().expect("retry armed");
+        let gap = t.since(before);
+        assert!(gap <= CHECK, "backoff {gap:?} exceeds the check interval");
+        last_gap = gap;
+        w.tick();
+    }
+    assert!(
+        last_gap >= CHECK.mul_f64(0.75),
+        "backoff grows to the interval: {last_gap:?}"
+    );
+    assert_eq!(w.creates, 0);
+    w.peer_up = true;
+    w.tick();
+    assert!(w.m.is_registered());
+}
+
+#[test]
+fn descendants_changes_update_the_remote_csr() {
+    let mut w = World::new(13);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    w.sent.clear();
+    w.input(Input::OwnCsrChanged(want(&["/id-asn"])));
+    assert_eq!(w.ops(), [Operation::Update]);
+    let csr = w.peer.store.by_csi("/id-mn").expect("csr").1;
+    assert_eq!(csr.dcse(), ["/id-asn"]);
+    // The same again changes nothing.
+    w.input(Input::OwnCsrChanged(want(&["/id-asn"])));
+    assert_eq!(w.sent.len(), 1);
+}
+
+#[test]
+fn a_change_during_a_request_is_not_lost() {
+    let mut w = World::new(14);
+    w.m.handle(
+        Input::Start {
+            adopt: false,
+            remote_rn: None,
+        },
+        w.now,
+    );
+    // The DELETE is in flight when a registree appears below us.
+    w.m.handle(Input::OwnCsrChanged(want(&["/id-asn"])), w.now);
+    w.drain();
+    let csr = w.peer.store.by_csi("/id-mn").expect("csr").1;
+    assert_eq!(csr.dcse(), ["/id-asn"]);
+}
+
+#[test]
+fn a_check_that_finds_a_stale_csr_updates_it() {
+    let mut w = World::new(15);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    if let Some((ri, _)) = w
+        .peer
+        .store
+        .by_csi("/id-mn")
+        .map(|(r, c)| (r.clone(), c.clone()))
+    {
+        if let Some(c) = w.peer.store.get_mut(&ri) {
+            c.poa = Some(vec!["mqtt://elsewhere".into()]);
+        }
+    }
+    w.sent.clear();
+    w.tick();
+    assert_eq!(w.ops(), [Operation::Retrieve, Operation::Update]);
+    let csr = w.peer.store.by_csi("/id-mn").expect("csr").1;
+    assert_eq!(
+        csr.poa.as_deref(),
+        Some(&["mqtt://127.0.0.1:1883".to_string()][..])
+    );
+}
+
+#[test]
+fn shutdown_deletes_remote_then_local() {
+    let mut w = World::new(16);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    w.sent.clear();
+    w.input(Input::Shutdown);
+    assert_eq!(w.ops(), [Operation::Delete]);
+    assert_eq!(w.own_csrs_at_peer(), 0);
+    assert!(w.local_csr.is_none());
+    assert!(w.stopped);
+    assert!(w.events.contains(&Action::Deregistered));
+    assert!(!w.m.is_registered());
+}
+
+#[test]
+fn shutdown_with_an_unreachable_registrar_still_stops() {
+    let mut w = World::new(17);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    w.peer_up = false;
+    w.input(Input::Shutdown);
+    assert!(w.stopped);
+    assert!(w.local_csr.is_none());
+}
+
+#[test]
+fn shutdown_before_start_stops_at_once() {
+    let mut w = World::new(18);
+    w.input(Input::Shutdown);
+    assert!(w.stopped);
+    assert!(w.sent.is_empty());
+}
+
+#[test]
+fn late_answers_are_ignored() {
+    let mut w = World::new(19);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    let before = w.m.phase().clone();
+    w.input(Input::Response(Response::new(
+        Rsc::NOT_FOUND,
+        "someone-else",
+    )));
+    assert_eq!(w.m.phase(), &before);
+    assert!(w.m.is_registered());
+}
+
+#[derive(Clone, Debug)]
+enum Fault {
+    Nothing,
+    RegistrarDown,
+    RegistrarUp,
+    RegistrarReset,
+    Registree(bool),
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        6 => Just(Fault::Nothing),
+        1 => Just(Fault::RegistrarDown),
+        2 => Just(Fault::RegistrarUp),
+        1 => Just(Fault::RegistrarReset),
+        1 => any::<bool>().prop_map(Fault::Registree),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A week of checks with random faults: never two CSRs at the registrar,
+    /// at most one local registrar CSR, no CREATE while the CSR exists, and
+    /// registered again within one interval (plus one answer timeout) once
+    /// the registrar answers again.
+    #[test]
+    fn a_week_of_faults(seed in any::<u64>(), faults in prop::collection::vec(fault(), 10_080)) {
+        let mut w = World::new(seed);
+        w.input(Input::Start { adopt: false, remote_rn: None });
+        let mut up_since: Option<Timestamp> = Some(w.now);
+        for f in faults {
+            match f {
+                Fault::Nothing => {}
+                Fault::RegistrarDown => { w.peer_up = false; up_since = None; }
+                Fault::RegistrarUp => { if !w.peer_up { up_since = Some(w.now); } w.peer_up = true; }
+                Fault::RegistrarReset => { w.peer = registrar(); up_since = Some(w.now); }
+                Fault::Registree(on) => {
+                    w.input(Input::OwnCsrChanged(want(if on { &["/id-asn"] } else { &[] })));
+                }
+            }
+            w.sent.clear();
+            w.events.clear();
+            let creates_before = w.creates;
+            let existed = w.own_csrs_at_peer() == 1;
+            w.tick();
+            prop_assert!(w.own_csrs_at_peer() <= 1);
+            if existed && w.peer_up {
+                prop_assert_eq!(w.creates, creates_before, "CREATE while the CSR existed");
+            }
+            if let (true, Some(since)) = (w.peer_up, up_since) {
+                if w.now.since(since) > CHECK + Duration::from_secs(21) {
+                    prop_assert!(w.m.is_registered(), "not registered {:?} after the registrar came back", w.now.since(since));
+                    prop_assert_eq!(w.own_csrs_at_peer(), 1);
+                    prop_assert!(w.local_csr.is_some());
+                }
+            }
+        }
+        w.peer_up = true;
+        w.input(Input::Shutdown);
+        prop_assert!(w.stopped);
+    }
+}
