@@ -78,6 +78,10 @@ pub struct Transport {
     last_error: Arc<Mutex<Option<String>>>,
 }
 
+fn incoming_limit(max_payload: usize) -> usize {
+    max_payload.saturating_mul(4).max(1 << 20)
+}
+
 fn qos(level: u8) -> QoS {
     if level == 0 {
         QoS::AtMostOnce
@@ -99,8 +103,12 @@ impl Transport {
         );
         opts.set_keep_alive(settings.keep_alive)
             .set_clean_session(!settings.persistent_session)
-            // Headroom over the payload cap for the topic and packet header.
-            .set_max_packet_size(settings.max_payload + 1024, settings.max_payload + 1024)
+            // Incoming packets up to 4x the cap are read and dropped by the
+            // node with a log line; larger ones cost a session purge (below).
+            .set_max_packet_size(
+                incoming_limit(settings.max_payload),
+                settings.max_payload + 1024,
+            )
             .set_request_channel_capacity(256)
             .set_inflight(100);
         let user = settings
@@ -207,7 +215,22 @@ impl Transport {
                 ),
             );
         }
-        let key = (receiver.to_owned(), req.rqi.clone());
+        self.exchange(receiver, &req.rqi, format, payload, timeout)
+            .await
+    }
+
+    /// Publishes `payload` (already encoded, possibly deliberately broken) to
+    /// `receiver` and waits for the answer that carries `rqi`.
+    pub async fn exchange(
+        &self,
+        receiver: &str,
+        rqi: &str,
+        format: Format,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Response {
+        let fail = |rsc, why: String| Response::error(rsc, rqi, why);
+        let key = (receiver.to_owned(), rqi.to_owned());
         let (done, answer) = oneshot::channel();
         self.lock_pending().insert(key.clone(), done);
         let topic = topic::request_topic(&self.settings.own, receiver, format);
@@ -284,6 +307,10 @@ impl Transport {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     failures = 0;
+                    // Back to the persistent session after a purge (below).
+                    eventloop
+                        .mqtt_options
+                        .set_clean_session(!self.settings.persistent_session);
                     self.connected.store(true, Ordering::Release);
                     info!(broker = %self.settings.broker.poa(), session_present = ack.session_present, "connected to the MQTT broker");
                     if ack.session_present {
@@ -315,6 +342,22 @@ impl Transport {
                     self.connected.store(false, Ordering::Release);
                 }
                 Ok(_) => {}
+                Err(ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                    rumqttc::Error::PayloadSizeLimitExceeded(size),
+                ))) => {
+                    // The broker would deliver the same oversize message again
+                    // on every reconnect of this session (rumqttc #614), so the
+                    // node would never hear anything else: reconnect once with
+                    // a clean session to drop it, then resubscribe.
+                    warn!(
+                        size,
+                        limit = self.settings.max_payload,
+                        "dropping an oversize message by purging the broker session"
+                    );
+                    self.connected.store(false, Ordering::Release);
+                    let _ = tx.try_send(Incoming::Disconnected);
+                    eventloop.mqtt_options.set_clean_session(true);
+                }
                 Err(e) => {
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(e.to_string());
@@ -348,6 +391,15 @@ impl Transport {
     }
 
     fn on_publish(&self, topic_name: &str, payload: Vec<u8>, tx: &mpsc::Sender<Incoming>) {
+        if payload.len() > self.settings.max_payload {
+            warn!(
+                topic = topic_name,
+                bytes = payload.len(),
+                limit = self.settings.max_payload,
+                "dropping an oversize payload"
+            );
+            return;
+        }
         let Some(route) = topic::parse(topic_name) else {
             debug!(
                 topic = topic_name,

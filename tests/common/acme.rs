@@ -124,7 +124,10 @@ impl AcmeConfig {
             return Err(format!("cse_id must look like /id-x: {:?}", self.cse_id));
         }
         if !matches!(self.cse_type, "IN" | "MN" | "ASN") {
-            return Err(format!("cse_type must be IN, MN or ASN: {:?}", self.cse_type));
+            return Err(format!(
+                "cse_type must be IN, MN or ASN: {:?}",
+                self.cse_type
+            ));
         }
         let (reg_csi, reg_rn, in_csi) = match (&self.registrar, self.cse_type) {
             (None, "IN") => ("/".to_string(), String::new(), self.cse_id.clone()),
@@ -146,7 +149,10 @@ impl AcmeConfig {
             ("REGISTRAR_CSI", reg_csi),
             ("REGISTRAR_RN", reg_rn),
             ("IN_CSI", in_csi),
-            ("CHECK_INTERVAL", self.check_interval_secs.max(1).to_string()),
+            (
+                "CHECK_INTERVAL",
+                self.check_interval_secs.max(1).to_string(),
+            ),
             ("ACP_CHECKS", self.acp_checks.to_string()),
             ("LOG_DIR", log_dir.display().to_string()),
         ];
@@ -163,9 +169,13 @@ impl AcmeConfig {
                 let end = tail.find('}').unwrap_or(tail.len());
                 let name = &tail[..end];
                 if !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
                 {
-                    return Err(format!("unfilled placeholder ${{{name}}} in acme.ini.template"));
+                    return Err(format!(
+                        "unfilled placeholder ${{{name}}} in acme.ini.template"
+                    ));
                 }
                 rest = &tail[end.min(tail.len())..];
             }
@@ -210,7 +220,12 @@ pub fn acme_python() -> Result<PathBuf, String> {
             ));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let py = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let py = stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
         let py = PathBuf::from(py);
         if py.is_file() {
             Ok(py)
@@ -240,7 +255,8 @@ impl Acme {
         fs::write(workdir.join("acme.ini"), ini).map_err(|e| format!("write acme.ini: {e}"))?;
 
         let out_path = workdir.join("acme.out");
-        let out = File::create(&out_path).map_err(|e| format!("create {}: {e}", out_path.display()))?;
+        let out =
+            File::create(&out_path).map_err(|e| format!("create {}: {e}", out_path.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(&py)
             .arg("-c")
@@ -257,7 +273,14 @@ impl Acme {
             .stderr(err)
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", py.display()))?;
-        Ok(Acme { child, log_path, out_path, workdir, cfg: cfg.clone(), exit: None })
+        Ok(Acme {
+            child,
+            log_path,
+            out_path,
+            workdir,
+            cfg: cfg.clone(),
+            exit: None,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -287,7 +310,11 @@ impl Acme {
         let to = format!("{}/{}", self.cfg.cse_id, self.cfg.rn);
         loop {
             if !self.is_running() {
-                return Err(format!("ACME exited ({:?}) before ready:\n{}", self.exit, self.log_tail(60)));
+                return Err(format!(
+                    "ACME exited ({:?}) before ready:\n{}",
+                    self.exit,
+                    self.log_tail(60)
+                ));
             }
             if read_lossy(&self.out_path).contains(READY_LINE) {
                 if let Ok((200, _, _)) = self.http_retrieve(&to, "CAdmin") {
@@ -295,7 +322,10 @@ impl Acme {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(format!("ACME not ready after {timeout:?}:\n{}", self.log_tail(60)));
+                return Err(format!(
+                    "ACME not ready after {timeout:?}:\n{}",
+                    self.log_tail(60)
+                ));
             }
             sleep(Duration::from_millis(200));
         }
@@ -309,10 +339,17 @@ impl Acme {
                 return Ok(());
             }
             if !self.is_running() {
-                return Err(format!("ACME exited ({:?}) while waiting for {needle:?}:\n{}", self.exit, self.log_tail(60)));
+                return Err(format!(
+                    "ACME exited ({:?}) while waiting for {needle:?}:\n{}",
+                    self.exit,
+                    self.log_tail(60)
+                ));
             }
             if Instant::now() >= deadline {
-                return Err(format!("{needle:?} not in ACME log after {timeout:?}:\n{}", self.log_tail(60)));
+                return Err(format!(
+                    "{needle:?} not in ACME log after {timeout:?}:\n{}",
+                    self.log_tail(60)
+                ));
             }
             sleep(Duration::from_millis(200));
         }
@@ -350,7 +387,10 @@ impl Acme {
             }
             if unsub_seen.is_none() {
                 let log = read_lossy(&self.log_path);
-                if log.get(log_len_before..).is_some_and(|s| s.contains("Sending UNSUBSCRIBE")) {
+                if log
+                    .get(log_len_before..)
+                    .is_some_and(|s| s.contains("Sending UNSUBSCRIBE"))
+                {
                     unsub_seen = Some(Instant::now());
                 }
             }
@@ -392,8 +432,13 @@ impl Acme {
 
     /// oneM2M RETRIEVE over ACME's HTTP binding. `to` is SP-relative
     /// ("/id-in/cse-in/id-mn"). Returns (HTTP status, X-M2M-RSC, body).
-    pub fn http_retrieve(&self, to: &str, originator: &str) -> Result<(u16, Option<u32>, String), String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.cfg.http_port)).map_err(|e| e.to_string())?;
+    pub fn http_retrieve(
+        &self,
+        to: &str,
+        originator: &str,
+    ) -> Result<(u16, Option<u32>, String), String> {
+        let mut s =
+            TcpStream::connect(("127.0.0.1", self.cfg.http_port)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(15))).ok();
         let path = format!("/~{to}");
         let req = format!(
@@ -414,7 +459,9 @@ impl Acme {
             .ok_or_else(|| format!("bad HTTP response: {head:?}"))?;
         let rsc = head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case("X-M2M-RSC").then(|| v.trim().parse().ok())?
+            k.trim()
+                .eq_ignore_ascii_case("X-M2M-RSC")
+                .then(|| v.trim().parse().ok())?
         });
         Ok((status, rsc, body.to_string()))
     }
@@ -427,5 +474,7 @@ impl Drop for Acme {
 }
 
 fn read_lossy(p: &Path) -> String {
-    fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }

@@ -1,0 +1,395 @@
+//! Integration-test harness: a real Mosquitto on a free port, m2mnode
+//! processes, and a oneM2M test client (the node's own transport, over the
+//! real broker). Every process is killed on drop, so a failing test leaves
+//! nothing behind.
+#![allow(dead_code)]
+
+pub mod acme;
+
+use m2mnode::primitive::{Format, Operation, Request, Response};
+use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fresh directory under the target dir for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn mosquitto_binary() -> PathBuf {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")]);
+    for dir in candidates {
+        let bin = dir.join("mosquitto");
+        if bin.is_file() {
+            return bin;
+        }
+    }
+    panic!("mosquitto is not installed: run the README test command (.ci/test), which installs it");
+}
+
+pub fn wait_until(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+pub struct Mosquitto {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let mut m = Mosquitto {
+            child: None,
+            port: free_port(),
+            dir: scratch("mosquitto"),
+        };
+        m.launch();
+        m
+    }
+
+    fn launch(&mut self) {
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mosquitto/test.conf"))
+                .expect("mosquitto/test.conf");
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(&conf, template.replace("@PORT@", &self.port.to_string()))
+            .expect("write conf");
+        let log = std::fs::File::create(self.dir.join("mosquitto.log")).expect("log");
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(Duration::from_secs(10), "mosquitto to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the broker (losing every session) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_m2mnode");
+
+/// Config text for a node.
+pub fn node_config(
+    id: &str,
+    name: &str,
+    ty: &str,
+    broker: &str,
+    data_dir: Option<&Path>,
+    registrar: Option<(&str, &str)>,
+    check: &str,
+) -> String {
+    let mut s = format!("[cse]\nid = \"{id}\"\nname = \"{name}\"\ntype = \"{ty}\"\n");
+    if let Some(d) = data_dir {
+        s += &format!("data_dir = \"{}\"\n", d.display());
+    }
+    s += &format!("\n[mqtt]\nurl = \"{broker}\"\ntimeout = \"2s\"\n");
+    if let Some((rid, rname)) = registrar {
+        s += &format!(
+            "\n[registrar]\nid = \"{rid}\"\nname = \"{rname}\"\ncheck_interval = \"{check}\"\n"
+        );
+    }
+    s += &format!("\n[registrees]\ncheck_interval = \"{check}\"\n");
+    s
+}
+
+/// An `m2mnode run` process.
+pub struct Node {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub log_path: PathBuf,
+    config: PathBuf,
+}
+
+impl Node {
+    pub fn start(name: &str, config: &str) -> Node {
+        let dir = scratch(name);
+        let cfg = dir.join("node.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let mut n = Node {
+            child: None,
+            log_path: dir.join("node.log"),
+            dir,
+            config: cfg,
+        };
+        n.launch();
+        n
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "m2mnode=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start m2mnode");
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no {needle:?} in the node log within {timeout:?}:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn count_in_log(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// SIGTERM, then wait for the exit; returns whether it exited in time.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same node again (same config and data_dir).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `m2mnode request ...`: (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("request")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run m2mnode request");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A oneM2M client on the broker with originator `own`.
+pub struct Client {
+    pub t: Transport,
+    pub own: String,
+    rt: tokio::runtime::Runtime,
+    n: AtomicU32,
+}
+
+impl Client {
+    pub fn connect(broker: &Mosquitto, own: &str) -> Client {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let settings = Settings {
+            broker: m2mnode::config::BrokerUrl::parse(&broker.url()).expect("url"),
+            client_id: format!("test-{}-{}", own.replace('/', "_"), free_port()),
+            username: None,
+            password: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            keep_alive: Duration::from_secs(30),
+            qos: 1,
+            max_payload: 4 << 20,
+            timeout: Duration::from_secs(5),
+            own: own.to_owned(),
+            persistent_session: false,
+        };
+        let t = rt.block_on(async {
+            let (t, mut rx) = Transport::start(settings).expect("transport");
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while let Some(ev) = rx.recv().await {
+                    if matches!(ev, Incoming::Connected) {
+                        break;
+                    }
+                }
+            })
+            .await
+            .expect("test client connects");
+            // Keep draining (requests to the test client are not expected).
+            tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            t
+        });
+        Client {
+            t,
+            own: own.to_owned(),
+            rt,
+            n: AtomicU32::new(0),
+        }
+    }
+
+    pub fn rqi(&self) -> String {
+        format!(
+            "t{}-{}",
+            self.own.replace('/', ""),
+            self.n.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    pub fn req(&self, op: Operation, to: &str) -> Request {
+        let mut r = Request::new(op, to, self.own.as_str(), self.rqi());
+        r.rvi = Some("3".into());
+        r
+    }
+
+    pub fn send(&self, req: &Request, receiver: &str) -> Response {
+        self.send_as(req, receiver, Format::Json)
+    }
+
+    pub fn send_as(&self, req: &Request, receiver: &str, format: Format) -> Response {
+        self.rt.block_on(self.t.request(req, receiver, format))
+    }
+
+    pub fn raw(
+        &self,
+        receiver: &str,
+        rqi: &str,
+        format: Format,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Response {
+        self.rt
+            .block_on(self.t.exchange(receiver, rqi, format, payload, timeout))
+    }
+
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) {
+        let _g = self.rt.enter();
+        self.t.publish(topic.to_owned(), payload);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.rt.block_on(self.t.close());
+    }
+}
+
+/// The CREATE content of a CSR for `csi`, with extra attributes merged in.
+pub fn csr_body(csi: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "csi": csi,
+        "cb": format!("{csi}/cse"),
+        "rr": true,
+        "srv": ["3"],
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            if v.is_null() {
+                b.remove(k);
+            } else {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::json!({ "m2m:csr": body })
+}

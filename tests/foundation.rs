@@ -1,0 +1,281 @@
+//! Issue "Foundation": two processes talk through a real Mosquitto.
+
+mod common;
+
+use common::*;
+use m2mnode::primitive::{Format, Operation, Rsc};
+use std::time::Duration;
+
+fn in_node(broker: &Mosquitto) -> Node {
+    let n = Node::start(
+        "in",
+        &node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "60s"),
+    );
+    n.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    n
+}
+
+#[test]
+fn retrieve_cse_base_over_mqtt_in_json_and_cbor() {
+    let broker = Mosquitto::start();
+    let _node = in_node(&broker);
+    for format in ["json", "cbor"] {
+        let (code, out, err) = cli(&[
+            "--broker",
+            &broker.url(),
+            "--from",
+            "/id-x",
+            "--to",
+            "/id-in/cse-in",
+            "--op",
+            "retrieve",
+            "--format",
+            format,
+        ]);
+        assert_eq!(code, 0, "{format}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+        assert_eq!(v["rsc"], 2000);
+        let cb = &v["pc"]["m2m:cb"];
+        for k in [
+            "ri", "rn", "ty", "csi", "cst", "srv", "poa", "csz", "ct", "lt",
+        ] {
+            assert!(!cb[k].is_null(), "{format}: m2m:cb lacks {k}: {cb}");
+        }
+        assert_eq!(cb["csi"], "/id-in");
+        assert_eq!(cb["ty"], 5);
+        assert_eq!(cb["poa"][0], broker.url());
+    }
+}
+
+#[test]
+fn unsupported_operations_get_status_codes_not_silence() {
+    let broker = Mosquitto::start();
+    let _node = in_node(&broker);
+    let c = Client::connect(&broker, "/id-x");
+    let r = c.send(&c.req(Operation::Update, "/id-in/cse-in"), "/id-in");
+    assert_eq!(r.rsc, Rsc::OPERATION_NOT_ALLOWED);
+    let r = c.send(
+        &c.req(Operation::Retrieve, "/id-in/cse-in/nothing"),
+        "/id-in",
+    );
+    assert_eq!(r.rsc, Rsc::NOT_FOUND);
+    let mut n = c.req(Operation::Notify, "/id-in/cse-in");
+    n.pc = Some(serde_json::json!({"m2m:sgn": {}}));
+    assert_eq!(c.send(&n, "/id-in").rsc, Rsc::NOT_IMPLEMENTED);
+    let mut ae = c.req(Operation::Create, "/id-in/cse-in");
+    ae.ty = Some(m2mnode::primitive::ResourceType::AE);
+    ae.pc = Some(serde_json::json!({"m2m:ae": {"api": "Nx", "rr": true, "srv": ["3"]}}));
+    assert_eq!(c.send(&ae, "/id-in").rsc, Rsc::NOT_IMPLEMENTED);
+    let mut old = c.req(Operation::Retrieve, "/id-in/cse-in");
+    old.rvi = Some("1".into());
+    assert_eq!(
+        c.send(&old, "/id-in").rsc,
+        Rsc::RELEASE_VERSION_NOT_SUPPORTED
+    );
+}
+
+#[test]
+fn garbage_gets_4000_or_is_dropped_and_the_node_keeps_answering() {
+    let broker = Mosquitto::start();
+    let node = in_node(&broker);
+    let c = Client::connect(&broker, "/id-x");
+    // Valid JSON, not a primitive, rqi recoverable: 4000 with that rqi.
+    let r = c.raw(
+        "/id-in",
+        "g1",
+        Format::Json,
+        br#"{"rqi":"g1","fr":"/id-x","op":"nine"}"#.to_vec(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(r.rsc, Rsc::BAD_REQUEST, "{r:?}");
+    assert!(r.debug_text().is_some_and(|t| t.contains("op")), "{r:?}");
+    // A primitive without rqi: 4000 with an empty rqi (nothing to correlate).
+    let r = c.raw(
+        "/id-in",
+        "",
+        Format::Json,
+        br#"{"op":2,"to":"/id-in/cse-in","fr":"/id-x"}"#.to_vec(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(r.rsc, Rsc::BAD_REQUEST, "{r:?}");
+    // Broken CBOR with a recoverable rqi is not possible; bytes that are no
+    // CBOR at all are dropped with a log line.
+    c.publish("/oneM2M/req/id-x/id-in/cbor", vec![0xff, 0x00, 0x13]);
+    c.publish("/oneM2M/req/id-x/id-in/json", b"{not json".to_vec());
+    node.wait_log("dropping an undecodable payload", Duration::from_secs(5));
+    // Unknown topics are ignored; oversize payloads do not kill anything.
+    c.publish("/oneM2M/req/id-x/id-in/json/extra", b"{}".to_vec());
+    // Above mqtt.max_payload (256 KiB): read and dropped.
+    c.publish("/oneM2M/req/id-x/id-in/json", vec![b' '; 300 * 1024]);
+    node.wait_log("dropping an oversize payload", Duration::from_secs(5));
+    let r = c.send(&c.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in");
+    assert_eq!(r.rsc, Rsc::OK, "the node still answers: {r:?}");
+    // Above what the MQTT client reads at all (1 MiB): the broker would
+    // redeliver it forever, so the node purges its session and resubscribes.
+    c.publish("/oneM2M/req/id-x/id-in/json", vec![b' '; 1100 * 1024]);
+    node.wait_log("purging the broker session", Duration::from_secs(5));
+    wait_until(Duration::from_secs(10), "the node to reconnect", || {
+        node.count_in_log("connected to the MQTT broker") >= 2
+    });
+    let r = c.send(&c.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in");
+    assert_eq!(r.rsc, Rsc::OK, "the node still answers: {r:?}");
+}
+
+#[test]
+fn node_answers_again_after_a_broker_restart() {
+    let mut broker = Mosquitto::start();
+    let node = in_node(&broker);
+    broker.restart();
+    // The node reconnects on its own (backoff ≤ 5 s) and resubscribes.
+    wait_until(Duration::from_secs(15), "the node to reconnect", || {
+        node.count_in_log("connected to the MQTT broker") >= 2
+    });
+    let c = Client::connect(&broker, "/id-x");
+    let r = c.send(&c.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in");
+    assert_eq!(r.rsc, Rsc::OK, "{r:?}");
+}
+
+#[test]
+fn request_cli_reports_problems_clearly() {
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let (code, _, err) = cli(&[
+        "--broker",
+        &url,
+        "--from",
+        "/id-x",
+        "--to",
+        "/id-in/cse-in",
+        "--op",
+        "retrieve",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach the MQTT broker"), "{err}");
+
+    let broker = Mosquitto::start();
+    let (code, _, err) = cli(&[
+        "--broker",
+        &broker.url(),
+        "--from",
+        "/id-x",
+        "--to",
+        "/id-nobody/cse",
+        "--op",
+        "retrieve",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no response from /id-nobody"), "{err}");
+
+    let (code, _, err) = cli(&[
+        "--broker",
+        &broker.url(),
+        "--from",
+        "/id-x",
+        "--to",
+        "/id-in/cse-in",
+        "--op",
+        "create",
+        "--ty",
+        "16",
+        "--content",
+        "{oops",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--content is not valid JSON"), "{err}");
+
+    let (code, _, err) = cli(&[
+        "--broker",
+        &broker.url(),
+        "--from",
+        "/id-x",
+        "--to",
+        "cse-in",
+        "--op",
+        "retrieve",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--receiver"), "{err}");
+
+    let (code, _, err) = cli(&[
+        "--broker",
+        "http://x",
+        "--from",
+        "/id-x",
+        "--to",
+        "/id-in/cse-in",
+        "--op",
+        "retrieve",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("mqtt://"), "{err}");
+}
+
+#[test]
+fn request_cli_exits_non_zero_on_an_error_status() {
+    let broker = Mosquitto::start();
+    let _node = in_node(&broker);
+    let (code, out, _) = cli(&[
+        "--broker",
+        &broker.url(),
+        "--from",
+        "/id-x",
+        "--to",
+        "/id-in/cse-in/nope",
+        "--op",
+        "retrieve",
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["rsc"], 4004);
+}
+
+#[test]
+fn check_config_names_the_problem() {
+    let dir = scratch("check-config");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        node_config(
+            "/id-in",
+            "cse-in",
+            "IN",
+            "mqtt://127.0.0.1:1883",
+            None,
+            None,
+            "60s",
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(BIN)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        node_config(
+            "/id-mn",
+            "cse-mn",
+            "MN",
+            "mqtt://127.0.0.1:1883",
+            None,
+            None,
+            "5 parsecs",
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("parsecs"), "{err}");
+}
