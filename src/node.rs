@@ -143,6 +143,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         allowed: cfg.registrees.allowed.clone(),
         upstream: upstream.clone(),
         store,
+        misses: Default::default(),
     };
     let (transport, mut incoming) = Transport::start(transport_settings(&cfg)?)?;
     let shared = Arc::new(Mutex::new(Shared {
@@ -157,6 +158,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         own_csr_tx: None,
         base_want: None,
     };
+    // Registration begins once the broker is there: a first request sent
+    // before that would only fail and cost a backoff.
+    let mut start = None;
     let registration = match &cfg.registrar {
         Some(r) => {
             let want = OwnCsr {
@@ -182,7 +186,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 },
                 want,
             );
-            let _ = reg_tx.send(Input::Start { adopt, remote_rn });
+            start = Some(Input::Start { adopt, remote_rn });
             Some(tokio::spawn(drive_registration(
                 machine,
                 node.clone(),
@@ -204,7 +208,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         tokio::select! {
             msg = incoming.recv() => match msg {
                 Some(Incoming::Request { route, payload }) => node.on_request(route, &payload, &mut recent),
-                Some(Incoming::Connected | Incoming::Disconnected) => {}
+                Some(Incoming::Connected) => {
+                    if let Some(s) = start.take() {
+                        let _ = reg_tx.send(s);
+                    }
+                }
+                Some(Incoming::Disconnected) => {}
                 None => break,
             },
             _ = &mut shutdown => break,

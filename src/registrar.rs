@@ -34,7 +34,14 @@ pub struct Registrar {
     /// This node's own registrar, if any: requests for unknown CSEs go there.
     pub upstream: Option<CseId>,
     pub store: Store,
+    /// Consecutive unanswered liveness probes per registree.
+    pub misses: std::collections::HashMap<CseId, u32>,
 }
+
+/// A registree loses its CSR after this many liveness probes in a row go
+/// unanswered. ACME drops it after one; one probe lost to a broker restart
+/// should not throw away everything registered below a CSE.
+pub const LIVENESS_MISSES: u32 = 2;
 
 /// What a local `to` addresses.
 enum Addressed {
@@ -413,13 +420,21 @@ impl Registrar {
             .collect()
     }
 
-    /// The answer to a liveness probe of `csi`. Anything but 2000 means the
-    /// registree is gone (ACME `_checkCSRLiveliness`): its CSR goes, and with
-    /// it its descendants. Returns whether the store changed.
+    /// The answer to a liveness probe of `csi`. A registree that fails
+    /// [`LIVENESS_MISSES`] probes in a row is gone (ACME
+    /// `_checkCSRLiveliness`): its CSR goes, and with it its descendants.
+    /// Returns whether the store changed.
     pub fn liveness_result(&mut self, csi: &CseId, rsc: Rsc) -> bool {
         if rsc == Rsc::OK {
+            self.misses.remove(csi);
             return false;
         }
+        let misses = self.misses.entry(csi.clone()).or_insert(0);
+        *misses += 1;
+        if *misses < LIVENESS_MISSES {
+            return false;
+        }
+        self.misses.remove(csi);
         let Some(ri) = self.store.by_csi(csi.as_str()).map(|(ri, _)| ri.clone()) else {
             return false;
         };
@@ -512,4 +527,65 @@ fn check_rcn(req: &Request, supported: &[u8]) -> Result<(), Refusal> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registrar() -> Registrar {
+        Registrar {
+            cse_base: CseBase {
+                ri: "id-in".into(),
+                rn: "cse-in".into(),
+                ty: ResourceType::CSE_BASE,
+                pi: String::new(),
+                csi: CseId::new("/id-in").expect("id"),
+                cst: 1,
+                srv: vec!["3".into()],
+                poa: vec![],
+                csz: vec![],
+                srt: vec![5, 16],
+                ct: String::new(),
+                lt: String::new(),
+                spi: None,
+                lbl: vec![],
+                nl: None,
+            },
+            cse_type: CseType::IN,
+            sp_id: "sp".into(),
+            allowed: vec!["*".into()],
+            upstream: None,
+            store: Store::new(),
+            misses: Default::default(),
+        }
+    }
+
+    #[test]
+    fn one_missed_probe_is_forgiven_two_in_a_row_are_not() {
+        let mut r = registrar();
+        let mn = CseId::new("/id-mn").expect("id");
+        r.store.insert(
+            "id-mn".into(),
+            RemoteCse {
+                csi: Some("/id-mn".into()),
+                ..RemoteCse::default()
+            },
+        );
+        assert!(!r.liveness_result(&mn, Rsc::REQUEST_TIMEOUT));
+        assert!(!r.liveness_result(&mn, Rsc::OK));
+        assert!(!r.liveness_result(&mn, Rsc::REQUEST_TIMEOUT));
+        assert!(r.liveness_result(&mn, Rsc::NOT_FOUND));
+        assert!(r.store.is_empty());
+    }
+
+    #[test]
+    fn ae_ids_are_told_from_cse_ids() {
+        for ae in ["Cae", "Sae", "/Sae", "/id-mn/Cae", "//sp/id-mn/Cae"] {
+            assert!(is_ae_id(ae), "{ae}");
+        }
+        for cse in ["/id-mn", "/cse1", "//sp/id-mn"] {
+            assert!(!is_ae_id(cse), "{cse}");
+        }
+    }
 }

@@ -58,6 +58,7 @@ fn registrar() -> Registrar {
         allowed: vec!["*".into()],
         upstream: None,
         store: Store::new(),
+        misses: Default::default(),
     }
 }
 

@@ -219,6 +219,19 @@ impl Node {
         self.log().matches(needle).count()
     }
 
+    /// A mark in the log: count only what comes after it.
+    pub fn mark(&self) -> usize {
+        self.log().len()
+    }
+
+    pub fn count_since(&self, mark: usize, needle: &str) -> usize {
+        self.log()
+            .get(mark..)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    }
+
     /// SIGTERM, then wait for the exit; returns whether it exited in time.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
         let Some(mut c) = self.child.take() else {
