@@ -442,7 +442,7 @@ async fn watch_registrees(node: Node, interval: Duration) {
                 );
                 req.rvi = Some(crate::primitive::OWN_RVI.into());
                 req.ot = Some(now.to_onem2m());
-                req.rqet = Some(now.add(node.transport.timeout()).to_onem2m());
+                req.rqet = Some(now.plus(node.transport.timeout()).to_onem2m());
                 let rsp = node
                     .transport
                     .request(&req, csi.as_str(), Format::Json)

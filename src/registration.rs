@@ -417,7 +417,7 @@ impl Registration {
     fn settle(&mut self, now: Timestamp) {
         self.failures = 0;
         self.phase = Phase::Registered;
-        self.timer = Some(now.add(self.cfg.check_interval));
+        self.timer = Some(now.plus(self.cfg.check_interval));
     }
 
     /// Registered, and the own CSEBase may have changed meanwhile.
@@ -450,7 +450,7 @@ impl Registration {
         let jitter = (self.rng % 401) as f64 / 1000.0 - 0.2;
         let delay = base.mul_f64(1.0 + jitter).min(self.cfg.check_interval);
         self.phase = Phase::Backoff { step };
-        self.timer = Some(now.add(delay));
+        self.timer = Some(now.plus(delay));
     }
 
     fn begin(&mut self, step: Step, now: Timestamp) {
@@ -497,7 +497,7 @@ impl Registration {
         let mut r = Request::new(op, to, self.cfg.own.as_str(), rqi);
         r.rvi = Some(OWN_RVI.into());
         r.ot = Some(now.to_onem2m());
-        r.rqet = Some(now.add(self.cfg.request_timeout).to_onem2m());
+        r.rqet = Some(now.plus(self.cfg.request_timeout).to_onem2m());
         r
     }
 

@@ -19,7 +19,7 @@ impl Timestamp {
         Timestamp(s * 1_000_000)
     }
 
-    pub fn add(self, d: Duration) -> Timestamp {
+    pub fn plus(self, d: Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(d.as_micros() as u64))
     }
 
@@ -84,7 +84,7 @@ impl Timestamp {
     pub fn parse_abs_rel(s: &str, now: Timestamp) -> Option<Timestamp> {
         if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
             let ms: u64 = s.parse().ok()?;
-            return Some(now.add(Duration::from_millis(ms)));
+            return Some(now.plus(Duration::from_millis(ms)));
         }
         Timestamp::parse(s)
     }

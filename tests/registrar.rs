@@ -189,7 +189,7 @@ fn tc_cse_reg_cre_027_cst_mn_is_kept() {
 fn tc_cse_reg_cre_028_optional_attributes_are_kept() {
     let s = setup();
     let et = m2mnode::time::Timestamp::now()
-        .add(Duration::from_secs(86_400))
+        .plus(Duration::from_secs(86_400))
         .to_onem2m();
     for (i, (k, v)) in [
         ("lbl", json!(["k"])),
@@ -314,7 +314,7 @@ fn tc_cse_reg_upd_002_attributes_are_updated() {
     let c = Client::connect(&s.broker, "/id-mn");
     register(&c, json!({}));
     let et = m2mnode::time::Timestamp::now()
-        .add(Duration::from_secs(3600))
+        .plus(Duration::from_secs(3600))
         .to_onem2m();
     for (k, v) in [
         ("lbl", json!(["u"])),

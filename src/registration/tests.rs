@@ -125,7 +125,7 @@ impl World {
                             }
                         }
                     } else {
-                        self.now = self.now.add(Duration::from_secs(10));
+                        self.now = self.now.plus(Duration::from_secs(10));
                         Response::error(Rsc::REQUEST_TIMEOUT, &req.rqi, "timeout")
                     };
                     self.m.handle(Input::Response(rsp), self.now);
@@ -183,7 +183,7 @@ fn fresh_start_cleans_stale_then_creates_then_fetches_the_registrar_base() {
     assert_eq!(local.csi.as_deref(), Some("/id-in"));
     assert_eq!(local.cb.as_deref(), Some("/id-in/cse-in"));
     assert!(w.events.contains(&Action::Registered));
-    assert_eq!(w.m.poll_timeout(), Some(w.now.add(CHECK)));
+    assert_eq!(w.m.poll_timeout(), Some(w.now.plus(CHECK)));
 }
 
 #[test]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing
+# (Mosquitto, a Python venv with the ACME CSE for the interop tests), then
+# runs rustfmt, clippy and every test. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n== %s\n' "$*"; }
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    step "installing mosquitto"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "mosquitto is missing and this is not root: apt-get install mosquitto" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+fi
+# The package may start a system broker on 1883; the tests use their own.
+
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        step "installing $component"
+        rustup component add "$component"
+    fi
+done
+
+step "ACME CSE for the interop tests"
+bash tests/acme/install.sh >/dev/null
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test --all-targets"
+cargo test --all-targets
