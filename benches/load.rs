@@ -7,7 +7,6 @@
 //! cargo bench --bench load            (M2M_LOAD_REQUESTS=5000 to change the count)
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{node_config, Mosquitto, Node};
