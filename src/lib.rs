@@ -4,9 +4,11 @@
 //! [`registration`] (events and time in, actions out) do no I/O and read no
 //! clock. [`node`] drives them with tokio and [`transport::mqtt`].
 
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod dedupe;
+pub mod demo;
 pub mod error;
 pub mod id;
 pub mod node;

@@ -71,6 +71,15 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         qos: u8,
     },
+    /// A registrar and a registree on an in-process broker: a registration's life in a few seconds.
+    Demo {
+        /// Port of the in-process broker (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Keep everything running until Ctrl-C (to try `m2mnode request` against it).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Validate a config file and print what is wrong.
     CheckConfig { config: PathBuf },
 }
@@ -124,6 +133,18 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Demo { port, keep } => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_logging(args.log_format);
+            }
+            match runtime.block_on(m2mnode::demo::run(port, keep, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

@@ -279,3 +279,31 @@ fn check_config_names_the_problem() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("parsecs"), "{err}");
 }
+
+#[test]
+fn demo_runs_a_registration_life_on_its_in_process_broker() {
+    let out = std::process::Command::new(BIN)
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("RETRIEVE /id-in/cse-in/id-mn -> 2000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("RETRIEVE /id-mn/cse-mn/id-in -> 2000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("RETRIEVE /id-mn/cse-mn (sent to /id-in) -> 2000"),
+        "{text}"
+    );
+    assert!(text.contains("-> 4004"), "deregistered: {text}");
+}
