@@ -307,3 +307,41 @@ fn demo_runs_a_registration_life_on_its_in_process_broker() {
     );
     assert!(text.contains("-> 4004"), "deregistered: {text}");
 }
+
+#[test]
+fn xml_requests_get_4015_in_xml() {
+    let broker = Mosquitto::start();
+    let _node = in_node(&broker);
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let mut opts = rumqttc::MqttOptions::new("xml-test", "127.0.0.1", broker.port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut events) = rumqttc::AsyncClient::new(opts, 10);
+        client
+            .subscribe("/oneM2M/resp/id-y/+/#", rumqttc::QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let body = r#"<m2m:rqp xmlns:m2m="http://www.onem2m.org/xml/protocols"><op>2</op><to>/id-in/cse-in</to><fr>/id-y</fr><rqi>x-1</rqi><rvi>3</rvi></m2m:rqp>"#;
+        let mut sent = false;
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.poll().await.expect("mqtt") {
+                    rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) if !sent => {
+                        sent = true;
+                        client
+                            .publish("/oneM2M/req/id-y/id-in/xml", rumqttc::QoS::AtLeastOnce, false, body)
+                            .await
+                            .expect("publish");
+                    }
+                    rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => return p,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("an answer");
+        assert_eq!(answer.topic, "/oneM2M/resp/id-y/id-in/xml");
+        let text = String::from_utf8_lossy(&answer.payload);
+        assert!(text.contains("<rsc>4015</rsc>") && text.contains("<rqi>x-1</rqi>"), "{text}");
+    });
+}
