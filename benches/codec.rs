@@ -2,7 +2,6 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use m2mnode::config::Config;
-use m2mnode::node::cse_base;
 use m2mnode::primitive::{Format, Request};
 use m2mnode::registrar::Registrar;
 use m2mnode::time::Timestamp;
@@ -19,15 +18,7 @@ fn registrar() -> Registrar {
         Path::new("bench.toml"),
     )
     .expect("config");
-    Registrar {
-        cse_base: cse_base(&cfg, Timestamp::now()),
-        cse_type: cfg.cse.cse_type,
-        sp_id: cfg.cse.sp_id.clone(),
-        allowed: cfg.registrees.allowed.clone(),
-        upstream: None,
-        store: Default::default(),
-        misses: Default::default(),
-    }
+    Registrar::new(&cfg, Default::default(), Timestamp::now())
 }
 
 fn codec(c: &mut Criterion) {

@@ -15,35 +15,20 @@ use m2mnode::primitive::{Format, Operation, Request, ResourceType, Response, Rsc
 use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
 use std::time::{Duration, Instant};
 
-fn settings(broker: &Mosquitto, own: &str) -> Settings {
-    Settings {
-        broker: BrokerUrl::parse(&broker.url()).expect("url"),
-        client_id: format!("load-{}", own.trim_start_matches('/')),
-        username: None,
-        password: None,
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        keep_alive: Duration::from_secs(30),
-        qos: 1,
-        max_payload: 1 << 20,
-        timeout: Duration::from_secs(10),
-        own: own.into(),
-        persistent_session: false,
-    }
-}
-
 async fn connect(
     broker: &Mosquitto,
     own: &str,
 ) -> (Transport, tokio::sync::mpsc::Receiver<Incoming>) {
-    let (t, mut rx) = Transport::start(settings(broker, own)).expect("transport");
-    while let Some(ev) = rx.recv().await {
-        if matches!(ev, Incoming::Connected) {
-            break;
-        }
-    }
-    (t, rx)
+    let url = BrokerUrl::parse(&broker.url()).expect("url");
+    let settings = Settings::client(
+        url,
+        format!("load-{}", own.trim_start_matches('/')),
+        own,
+        Duration::from_secs(10),
+    );
+    Transport::connect(settings, Duration::from_secs(10))
+        .await
+        .expect("connect")
 }
 
 struct Run {

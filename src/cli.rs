@@ -4,21 +4,42 @@ use crate::config::BrokerUrl;
 use crate::id::{resolve, CseId, Target};
 use crate::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
 use crate::time::Timestamp;
-use crate::transport::mqtt::{Incoming, Settings, Transport};
+use crate::transport::mqtt::{ConnectError, Settings, Transport};
 use std::time::Duration;
 
+#[derive(Debug, clap::Args)]
 pub struct RequestArgs {
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub broker: String,
+    /// Originator (fr), e.g. /id-x.
+    #[arg(long)]
     pub from: String,
+    /// Target (to), e.g. /id-in/cse-in.
+    #[arg(long)]
     pub to: String,
+    /// create, retrieve, update, delete or notify (or 1..5).
+    #[arg(long)]
     pub op: Operation,
+    /// Resource type (ty), e.g. 16 for <remoteCSE>.
+    #[arg(long)]
     pub ty: Option<u32>,
+    /// Primitive content as JSON, or @file.
+    #[arg(long)]
     pub content: Option<String>,
+    #[arg(long, default_value = "json")]
     pub format: Format,
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// The CSE that receives the request on this hop (default: the CSE in --to).
+    #[arg(long)]
     pub receiver: Option<String>,
+    /// Request identifier (default: generated).
+    #[arg(long)]
     pub rqi: Option<String>,
+    /// Release version indicator.
+    #[arg(long, default_value = "3")]
     pub rvi: String,
+    #[arg(long, default_value_t = 1)]
     pub qos: u8,
 }
 
@@ -96,42 +117,24 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
     req.pc = pc;
     req.rvi = Some(args.rvi.clone());
     req.ot = Some(now.to_onem2m());
-    let url = broker.poa();
-    let settings = Settings {
+    let mut settings = Settings::client(
         broker,
-        client_id: format!(
+        format!(
             "m2mnode-request-{}-{:x}",
             std::process::id(),
             now.0 & 0xffff_ffff
         ),
-        username: None,
-        password: None,
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        keep_alive: Duration::from_secs(30),
-        qos: args.qos,
-        max_payload: 1024 * 1024,
-        timeout: args.timeout,
-        own: args.from.clone(),
-        persistent_session: false,
-    };
-    let (transport, mut incoming) =
-        Transport::start(settings).map_err(|e| CliError::Usage(e.to_string()))?;
-    let connected = tokio::time::timeout(args.timeout, async {
-        while let Some(ev) = incoming.recv().await {
-            if matches!(ev, Incoming::Connected) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    if connected != Ok(true) {
-        let why = transport.last_error().unwrap_or_else(|| "no answer".into());
-        transport.close().await;
-        return Err(CliError::NoBroker { url, why });
-    }
+        args.from.clone(),
+        args.timeout,
+    );
+    settings.qos = args.qos;
+    let (transport, _events) =
+        Transport::connect(settings, args.timeout)
+            .await
+            .map_err(|e| match e {
+                ConnectError::NoBroker { url, why } => CliError::NoBroker { url, why },
+                ConnectError::Setup(e) => CliError::Usage(e.to_string()),
+            })?;
     let rsp = transport.request(&req, &receiver, args.format).await;
     transport.close().await;
     if rsp.rsc == Rsc::REQUEST_TIMEOUT && rsp.fr.is_none() && rsp.ot.is_none() {

@@ -3,7 +3,7 @@
 
 use crate::config::{BrokerUrl, Config};
 use crate::primitive::{Format, Operation, Request, Response, Rsc, OWN_RVI};
-use crate::transport::mqtt::{Incoming, Settings, Transport};
+use crate::transport::mqtt::{Settings, Transport};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -86,27 +86,15 @@ pub async fn run(port: u16, keep: bool, until: impl Future<Output = ()>) -> Resu
     let registrar = spawn_node(node_config("/id-in", "cse-in", "IN", &url, false)?);
     let registree = spawn_node(node_config("/id-mn", "cse-mn", "MN", &url, true)?);
 
-    let settings = Settings {
-        broker: BrokerUrl::parse(&url)?,
-        client_id: "demo-client".into(),
-        username: None,
-        password: None,
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        keep_alive: Duration::from_secs(30),
-        qos: 1,
-        max_payload: 1 << 20,
-        timeout: Duration::from_secs(3),
-        own: "/id-demo".into(),
-        persistent_session: false,
-    };
-    let (client, mut events) = Transport::start(settings).map_err(|e| e.to_string())?;
-    while let Some(ev) = events.recv().await {
-        if matches!(ev, Incoming::Connected) {
-            break;
-        }
-    }
+    let settings = Settings::client(
+        BrokerUrl::parse(&url)?,
+        "demo-client",
+        "/id-demo",
+        Duration::from_secs(3),
+    );
+    let (client, mut events) = Transport::connect(settings, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     let mut n = 0;
 

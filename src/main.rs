@@ -3,11 +3,9 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use m2mnode::cli::{self, CliError, RequestArgs};
 use m2mnode::config::Config;
-use m2mnode::primitive::{Format, Operation};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -37,40 +35,7 @@ enum Command {
         config: PathBuf,
     },
     /// Send one request primitive and print the response as JSON; exit 0 iff rsc is 2xxx.
-    Request {
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        broker: String,
-        /// Originator (fr), e.g. /id-x.
-        #[arg(long)]
-        from: String,
-        /// Target (to), e.g. /id-in/cse-in.
-        #[arg(long)]
-        to: String,
-        /// create, retrieve, update, delete or notify (or 1..5).
-        #[arg(long)]
-        op: Operation,
-        /// Resource type (ty), e.g. 16 for <remoteCSE>.
-        #[arg(long)]
-        ty: Option<u32>,
-        /// Primitive content as JSON, or @file.
-        #[arg(long)]
-        content: Option<String>,
-        #[arg(long, default_value = "json")]
-        format: Format,
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
-        /// The CSE that receives the request on this hop (default: the CSE in --to).
-        #[arg(long)]
-        receiver: Option<String>,
-        /// Request identifier (default: generated).
-        #[arg(long)]
-        rqi: Option<String>,
-        /// Release version indicator.
-        #[arg(long, default_value = "3")]
-        rvi: String,
-        #[arg(long, default_value_t = 1)]
-        qos: u8,
-    },
+    Request(RequestArgs),
     /// A registrar and a registree on an in-process broker: a registration's life in a few seconds.
     Demo {
         /// Port of the in-process broker (0: any free port).
@@ -148,37 +113,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Request {
-            broker,
-            from,
-            to,
-            op,
-            ty,
-            content,
-            format,
-            timeout,
-            receiver,
-            rqi,
-            rvi,
-            qos,
-        } => {
+        Command::Request(req) => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_logging(args.log_format);
             }
-            let req = RequestArgs {
-                broker,
-                from,
-                to,
-                op,
-                ty,
-                content,
-                format,
-                timeout,
-                receiver,
-                rqi,
-                rvi,
-                qos,
-            };
             match runtime.block_on(cli::request(req)) {
                 Ok(rsp) => {
                     // A closed pipe (`| head`) is not worth a panic.

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::dedupe::RecentRequests;
 use crate::id::CseId;
-use crate::primitive::{Format, Request, Response, Rsc, SUPPORTED_RELEASES};
+use crate::primitive::{Format, Request, Response, Rsc};
 use crate::registrar::{Outcome, Registrar};
 use crate::registration::{Action, Input, OwnCsr, Registration, RegistreeConfig};
 use crate::resource::{CseBase, Store, StoreError};
@@ -28,9 +28,6 @@ pub enum NodeError {
     #[error("mqtt.url: {0}")]
     Broker(String),
 }
-
-/// The serializations this node reads and writes, most preferred first.
-pub const CSZ: &[&str] = &["application/json", "application/cbor"];
 
 /// The state shared by the request loop, the registration task and the
 /// liveness task. Locked only for short, non-async sections.
@@ -80,24 +77,7 @@ impl Node {
 }
 
 pub fn cse_base(cfg: &Config, now: Timestamp) -> CseBase {
-    let ts = now.to_onem2m();
-    CseBase {
-        ri: cfg.cse.id.bare().to_owned(),
-        rn: cfg.cse.name.clone(),
-        ty: crate::primitive::ResourceType::CSE_BASE,
-        pi: String::new(),
-        csi: cfg.cse.id.clone(),
-        cst: cfg.cse.cse_type.code(),
-        srv: SUPPORTED_RELEASES.iter().map(|s| s.to_string()).collect(),
-        poa: cfg.poa(),
-        csz: CSZ.iter().map(|s| s.to_string()).collect(),
-        srt: vec![5, 16],
-        ct: ts.clone(),
-        lt: ts,
-        spi: Some(format!("//{}", cfg.cse.sp_id)),
-        lbl: cfg.cse.labels.clone(),
-        nl: cfg.cse.node_link.clone(),
-    }
+    CseBase::from_config(cfg, now)
 }
 
 pub fn transport_settings(cfg: &Config) -> Result<Settings, NodeError> {
@@ -136,15 +116,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         registrees = store.registrees(upstream.as_ref().map(CseId::as_str)).count(),
         "starting m2mnode"
     );
-    let registrar = Registrar {
-        cse_base: base.clone(),
-        cse_type: cfg.cse.cse_type,
-        sp_id: cfg.cse.sp_id.clone(),
-        allowed: cfg.registrees.allowed.clone(),
-        upstream: upstream.clone(),
-        store,
-        misses: Default::default(),
-    };
+    let registrar = Registrar::new(&cfg, store, now);
     let (transport, mut incoming) = Transport::start(transport_settings(&cfg)?)?;
     let shared = Arc::new(Mutex::new(Shared {
         registrar,

@@ -6,7 +6,7 @@
 //! for another CSE goes next (notes §4.3). It does no I/O: the node driver
 //! persists the store when told it changed and carries out forwards.
 
-use crate::config::glob_match;
+use crate::config::{glob_match, Config};
 use crate::error::{bad, Refusal};
 use crate::id::{resolve, CseId, Target};
 use crate::primitive::{release_supported, Operation, Request, ResourceType, Response, Rsc};
@@ -50,6 +50,19 @@ enum Addressed {
 }
 
 impl Registrar {
+    /// The registrar of the node that `cfg` describes, over `store`.
+    pub fn new(cfg: &Config, store: Store, now: Timestamp) -> Registrar {
+        Registrar {
+            cse_base: CseBase::from_config(cfg, now),
+            cse_type: cfg.cse.cse_type,
+            sp_id: cfg.cse.sp_id.clone(),
+            allowed: cfg.registrees.allowed.clone(),
+            upstream: cfg.registrar.as_ref().map(|r| r.id.clone()),
+            store,
+            misses: Default::default(),
+        }
+    }
+
     pub fn own(&self) -> &CseId {
         &self.cse_base.csi
     }
@@ -534,31 +547,12 @@ mod tests {
     use super::*;
 
     fn registrar() -> Registrar {
-        Registrar {
-            cse_base: CseBase {
-                ri: "id-in".into(),
-                rn: "cse-in".into(),
-                ty: ResourceType::CSE_BASE,
-                pi: String::new(),
-                csi: CseId::new("/id-in").expect("id"),
-                cst: 1,
-                srv: vec!["3".into()],
-                poa: vec![],
-                csz: vec![],
-                srt: vec![5, 16],
-                ct: String::new(),
-                lt: String::new(),
-                spi: None,
-                lbl: vec![],
-                nl: None,
-            },
-            cse_type: CseType::IN,
-            sp_id: "sp".into(),
-            allowed: vec!["*".into()],
-            upstream: None,
-            store: Store::new(),
-            misses: Default::default(),
-        }
+        let cfg = Config::from_str(
+            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
+            std::path::Path::new("test.toml"),
+        )
+        .expect("config");
+        Registrar::new(&cfg, Store::new(), Timestamp::from_secs(1_700_000_000))
     }
 
     #[test]

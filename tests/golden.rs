@@ -33,15 +33,7 @@ fn config(id: &str, name: &str, ty: &str, registrar: bool) -> Config {
 }
 
 fn registrar_for(cfg: &Config) -> Registrar {
-    Registrar {
-        cse_base: cse_base(cfg, now()),
-        cse_type: cfg.cse.cse_type,
-        sp_id: cfg.cse.sp_id.clone(),
-        allowed: cfg.registrees.allowed.clone(),
-        upstream: cfg.registrar.as_ref().map(|r| r.id.clone()),
-        store: Default::default(),
-        misses: Default::default(),
-    }
+    Registrar::new(cfg, Default::default(), now())
 }
 
 fn respond(r: &mut Registrar, req: &Request, hop: &str) -> Response {

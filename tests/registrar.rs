@@ -663,21 +663,13 @@ fn responder(
             .expect("rt");
         rt.block_on(async move {
             use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
-            let settings = Settings {
-                broker: m2mnode::config::BrokerUrl::parse(&url).expect("url"),
-                client_id: format!("responder-{own}"),
-                username: None,
-                password: None,
-                ca_file: None,
-                client_cert: None,
-                client_key: None,
-                keep_alive: Duration::from_secs(30),
-                qos: 1,
-                max_payload: 1 << 20,
-                timeout: Duration::from_secs(5),
-                own: own.into(),
-                persistent_session: false,
-            };
+            let broker = m2mnode::config::BrokerUrl::parse(&url).expect("url");
+            let settings = Settings::client(
+                broker,
+                format!("responder-{own}"),
+                own,
+                Duration::from_secs(5),
+            );
             let (t, mut rx) = Transport::start(settings).expect("transport");
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::registrar::{Outcome, Registrar};
-use crate::resource::{CseBase, CseType, Store};
+use crate::resource::Store;
 use proptest::prelude::*;
 
 const CHECK: Duration = Duration::from_secs(60);
@@ -34,32 +34,12 @@ fn want(dcse: &[&str]) -> OwnCsr {
 }
 
 fn registrar() -> Registrar {
-    let now = Timestamp::from_secs(1_700_000_000).to_onem2m();
-    Registrar {
-        cse_base: CseBase {
-            ri: "id-in".into(),
-            rn: "cse-in".into(),
-            ty: ResourceType::CSE_BASE,
-            pi: String::new(),
-            csi: CseId::new("/id-in").expect("id"),
-            cst: 1,
-            srv: vec!["3".into()],
-            poa: vec!["mqtt://127.0.0.1:1883".into()],
-            csz: vec!["json".into()],
-            srt: vec![5, 16],
-            ct: now.clone(),
-            lt: now,
-            spi: None,
-            lbl: vec![],
-            nl: None,
-        },
-        cse_type: CseType::IN,
-        sp_id: "sp".into(),
-        allowed: vec!["*".into()],
-        upstream: None,
-        store: Store::new(),
-        misses: Default::default(),
-    }
+    let cfg = crate::config::Config::from_str(
+        "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
+        std::path::Path::new("test.toml"),
+    )
+    .expect("config");
+    Registrar::new(&cfg, Store::new(), Timestamp::from_secs(1_700_000_000))
 }
 
 /// The world: the machine, its registrar, the local registrar CSR, a clock.

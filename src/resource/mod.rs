@@ -51,7 +51,35 @@ pub struct CseBase {
     pub nl: Option<String>,
 }
 
+/// The serializations this node reads and writes, most preferred first, as
+/// MIME strings: ACME reads those, and notes §8.4 asks to accept both.
+pub const CSZ: &[&str] = &["application/json", "application/cbor"];
+
 impl CseBase {
+    pub fn from_config(cfg: &crate::config::Config, now: crate::time::Timestamp) -> CseBase {
+        let ts = now.to_onem2m();
+        CseBase {
+            ri: cfg.cse.id.bare().to_owned(),
+            rn: cfg.cse.name.clone(),
+            ty: ResourceType::CSE_BASE,
+            pi: String::new(),
+            csi: cfg.cse.id.clone(),
+            cst: cfg.cse.cse_type.code(),
+            srv: crate::primitive::SUPPORTED_RELEASES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            poa: cfg.poa(),
+            csz: CSZ.iter().map(|s| s.to_string()).collect(),
+            srt: vec![ResourceType::CSE_BASE.0, ResourceType::REMOTE_CSE.0],
+            ct: ts.clone(),
+            lt: ts,
+            spi: Some(format!("//{}", cfg.cse.sp_id)),
+            lbl: cfg.cse.labels.clone(),
+            nl: cfg.cse.node_link.clone(),
+        }
+    }
+
     /// The representation answered to a RETRIEVE, with `ctm` (currentTime).
     pub fn to_content(&self, now: &str) -> Content {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);

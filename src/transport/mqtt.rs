@@ -45,6 +45,32 @@ pub struct Settings {
     pub persistent_session: bool,
 }
 
+impl Settings {
+    /// A plain client: no credentials or TLS, QoS 1, clean session, 1 MiB cap.
+    pub fn client(
+        broker: BrokerUrl,
+        client_id: impl Into<String>,
+        own: impl Into<String>,
+        timeout: Duration,
+    ) -> Settings {
+        Settings {
+            broker,
+            client_id: client_id.into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            keep_alive: Duration::from_secs(30),
+            qos: 1,
+            max_payload: 1 << 20,
+            timeout,
+            own: own.into(),
+            persistent_session: false,
+        }
+    }
+}
+
 /// What the transport hands to the node.
 #[derive(Debug)]
 pub enum Incoming {
@@ -64,6 +90,14 @@ pub enum TransportError {
     File(PathBuf, std::io::Error),
     #[error("TLS needs mqtt.ca_file (e.g. /etc/ssl/certs/ca-certificates.crt for public CAs)")]
     NoCa,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Setup(#[from] TransportError),
+    #[error("cannot reach the MQTT broker at {url}: {why}")]
+    NoBroker { url: String, why: String },
 }
 
 type PendingKey = (String, String);
@@ -158,6 +192,30 @@ impl Transport {
         };
         tokio::spawn(t.clone().drive(eventloop, tx, shutdown_rx));
         Ok((t, rx))
+    }
+
+    /// Starts and waits until connected and subscribed, at most `within`.
+    pub async fn connect(
+        settings: Settings,
+        within: Duration,
+    ) -> Result<(Transport, mpsc::Receiver<Incoming>), ConnectError> {
+        let url = settings.broker.poa();
+        let (t, mut rx) = Transport::start(settings)?;
+        let connected = tokio::time::timeout(within, async {
+            while let Some(ev) = rx.recv().await {
+                if matches!(ev, Incoming::Connected) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if connected == Ok(true) {
+            return Ok((t, rx));
+        }
+        let why = t.last_error().unwrap_or_else(|| "no answer".into());
+        t.close().await;
+        Err(ConnectError::NoBroker { url, why })
     }
 
     pub fn is_connected(&self) -> bool {
