@@ -345,3 +345,23 @@ fn xml_requests_get_4015_in_xml() {
         assert!(text.contains("<rsc>4015</rsc>") && text.contains("<rqi>x-1</rqi>"), "{text}");
     });
 }
+
+#[test]
+fn a_node_started_before_its_broker_connects_when_the_broker_comes() {
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let node = Node::start(
+        "early",
+        &node_config("/id-in", "cse-in", "IN", &url, None, None, "60s"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(node.count_in_log("connected to the MQTT broker") == 0);
+    let broker = Mosquitto::start_on(port);
+    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    let c = Client::connect(&broker, "/id-x");
+    assert_eq!(
+        c.send(&c.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in")
+            .rsc,
+        Rsc::OK
+    );
+}

@@ -172,3 +172,15 @@ fn three_levels_carry_dcse_up_and_forward_down() {
         pc["m2m:csr"]["dcse"] == serde_json::json!([])
     });
 }
+
+#[test]
+fn shutdown_without_a_broker_is_bounded() {
+    let mut broker = Mosquitto::start();
+    let _in = in_node(&broker, None);
+    let mut mn = mn_node(&broker, "/id-mn", "cse-mn", ("/id-in", "cse-in"));
+    mn.wait_log("registered at /id-in", Duration::from_secs(10));
+    broker.stop();
+    mn.wait_log("lost the MQTT broker", Duration::from_secs(10));
+    // The DELETE cannot go out (5103 at once); the node still exits promptly.
+    assert!(mn.terminate(Duration::from_secs(5)), "{}", mn.log());
+}

@@ -69,9 +69,13 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Mosquitto::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Mosquitto {
         let mut m = Mosquitto {
             child: None,
-            port: free_port(),
+            port,
             dir: scratch("mosquitto"),
         };
         m.launch();
