@@ -86,7 +86,7 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
             // The hop is the CSE named in `to`; nobody is "us" here, so any
             // SP-relative `to` resolves as remote.
             let nobody = CseId::new("/-").map_err(|e| CliError::Usage(e.to_string()))?;
-            match resolve(&args.to, &nobody, "") {
+            match resolve(&args.to, &nobody, None) {
                 Ok(Target::Remote { csi }) => csi,
                 Ok(_) => {
                     return Err(CliError::Usage(format!(

@@ -27,9 +27,12 @@ pub struct CseConfig {
     pub cse_type: CseType,
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
-    /// SP-ID without slashes; absolute IDs in this domain are treated as local.
-    #[serde(default = "default_sp_id")]
-    pub sp_id: String,
+    /// SP-ID without slashes, advertised as `spi`. Unset: no `spi` is
+    /// advertised and absolute IDs of any SP are taken as this one's (a
+    /// single-SP deployment). Set it to the peers' SP-ID or not at all: ACME
+    /// adopts its registrar's `spi` and stops reaching it if they differ.
+    #[serde(default)]
+    pub sp_id: Option<String>,
     /// pointOfAccess advertised in the CSEBase and the own CSR; defaults to
     /// the broker URL (without credentials), which is how ACME picks MQTT.
     #[serde(default)]
@@ -93,9 +96,6 @@ impl Default for RegistreesConfig {
     }
 }
 
-fn default_sp_id() -> String {
-    "m2mnode.example".into()
-}
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -247,11 +247,10 @@ impl Config {
                 self.cse.name
             ));
         }
-        if self.cse.sp_id.is_empty() || self.cse.sp_id.contains('/') {
-            p.push(format!(
-                "cse.sp_id {:?} must be a domain name without '/'",
-                self.cse.sp_id
-            ));
+        if let Some(sp) = &self.cse.sp_id {
+            if sp.is_empty() || sp.contains('/') {
+                p.push(format!("cse.sp_id {sp:?} must be a domain name without '/' (e.g. \"acme.example.com\")"));
+            }
         }
         if !matches!(self.mqtt.qos, 0 | 1) {
             p.push(format!(

@@ -116,8 +116,9 @@ pub enum Target<'a> {
     OtherSp { sp: &'a str },
 }
 
-/// Splits `to` by its scope. `own_sp` is this CSE's SP-ID without slashes.
-pub fn resolve<'a>(to: &'a str, own: &CseId, own_sp: &str) -> Result<Target<'a>, IdError> {
+/// Splits `to` by its scope. `own_sp` is this CSE's SP-ID without slashes;
+/// `None` takes every absolute ID as one of this SP.
+pub fn resolve<'a>(to: &'a str, own: &CseId, own_sp: Option<&str>) -> Result<Target<'a>, IdError> {
     let bad = |why| IdError::BadTarget(to.to_owned(), why);
     if to.is_empty() {
         return Err(bad("empty"));
@@ -134,7 +135,7 @@ pub fn resolve<'a>(to: &'a str, own: &CseId, own_sp: &str) -> Result<Target<'a>,
             let (sp, _) = rest
                 .split_once('/')
                 .ok_or_else(|| bad("no CSE-ID after the SP-ID"))?;
-            if sp != own_sp {
+            if own_sp.is_some_and(|own_sp| own_sp != sp) {
                 return Ok(Target::OtherSp { sp });
             }
             &to[2 + sp.len()..]
@@ -199,7 +200,7 @@ mod tests {
 
     #[test]
     fn targets_resolve_by_scope() {
-        let sp = "m2m.example";
+        let sp = Some("m2m.example");
         assert_eq!(
             resolve("cse-in/id-mn", &own(), sp),
             Ok(Target::Local("cse-in/id-mn"))
@@ -227,5 +228,9 @@ mod tests {
         assert!(resolve("cse-in/", &own(), sp).is_err());
         assert!(resolve("", &own(), sp).is_err());
         assert!(resolve("//", &own(), sp).is_err());
+        assert_eq!(
+            resolve("//any/id-in/cse-in", &own(), None),
+            Ok(Target::Local("cse-in"))
+        );
     }
 }

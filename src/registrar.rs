@@ -29,7 +29,7 @@ pub enum Outcome {
 pub struct Registrar {
     pub cse_base: CseBase,
     pub cse_type: CseType,
-    pub sp_id: String,
+    pub sp_id: Option<String>,
     pub allowed: Vec<String>,
     /// This node's own registrar, if any: requests for unknown CSEs go there.
     pub upstream: Option<CseId>,
@@ -108,7 +108,8 @@ impl Registrar {
                 return Err(Refusal::Expired(format!("request expired at {rqet}")));
             }
         }
-        let target = resolve(&req.to, self.own(), &self.sp_id).map_err(|e| bad(e.to_string()))?;
+        let target =
+            resolve(&req.to, self.own(), self.sp_id.as_deref()).map_err(|e| bad(e.to_string()))?;
         let path = match target {
             Target::Local(path) => path,
             Target::Remote { csi } => return self.forward(req, fr, &csi, hop),

@@ -74,7 +74,7 @@ impl CseBase {
             srt: vec![ResourceType::CSE_BASE.0, ResourceType::REMOTE_CSE.0],
             ct: ts.clone(),
             lt: ts,
-            spi: Some(format!("//{}", cfg.cse.sp_id)),
+            spi: cfg.cse.sp_id.as_ref().map(|sp| format!("//{sp}")),
             lbl: cfg.cse.labels.clone(),
             nl: cfg.cse.node_link.clone(),
         }
