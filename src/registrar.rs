@@ -412,6 +412,26 @@ impl Registrar {
         }
     }
 
+    /// The SP-relative address of the `<remoteCSE>` that stands for `csi`
+    /// (ACME `getRemoteCSEBaseAddress`): the local CSR for a registree (or
+    /// the registrar), and for a descendant its CSR at the CSE it is
+    /// registered at, which registrars name after the CSE-ID (design.md).
+    pub fn remote_address(&self, csi: &str) -> Option<String> {
+        if let Some((ri, _)) = self.store.by_csi(csi) {
+            return Some(format!("{}/{ri}", self.own()));
+        }
+        let registrar = self.upstream.as_ref().map(CseId::as_str);
+        let d = self
+            .store
+            .descendants(self.own().as_str(), registrar)
+            .remove(csi)?;
+        Some(format!(
+            "{}/{}",
+            d.registered_at,
+            csi.trim_start_matches('/')
+        ))
+    }
+
     /// This node's `dcse` toward its registrar: every CSE below it.
     pub fn descendant_ids(&self) -> Vec<String> {
         let registrar = self.upstream.as_ref().map(CseId::as_str);
@@ -572,6 +592,34 @@ mod tests {
         assert!(!r.liveness_result(&mn, Rsc::REQUEST_TIMEOUT));
         assert!(r.liveness_result(&mn, Rsc::NOT_FOUND));
         assert!(r.store.is_empty());
+    }
+
+    #[test]
+    fn remote_addresses_of_registrees_and_descendants() {
+        let mut r = registrar();
+        r.store.insert(
+            "id-mn".into(),
+            RemoteCse {
+                csi: Some("/id-mn".into()),
+                dcse: Some(vec!["/id-asn".into()]),
+                ..RemoteCse::default()
+            },
+        );
+        assert_eq!(r.remote_address("/id-mn").as_deref(), Some("/id-in/id-mn"));
+        assert_eq!(
+            r.remote_address("/id-asn").as_deref(),
+            Some("/id-mn/id-asn")
+        );
+        assert_eq!(r.remote_address("/id-nobody"), None);
+        assert_eq!(
+            r.next_hop("/id-asn", "/id-x").map(String::from),
+            Some("/id-mn".into())
+        );
+        assert_eq!(
+            r.next_hop("/id-nobody", "/id-x"),
+            None,
+            "an IN-CSE has nowhere else to ask"
+        );
     }
 
     #[test]
