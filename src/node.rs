@@ -135,16 +135,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let mut start = None;
     let registration = match &cfg.registrar {
         Some(r) => {
-            let want = OwnCsr {
-                cb: base.address(),
-                cst: base.cst,
-                srv: base.srv.clone(),
-                poa: base.poa.clone(),
-                csz: base.csz.clone(),
-                dcse: node.lock().registrar.descendant_ids(),
-                lbl: base.lbl.clone(),
-                nl: base.nl.clone(),
-            };
+            let want = OwnCsr::from_cse_base(&base, node.lock().registrar.descendant_ids());
             node.own_csr_tx = Some(reg_tx.clone());
             node.base_want = Some(want.clone());
             let machine = Registration::new(

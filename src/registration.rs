@@ -44,6 +44,20 @@ pub struct OwnCsr {
 }
 
 impl OwnCsr {
+    /// What the CSR should say for this CSEBase and these descendants.
+    pub fn from_cse_base(base: &crate::resource::CseBase, dcse: Vec<String>) -> OwnCsr {
+        OwnCsr {
+            cb: base.address(),
+            cst: base.cst,
+            srv: base.srv.clone(),
+            poa: base.poa.clone(),
+            csz: base.csz.clone(),
+            dcse,
+            lbl: base.lbl.clone(),
+            nl: base.nl.clone(),
+        }
+    }
+
     /// The CREATE body: cb, csi, rr, srv, cst, poa, csz, dcse (+ lbl, nl).
     pub fn create_content(&self, own: &CseId) -> Content {
         let mut body = json!({

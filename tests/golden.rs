@@ -48,16 +48,7 @@ fn respond(r: &mut Registrar, req: &Request, hop: &str) -> Response {
 fn conversation() -> Vec<(String, Value)> {
     let mn = config("/id-mn", "cse-mn", "MN", true);
     let base = cse_base(&mn, now());
-    let want = OwnCsr {
-        cb: base.address(),
-        cst: base.cst,
-        srv: base.srv.clone(),
-        poa: base.poa.clone(),
-        csz: base.csz.clone(),
-        dcse: vec![],
-        lbl: vec![],
-        nl: None,
-    };
+    let want = OwnCsr::from_cse_base(&base, vec![]);
     let mut machine = Registration::new(
         RegistreeConfig {
             own: CseId::new("/id-mn").expect("id"),

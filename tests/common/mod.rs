@@ -7,7 +7,7 @@
 pub mod acme;
 
 use m2mnode::primitive::{Format, Operation, Request, Response};
-use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
+use m2mnode::transport::mqtt::{Settings, Transport};
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -311,32 +311,19 @@ impl Client {
             .enable_all()
             .build()
             .expect("runtime");
-        let settings = Settings {
-            broker: m2mnode::config::BrokerUrl::parse(&broker.url()).expect("url"),
-            client_id: format!("test-{}-{}", own.replace('/', "_"), free_port()),
-            username: None,
-            password: None,
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
-            keep_alive: Duration::from_secs(30),
-            qos: 1,
-            max_payload: 4 << 20,
-            timeout: Duration::from_secs(5),
-            own: own.to_owned(),
-            persistent_session: false,
-        };
+        let url = m2mnode::config::BrokerUrl::parse(&broker.url()).expect("url");
+        let mut settings = Settings::client(
+            url,
+            format!("test-{}-{}", own.replace('/', "_"), free_port()),
+            own,
+            Duration::from_secs(5),
+        );
+        // Big enough to send oversize test payloads.
+        settings.max_payload = 4 << 20;
         let t = rt.block_on(async {
-            let (t, mut rx) = Transport::start(settings).expect("transport");
-            tokio::time::timeout(Duration::from_secs(10), async {
-                while let Some(ev) = rx.recv().await {
-                    if matches!(ev, Incoming::Connected) {
-                        break;
-                    }
-                }
-            })
-            .await
-            .expect("test client connects");
+            let (t, mut rx) = Transport::connect(settings, Duration::from_secs(10))
+                .await
+                .expect("test client connects");
             // Keep draining (requests to the test client are not expected).
             tokio::spawn(async move { while rx.recv().await.is_some() {} });
             t
