@@ -365,3 +365,131 @@ fn a_node_started_before_its_broker_connects_when_the_broker_comes() {
         Rsc::OK
     );
 }
+
+/// A private CA, a server certificate for 127.0.0.1 and a client certificate,
+/// made with the openssl command line for this test only.
+fn make_certificates(dir: &std::path::Path) -> bool {
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ok = run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=m2mnode test CA",
+        ],
+    ]
+    .concat());
+    for (name, san) in [
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "subjectAltName=DNS:client"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), san).expect("ext");
+        ok &= run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        ]
+        .concat());
+        ok &= run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+    // Mosquitto started as root drops to its own user, which must read the key.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o644),
+    );
+    ok
+}
+
+#[test]
+fn mqtts_with_a_private_ca_and_a_client_certificate() {
+    let dir = scratch("tls");
+    assert!(
+        make_certificates(&dir),
+        "openssl could not make the test certificates"
+    );
+    let path = |f: &str| dir.join(f).display().to_string();
+    let port = free_port();
+    let _broker = Mosquitto::start_with(
+        port,
+        "test-tls.conf",
+        vec![
+            ("CAFILE".into(), path("ca.crt")),
+            ("CERTFILE".into(), path("server.crt")),
+            ("KEYFILE".into(), path("server.key")),
+        ],
+    );
+    let url = format!("mqtts://127.0.0.1:{port}");
+    let cfg = node_config("/id-in", "cse-in", "IN", &url, None, None, "60s").replace(
+        "[mqtt]\n",
+        &format!(
+            "[mqtt]\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            path("ca.crt"),
+            path("client.crt"),
+            path("client.key")
+        ),
+    );
+    let node = Node::start("tls", &cfg);
+    node.wait_log(
+        "connected to the MQTT broker broker=mqtts://127.0.0.1",
+        Duration::from_secs(10),
+    );
+    // A plain-TCP client cannot even talk to this listener; the node can.
+    let (code, _, err) = cli(&[
+        "--broker",
+        &format!("mqtt://127.0.0.1:{port}"),
+        "--from",
+        "/id-x",
+        "--to",
+        "/id-in/cse-in",
+        "--op",
+        "retrieve",
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(code, 3, "{err}");
+}

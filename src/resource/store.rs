@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 const FILE: &str = "m2mnode-store.json";
 const FORMAT_VERSION: u32 = 1;
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Store {
     version: u32,
     /// ri -> CSR: the registrar's (at most one) and the registrees'.
@@ -49,11 +49,18 @@ pub enum StoreError {
     },
 }
 
+impl Default for Store {
+    fn default() -> Store {
+        Store::new()
+    }
+}
+
 impl Store {
     pub fn new() -> Store {
         Store {
             version: FORMAT_VERSION,
-            ..Store::default()
+            csrs: BTreeMap::new(),
+            own_csr_rn: None,
         }
     }
 

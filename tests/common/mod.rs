@@ -65,6 +65,8 @@ pub struct Mosquitto {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    template: &'static str,
+    vars: Vec<(String, String)>,
 }
 
 impl Mosquitto {
@@ -73,22 +75,34 @@ impl Mosquitto {
     }
 
     pub fn start_on(port: u16) -> Mosquitto {
+        Mosquitto::start_with(port, "test.conf", Vec::new())
+    }
+
+    /// A broker from `mosquitto/<template>` with `@NAME@` placeholders filled.
+    pub fn start_with(port: u16, template: &'static str, vars: Vec<(String, String)>) -> Mosquitto {
         let mut m = Mosquitto {
             child: None,
             port,
             dir: scratch("mosquitto"),
+            template,
+            vars,
         };
         m.launch();
         m
     }
 
     fn launch(&mut self) {
-        let template =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mosquitto/test.conf"))
-                .expect("mosquitto/test.conf");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("mosquitto")
+            .join(self.template);
+        let mut text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text = text.replace("@PORT@", &self.port.to_string());
+        for (k, v) in &self.vars {
+            text = text.replace(&format!("@{k}@"), v);
+        }
         let conf = self.dir.join("mosquitto.conf");
-        std::fs::write(&conf, template.replace("@PORT@", &self.port.to_string()))
-            .expect("write conf");
+        std::fs::write(&conf, text).expect("write conf");
         let log = std::fs::File::create(self.dir.join("mosquitto.log")).expect("log");
         let child = Command::new(mosquitto_binary())
             .arg("-c")
