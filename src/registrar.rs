@@ -242,6 +242,10 @@ impl Registrar {
         if &csi == self.own() {
             return Err(bad("originator is this CSE"));
         }
+        if self.upstream.as_ref() == Some(&csi) {
+            // It would make a registration loop.
+            return Err(Refusal::NotAllowed(format!("{fr} is this CSE's registrar")));
+        }
         check_rcn(req, &[0, 1])?;
         let body = csr_body(req)?;
         for k in body.keys() {
