@@ -7,7 +7,7 @@ use crate::dedupe::RecentRequests;
 use crate::id::CseId;
 use crate::primitive::{Format, Request, Response, Rsc};
 use crate::registrar::{Outcome, Registrar};
-use crate::registration::{Action, Input, OwnCsr, Registration, RegistreeConfig};
+use crate::registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
 use crate::resource::{CseBase, Store, StoreError};
 use crate::time::Timestamp;
 use crate::topic::Route;
@@ -303,6 +303,7 @@ async fn drive_registration(
     mut events: mpsc::UnboundedReceiver<Input>,
     events_tx: mpsc::UnboundedSender<Input>,
 ) {
+    let mut last_phase = String::new();
     loop {
         while let Some(action) = machine.poll_action() {
             match action {
@@ -354,8 +355,8 @@ async fn drive_registration(
                 Action::Stopped => return,
             }
         }
-        debug!(phase = ?machine.phase(), "registration");
         let wake = machine.poll_timeout().map(|t| t.since(Timestamp::now()));
+        log_phase(machine.phase(), &mut last_phase, wake);
         let input = tokio::select! {
             ev = events.recv() => match ev {
                 Some(ev) => ev,
@@ -364,6 +365,49 @@ async fn drive_registration(
             _ = sleep_opt(wake) => Input::Timer,
         };
         machine.handle(input, Timestamp::now());
+    }
+}
+
+/// State changes at info level, the routine check at debug: one line per
+/// change, not one per check interval.
+fn log_phase(phase: &Phase, last: &mut String, wake: Option<Duration>) {
+    let now = match phase {
+        Phase::Waiting { step, .. } => format!("{step:?}"),
+        Phase::Backoff { step } => format!("Backoff({step:?})"),
+        other => format!("{other:?}"),
+    };
+    if *last == now {
+        return;
+    }
+    let routine = matches!(
+        phase,
+        Phase::Waiting {
+            step: Step::Check,
+            ..
+        } | Phase::Registered
+    ) && matches!(last.as_str(), "Check" | "Registered");
+    *last = now;
+    match phase {
+        _ if routine => debug!(phase = ?phase, "registration"),
+        Phase::Backoff { step } => {
+            let retry = wake.map(|d| {
+                humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+            });
+            warn!(step = ?step, retry_in = retry.as_deref().unwrap_or("-"), "registrar did not answer; retrying")
+        }
+        Phase::Waiting { step, .. } => info!(step = ?step, "registration: {}", describe(*step)),
+        _ => debug!(phase = ?phase, "registration"),
+    }
+}
+
+fn describe(step: Step) -> &'static str {
+    match step {
+        Step::CleanStale => "deleting a stale own <remoteCSE> at the registrar",
+        Step::Create => "creating the own <remoteCSE> at the registrar",
+        Step::Adopt => "retrieving the existing own <remoteCSE> at the registrar",
+        Step::Update => "updating the own <remoteCSE> at the registrar",
+        Step::FetchBase => "retrieving the registrar's <CSEBase>",
+        Step::Check => "checking the own <remoteCSE> at the registrar",
     }
 }
 
