@@ -708,7 +708,7 @@ fn acme_4105_on_a_second_create_is_adopted() {
         "ACME to refuse the node's CREATE as a duplicate (4105)",
         || acme_log(&acme).contains("Resource with ri: id-mn already exists"),
     );
-    d.check(mn.log().contains("step: Adopt"), || {
+    d.check(mn.log().contains("step=Adopt"), || {
         "the node did not adopt after 4105".into()
     });
     d.eq(
