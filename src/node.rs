@@ -3,7 +3,7 @@
 //! protocol decision is made in the sans-IO core.
 
 use crate::config::Config;
-use crate::dedupe::RecentRequests;
+use crate::dedupe::{RecentRequests, Seen};
 use crate::id::CseId;
 use crate::primitive::{Format, Request, Response, Rsc};
 use crate::registrar::{Outcome, Registrar};
@@ -53,6 +53,8 @@ struct Node {
     /// Tells the registration machine the own CSR should change (dcse).
     own_csr_tx: Option<mpsc::UnboundedSender<Input>>,
     base_want: Option<OwnCsr>,
+    /// Answers to recent requests, for duplicate deliveries.
+    recent: Arc<Mutex<RecentRequests>>,
 }
 
 impl Node {
@@ -129,6 +131,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         transport: transport.clone(),
         own_csr_tx: None,
         base_want: None,
+        recent: Arc::new(Mutex::new(RecentRequests::new(1024))),
     };
     // Registration begins once the broker is there: a first request sent
     // before that would only fail and cost a backoff.
@@ -165,12 +168,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         cfg.registrees.check_interval,
     ));
 
-    let mut recent = RecentRequests::new(1024);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             msg = incoming.recv() => match msg {
-                Some(Incoming::Request { route, payload }) => node.on_request(route, &payload, &mut recent),
+                Some(Incoming::Request { route, payload }) => node.on_request(route, &payload),
                 Some(Incoming::Connected) => {
                     if let Some(s) = start.take() {
                         let _ = reg_tx.send(s);
@@ -198,7 +200,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 }
 
 impl Node {
-    fn on_request(&self, route: Route, payload: &[u8], recent: &mut RecentRequests) {
+    fn recent(&self) -> MutexGuard<'_, RecentRequests> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_request(&self, route: Route, payload: &[u8]) {
         let reply_topic = route.response_topic();
         let format = match route.format {
             Ok(f) => f,
@@ -222,9 +228,16 @@ impl Node {
             }
         };
         let fr = req.fr.clone().unwrap_or_default();
-        if let Some(previous) = recent.get(&fr, &req.rqi) {
-            debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery; answering again");
-            return self.send(reply_topic, format, previous);
+        match self.recent().get(&fr, &req.rqi) {
+            Some(Seen::Answered(previous)) => {
+                debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery; answering again");
+                return self.send(reply_topic, format, previous);
+            }
+            Some(Seen::InFlight) => {
+                debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery of a request being forwarded; its answer will come");
+                return;
+            }
+            None => {}
         }
         let outcome = self
             .lock()
@@ -237,10 +250,11 @@ impl Node {
                     self.store_changed();
                 }
                 self.send(reply_topic.clone(), format, &response);
-                recent.remember(&fr, &req.rqi, response);
+                self.recent().remember(&fr, &req.rqi, response);
             }
             Outcome::Forward { next_hop, request } => {
                 debug!(to = %request.to, via = %next_hop, "forwarding");
+                self.recent().in_flight(&fr, &req.rqi);
                 let node = self.clone();
                 tokio::spawn(async move {
                     let mut rsp = node
@@ -252,6 +266,7 @@ impl Node {
                     }
                     rsp.rqi.clone_from(&request.rqi);
                     node.send(reply_topic, format, &rsp);
+                    node.recent().remember(&fr, &request.rqi, rsp);
                 });
             }
         }

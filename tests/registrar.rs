@@ -655,6 +655,16 @@ fn responder(
     own: &'static str,
     cb_rn: &'static str,
 ) -> std::thread::JoinHandle<()> {
+    responder_counting(broker, own, cb_rn, Default::default())
+}
+
+/// The same, counting the requests it receives.
+fn responder_counting(
+    broker: &Mosquitto,
+    own: &'static str,
+    cb_rn: &'static str,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
     let url = broker.url();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -674,6 +684,7 @@ fn responder(
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
                 if let Incoming::Request { route, payload } = ev {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Ok(fmt) = route.format else { continue };
                     let Ok(req) = fmt.decode_request(&payload) else {
                         continue;
@@ -721,6 +732,27 @@ fn a_request_for_a_registree_is_forwarded_and_the_answer_relayed() {
     let rsp = x.send(&x.req(Operation::Retrieve, "/id-unknown/cse"), "/id-in");
     assert_eq!(rsp.rsc, Rsc::NOT_FOUND);
     assert_eq!(rsp.fr.as_deref(), Some("/id-in"));
+}
+
+#[test]
+fn a_duplicate_of_a_forwarded_request_is_forwarded_once() {
+    let s = setup();
+    let mn = Client::connect(&s.broker, "/id-mn");
+    register(&mn, json!({"cb": "/id-mn/cse-mn"}));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _r = responder_counting(&s.broker, "/id-mn", "cse-mn", seen.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let x = Client::connect(&s.broker, "/id-x");
+    let req = x.req(Operation::Retrieve, "/id-mn/cse-mn");
+    let first = x.send(&req, "/id-in");
+    let again = x.send(&req, "/id-in");
+    assert_eq!(first.rsc, Rsc::OK, "{first:?}");
+    assert_eq!(again, first, "the same answer again");
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "forwarded once"
+    );
 }
 
 #[test]
