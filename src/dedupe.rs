@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 pub enum Seen {
     /// Forwarded; the answer is not back yet.
     InFlight,
-    Answered(Response),
+    Answered(Box<Response>),
 }
 
 pub struct RecentRequests {
@@ -33,7 +33,7 @@ impl RecentRequests {
     }
 
     pub fn remember(&mut self, fr: &str, rqi: &str, answer: Response) {
-        self.record(fr, rqi, Seen::Answered(answer));
+        self.record(fr, rqi, Seen::Answered(Box::new(answer)));
     }
 
     pub fn in_flight(&mut self, fr: &str, rqi: &str) {
