@@ -283,8 +283,16 @@ impl Registration {
         }
         self.timer = None;
         // Nothing was ever created at the registrar this run and nothing is
-        // known from earlier ones: nothing to delete there.
-        if !self.registered && self.remote_rn.is_none() {
+        // known from earlier ones: nothing to delete there. A CREATE still
+        // unanswered may have succeeded, though.
+        let creating = matches!(
+            self.phase,
+            Phase::Waiting {
+                step: Step::Create,
+                ..
+            }
+        );
+        if !self.registered && self.remote_rn.is_none() && !creating {
             self.out.push_back(Action::RemoveRegistrarCsr);
             self.stop();
             return;

@@ -447,6 +447,39 @@ fn shutdown_with_an_unreachable_registrar_still_stops() {
 }
 
 #[test]
+fn shutdown_while_a_create_is_unanswered_still_deletes() {
+    let mut w = World::new(20);
+    w.m.handle(
+        Input::Start {
+            adopt: false,
+            remote_rn: None,
+        },
+        w.now,
+    );
+    let Some(Action::Send(del)) = w.m.poll_action() else {
+        panic!("no cleanup sent")
+    };
+    w.m.handle(
+        Input::Response(Response::new(Rsc::NOT_FOUND, del.rqi)),
+        w.now,
+    );
+    let Some(Action::Send(create)) = w.m.poll_action() else {
+        panic!("no CREATE sent")
+    };
+    assert_eq!(create.op, Operation::Create);
+    // The registrar executes the CREATE, but the node stops before the answer.
+    let _ = w.peer.handle(&create, "/id-mn", w.now);
+    w.input(Input::Shutdown);
+    assert_eq!(w.ops(), [Operation::Delete]);
+    assert_eq!(
+        w.own_csrs_at_peer(),
+        0,
+        "no orphan CSR left at the registrar"
+    );
+    assert!(w.stopped);
+}
+
+#[test]
 fn shutdown_before_start_stops_at_once() {
     let mut w = World::new(18);
     w.input(Input::Shutdown);
