@@ -8,7 +8,7 @@ use crate::id::CseId;
 use crate::primitive::{Format, Request, Response, Rsc};
 use crate::registrar::{Outcome, Registrar};
 use crate::registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
-use crate::resource::{CseBase, Store, StoreError};
+use crate::resource::{Store, StoreError};
 use crate::time::Timestamp;
 use crate::topic::Route;
 use crate::transport::mqtt::{Incoming, Settings, Transport, TransportError};
@@ -50,9 +50,9 @@ impl Shared {
 struct Node {
     shared: Arc<Mutex<Shared>>,
     transport: Transport,
-    /// Tells the registration machine the own CSR should change (dcse).
-    own_csr_tx: Option<mpsc::UnboundedSender<Input>>,
-    base_want: Option<OwnCsr>,
+    /// With a registrar: how to tell the registration machine that the own
+    /// CSR should change (dcse), and what it says apart from dcse.
+    own_csr: Option<(mpsc::UnboundedSender<Input>, OwnCsr)>,
     /// Answers to recent requests, for duplicate deliveries.
     recent: Arc<Mutex<RecentRequests>>,
 }
@@ -70,16 +70,12 @@ impl Node {
             s.persist();
             s.registrar.descendant_ids()
         };
-        if let (Some(tx), Some(base)) = (&self.own_csr_tx, &self.base_want) {
+        if let Some((tx, base)) = &self.own_csr {
             let mut want = base.clone();
             want.dcse = dcse;
             let _ = tx.send(Input::OwnCsrChanged(want));
         }
     }
-}
-
-pub fn cse_base(cfg: &Config, now: Timestamp) -> CseBase {
-    CseBase::from_config(cfg, now)
 }
 
 pub fn transport_settings(cfg: &Config) -> Result<Settings, NodeError> {
@@ -108,7 +104,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         None => Store::new(),
     };
     let upstream = cfg.registrar.as_ref().map(|r| r.id.clone());
-    let base = cse_base(&cfg, now);
     let adopt = upstream
         .as_ref()
         .is_some_and(|u| store.by_csi(u.as_str()).is_some());
@@ -119,6 +114,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         "starting m2mnode"
     );
     let registrar = Registrar::new(&cfg, store, now);
+    let want = OwnCsr::from_cse_base(&registrar.cse_base, registrar.descendant_ids());
     let (transport, mut incoming) = Transport::start(transport_settings(&cfg)?)?;
     let shared = Arc::new(Mutex::new(Shared {
         registrar,
@@ -129,8 +125,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let mut node = Node {
         shared,
         transport: transport.clone(),
-        own_csr_tx: None,
-        base_want: None,
+        own_csr: None,
         recent: Arc::new(Mutex::new(RecentRequests::new(1024))),
     };
     // Registration begins once the broker is there: a first request sent
@@ -138,9 +133,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let mut start = None;
     let registration = match &cfg.registrar {
         Some(r) => {
-            let want = OwnCsr::from_cse_base(&base, node.lock().registrar.descendant_ids());
-            node.own_csr_tx = Some(reg_tx.clone());
-            node.base_want = Some(want.clone());
+            node.own_csr = Some((reg_tx.clone(), want.clone()));
             let machine = Registration::new(
                 RegistreeConfig {
                     own: cfg.cse.id.clone(),
@@ -318,7 +311,7 @@ async fn drive_registration(
     mut events: mpsc::UnboundedReceiver<Input>,
     events_tx: mpsc::UnboundedSender<Input>,
 ) {
-    let mut last_phase = String::new();
+    let mut last_phase = None;
     loop {
         while let Some(action) = machine.poll_action() {
             match action {
@@ -383,34 +376,52 @@ async fn drive_registration(
     }
 }
 
+/// What a phase is, without its rqi: the unit of a state change.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PhaseKind {
+    Idle,
+    Waiting(Step),
+    Registered,
+    Backoff(Step),
+    Deregistering,
+    Stopped,
+}
+
+impl From<&Phase> for PhaseKind {
+    fn from(p: &Phase) -> PhaseKind {
+        match p {
+            Phase::Idle => PhaseKind::Idle,
+            Phase::Waiting { step, .. } => PhaseKind::Waiting(*step),
+            Phase::Registered => PhaseKind::Registered,
+            Phase::Backoff { step } => PhaseKind::Backoff(*step),
+            Phase::Deregistering { .. } => PhaseKind::Deregistering,
+            Phase::Stopped => PhaseKind::Stopped,
+        }
+    }
+}
+
 /// State changes at info level, the routine check at debug: one line per
 /// change, not one per check interval.
-fn log_phase(phase: &Phase, last: &mut String, wake: Option<Duration>) {
-    let now = match phase {
-        Phase::Waiting { step, .. } => format!("{step:?}"),
-        Phase::Backoff { step } => format!("Backoff({step:?})"),
-        other => format!("{other:?}"),
-    };
-    if *last == now {
+fn log_phase(phase: &Phase, last: &mut Option<PhaseKind>, wake: Option<Duration>) {
+    let now = PhaseKind::from(phase);
+    if *last == Some(now) {
         return;
     }
-    let routine = matches!(
-        phase,
-        Phase::Waiting {
-            step: Step::Check,
-            ..
-        } | Phase::Registered
-    ) && matches!(last.as_str(), "Check" | "Registered");
-    *last = now;
-    match phase {
+    let routine = matches!(now, PhaseKind::Waiting(Step::Check) | PhaseKind::Registered)
+        && matches!(
+            *last,
+            Some(PhaseKind::Waiting(Step::Check) | PhaseKind::Registered)
+        );
+    *last = Some(now);
+    match now {
         _ if routine => debug!(phase = ?phase, "registration"),
-        Phase::Backoff { step } => {
+        PhaseKind::Backoff(step) => {
             let retry = wake.map(|d| {
                 humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
             });
             warn!(step = ?step, retry_in = retry.as_deref().unwrap_or("-"), "registrar did not answer; retrying")
         }
-        Phase::Waiting { step, .. } => info!(step = ?step, "registration: {}", describe(*step)),
+        PhaseKind::Waiting(step) => info!(step = ?step, "registration: {}", describe(step)),
         _ => debug!(phase = ?phase, "registration"),
     }
 }

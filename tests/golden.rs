@@ -3,10 +3,10 @@
 
 use m2mnode::config::Config;
 use m2mnode::id::CseId;
-use m2mnode::node::cse_base;
 use m2mnode::primitive::{Format, Request, Response, Rsc};
 use m2mnode::registrar::{Outcome, Registrar};
 use m2mnode::registration::{Action, Input, OwnCsr, Registration, RegistreeConfig};
+use m2mnode::resource::CseBase;
 use m2mnode::time::Timestamp;
 use m2mnode::topic::{self, Kind};
 use serde_json::{json, Value};
@@ -47,7 +47,7 @@ fn respond(r: &mut Registrar, req: &Request, hop: &str) -> Response {
 /// real registrar produce them.
 fn conversation() -> Vec<(String, Value)> {
     let mn = config("/id-mn", "cse-mn", "MN", true);
-    let base = cse_base(&mn, now());
+    let base = CseBase::from_config(&mn, now());
     let want = OwnCsr::from_cse_base(&base, vec![]);
     let mut machine = Registration::new(
         RegistreeConfig {

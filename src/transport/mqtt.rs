@@ -241,17 +241,6 @@ impl Transport {
     /// Sends `req` to the CSE `receiver` (the next hop) and waits for the
     /// answer. Never fails: no broker is 5103, no answer in time is 4008.
     pub async fn request(&self, req: &Request, receiver: &str, format: Format) -> Response {
-        self.request_within(req, receiver, format, self.settings.timeout)
-            .await
-    }
-
-    pub async fn request_within(
-        &self,
-        req: &Request,
-        receiver: &str,
-        format: Format,
-        timeout: Duration,
-    ) -> Response {
         let fail = |rsc, why: String| Response::error(rsc, &req.rqi, why);
         if !self.is_connected() {
             return fail(
@@ -273,7 +262,7 @@ impl Transport {
                 ),
             );
         }
-        self.exchange(receiver, &req.rqi, format, payload, timeout)
+        self.exchange(receiver, &req.rqi, format, payload, self.settings.timeout)
             .await
     }
 
