@@ -2,8 +2,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use m2mnode::config::Config;
+use m2mnode::engine::Registrar;
 use m2mnode::primitive::{Format, Request};
-use m2mnode::registrar::Registrar;
 use m2mnode::time::Timestamp;
 use m2mnode::topic;
 use std::hint::black_box;
@@ -18,7 +18,7 @@ fn registrar() -> Registrar {
         Path::new("bench.toml"),
     )
     .expect("config");
-    Registrar::new(&cfg, Default::default(), Timestamp::now())
+    Registrar::new(cfg.registrar_settings(Timestamp::now()))
 }
 
 fn codec(c: &mut Criterion) {

@@ -125,7 +125,7 @@ fn main() {
         let canned = serde_json::json!({"m2m:csr": {"csi": "/id-x"}});
         let responder = tokio::spawn(async move {
             while let Some(ev) = echo_rx.recv().await {
-                if let Incoming::Request { route, payload } = ev {
+                if let Incoming::Request { route, payload, .. } = ev {
                     let Ok(fmt) = route.format else { continue };
                     let Ok(req) = fmt.decode_request(&payload) else { continue };
                     let rsp = Response::new(Rsc::OK, req.rqi).with_pc(canned.clone());

@@ -1,8 +1,10 @@
 //! The TOML configuration (design.md, interface contract), validated with
 //! errors that name the setting at fault.
 
+use crate::engine::{EngineSettings, RegistrarSettings, UpstreamSettings};
 use crate::id::CseId;
-use crate::resource::CseType;
+use crate::primitive::{ResourceType, SUPPORTED_RELEASES};
+use crate::resource::{CseBase, CseType, CSZ};
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -221,6 +223,55 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
         Config::from_str(&text, path)
+    }
+
+    /// The `<CSEBase>` this config describes (created at `now`).
+    pub fn cse_base(&self, now: crate::time::Timestamp) -> CseBase {
+        let ts = now.to_onem2m();
+        CseBase {
+            ri: self.cse.id.bare().to_owned(),
+            rn: self.cse.name.clone(),
+            ty: ResourceType::CSE_BASE,
+            pi: String::new(),
+            csi: self.cse.id.clone(),
+            cst: self.cse.cse_type.code(),
+            srv: SUPPORTED_RELEASES.iter().map(|s| s.to_string()).collect(),
+            poa: self.poa(),
+            csz: CSZ.iter().map(|s| s.to_string()).collect(),
+            srt: vec![ResourceType::CSE_BASE.0, ResourceType::REMOTE_CSE.0],
+            ct: ts.clone(),
+            lt: ts,
+            spi: self.cse.sp_id.as_ref().map(|sp| format!("//{sp}")),
+            lbl: self.cse.labels.clone(),
+            nl: self.cse.node_link.clone(),
+        }
+    }
+
+    /// What the hosting side needs to know.
+    pub fn registrar_settings(&self, now: crate::time::Timestamp) -> RegistrarSettings {
+        RegistrarSettings {
+            cse_base: self.cse_base(now),
+            cse_type: self.cse.cse_type,
+            sp_id: self.cse.sp_id.clone(),
+            allowed: self.registrees.allowed.clone(),
+            upstream: self.registrar.as_ref().map(|r| r.id.clone()),
+        }
+    }
+
+    /// Everything the engine needs, typed; `seed` makes its rqis and jitter
+    /// unique per start.
+    pub fn engine_settings(&self, now: crate::time::Timestamp, seed: u64) -> EngineSettings {
+        EngineSettings {
+            registrar: self.registrar_settings(now),
+            registration: self.registrar.as_ref().map(|r| UpstreamSettings {
+                registrar_rn: r.name.clone(),
+                check_interval: r.check_interval,
+            }),
+            registree_check_interval: self.registrees.check_interval,
+            request_timeout: self.mqtt.timeout,
+            durable: self.cse.data_dir.is_some(),
+            seed,
+        }
     }
 
     pub fn broker(&self) -> Result<BrokerUrl, String> {

@@ -1,9 +1,9 @@
 //! `m2mnode demo`: a registrar and a registree on an in-process broker,
 //! walking through a registration's life. Needs nothing installed.
 
-use crate::config::{BrokerUrl, Config};
-use crate::primitive::{Format, Operation, Request, Response, Rsc, OWN_RVI};
-use crate::transport::mqtt::{Settings, Transport};
+use m2mnode::config::{BrokerUrl, Config};
+use m2mnode::primitive::{Format, Operation, Request, Response, Rsc, OWN_RVI};
+use m2mnode::transport::mqtt::{Settings, Transport};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,7 +37,7 @@ fn spawn_node(cfg: Config) -> Running {
         let shutdown = async {
             let _ = stopped.await;
         };
-        if let Err(e) = crate::node::run(cfg, shutdown).await {
+        if let Err(e) = m2mnode::node::run(cfg, shutdown).await {
             eprintln!("demo node failed: {e}");
         }
     });

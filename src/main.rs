@@ -1,5 +1,8 @@
 //! The `m2mnode` command line (design.md, interface contract).
 
+mod broker;
+mod demo;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use m2mnode::cli::{self, CliError, RequestArgs};
 use m2mnode::config::Config;
@@ -105,7 +108,7 @@ fn main() -> ExitCode {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_logging(args.log_format);
             }
-            match runtime.block_on(m2mnode::demo::run(port, keep, shutdown_signal())) {
+            match runtime.block_on(demo::run(port, keep, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -1,7 +1,47 @@
 //! oneM2M timestamps (notes §2.3): `YYYYMMDDTHHMMSS[,ffffff]`, always UTC.
 //! Time is a value here, passed in by the caller, so the core never reads a clock.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The two clocks the engine is handed with every input. Timers run on
+/// `mono` only, so an NTP step at gateway boot moves none of them; `wall`
+/// is for what goes on the wire (`ot`, `rqet`, `ct`, `lt`, `et`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall: Timestamp,
+}
+
+impl Now {
+    /// Both clocks, read now (the driver's job, never the engine's).
+    pub fn system() -> Now {
+        Now {
+            mono: Instant::now(),
+            wall: Timestamp::now(),
+        }
+    }
+
+    /// A simulated start at wall time `wall`.
+    pub fn at(wall: Timestamp) -> Now {
+        Now {
+            mono: Instant::now(),
+            wall,
+        }
+    }
+
+    /// Both clocks advanced by `d`.
+    pub fn plus(self, d: Duration) -> Now {
+        Now {
+            mono: self.mono + d,
+            wall: self.wall.plus(d),
+        }
+    }
+
+    /// Advanced to the monotonic instant `t` (no-op if it is past).
+    pub fn advance_to(self, t: Instant) -> Now {
+        self.plus(t.saturating_duration_since(self.mono))
+    }
+}
 
 /// Microseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

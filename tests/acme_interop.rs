@@ -692,9 +692,12 @@ fn acme_4105_on_a_second_create_is_adopted() {
     // The node remembers its CSR at ACME under another name and has no local
     // registrar CSR: it clears the stale name (4004), CREATEs, meets 4105.
     let data = scratch("mn-data");
-    let mut store = m2mnode::resource::Store::new();
-    store.own_csr_rn = Some("id-mn-old".into());
-    d.ok(store.save(&data).map_err(|e| e.to_string()));
+    // A store of the earlier JSON format, which the node imports at start.
+    d.ok(std::fs::write(
+        data.join("m2mnode-store.json"),
+        r#"{"version":1,"csrs":{},"own_csr_rn":"id-mn-old"}"#,
+    )
+    .map_err(|e| e.to_string()));
     let mn = node(
         &mut d,
         &broker,

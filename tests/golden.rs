@@ -2,12 +2,11 @@
 //! (proto/fixtures): the codec and the node's answers must fit both.
 
 use m2mnode::config::Config;
+use m2mnode::engine::{Action, Input, OwnCsr, Registration, RegistreeConfig};
+use m2mnode::engine::{Outcome, Registrar};
 use m2mnode::id::CseId;
 use m2mnode::primitive::{Format, Request, Response, Rsc};
-use m2mnode::registrar::{Outcome, Registrar};
-use m2mnode::registration::{Action, Input, OwnCsr, Registration, RegistreeConfig};
-use m2mnode::resource::CseBase;
-use m2mnode::time::Timestamp;
+use m2mnode::time::{Now, Timestamp};
 use m2mnode::topic::{self, Kind};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -22,6 +21,12 @@ fn now() -> Timestamp {
     Timestamp::parse("20261125T120000,000000").expect("timestamp")
 }
 
+/// The simulated clock's start: one monotonic origin for the whole run.
+fn start() -> Now {
+    static START: std::sync::OnceLock<Now> = std::sync::OnceLock::new();
+    *START.get_or_init(|| Now::at(now()))
+}
+
 fn config(id: &str, name: &str, ty: &str, registrar: bool) -> Config {
     let mut text = format!(
         "[cse]\nid = \"{id}\"\nname = \"{name}\"\ntype = \"{ty}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n"
@@ -33,7 +38,7 @@ fn config(id: &str, name: &str, ty: &str, registrar: bool) -> Config {
 }
 
 fn registrar_for(cfg: &Config) -> Registrar {
-    Registrar::new(cfg, Default::default(), now())
+    Registrar::new(cfg.registrar_settings(now()))
 }
 
 fn respond(r: &mut Registrar, req: &Request, hop: &str) -> Response {
@@ -47,7 +52,7 @@ fn respond(r: &mut Registrar, req: &Request, hop: &str) -> Response {
 /// real registrar produce them.
 fn conversation() -> Vec<(String, Value)> {
     let mn = config("/id-mn", "cse-mn", "MN", true);
-    let base = CseBase::from_config(&mn, now());
+    let base = mn.cse_base(now());
     let want = OwnCsr::from_cse_base(&base, vec![]);
     let mut machine = Registration::new(
         RegistreeConfig {
@@ -71,45 +76,43 @@ fn conversation() -> Vec<(String, Value)> {
         "06-csr-delete",
     ];
     let mut step = 0;
-    let mut run = |machine: &mut Registration,
-                   input: Input,
-                   at: Timestamp,
-                   out: &mut Vec<(String, Value)>| {
-        machine.handle(input, at);
-        while let Some(a) = machine.poll_action() {
-            if let Action::Send(req) = a {
-                let rsp = respond(&mut registrar, &req, "/id-mn");
-                out.push((
-                    format!("{}.req", names[step]),
-                    serde_json::to_value(&req).expect("json"),
-                ));
-                out.push((
-                    format!("{}.rsp", names[step]),
-                    serde_json::to_value(&rsp).expect("json"),
-                ));
-                step += 1;
-                machine.handle(Input::Response(rsp), now());
+    let mut run =
+        |machine: &mut Registration, input: Input, at: Now, out: &mut Vec<(String, Value)>| {
+            machine.handle(input, at);
+            while let Some(a) = machine.poll_action() {
+                if let Action::Send(req) = a {
+                    let rsp = respond(&mut registrar, &req, "/id-mn");
+                    out.push((
+                        format!("{}.req", names[step]),
+                        serde_json::to_value(&req).expect("json"),
+                    ));
+                    out.push((
+                        format!("{}.rsp", names[step]),
+                        serde_json::to_value(&rsp).expect("json"),
+                    ));
+                    step += 1;
+                    machine.handle(Input::Response(rsp), start());
+                }
             }
-        }
-    };
+        };
     run(
         &mut machine,
         Input::Start {
             adopt: false,
             remote_rn: None,
         },
-        now(),
+        start(),
         &mut out,
     );
     // The check is due one interval later; the clock here stands still, so
     // the machine's timer is fired at its own time.
     let t = machine.poll_timeout().expect("check armed");
-    run(&mut machine, Input::Timer, t, &mut out);
+    run(&mut machine, Input::Timer, start().advance_to(t), &mut out);
     let mut more = want;
     more.dcse = vec!["/id-asn".into()];
     more.lbl = vec!["gateway".into()];
-    run(&mut machine, Input::OwnCsrChanged(more), now(), &mut out);
-    run(&mut machine, Input::Shutdown, now(), &mut out);
+    run(&mut machine, Input::OwnCsrChanged(more), start(), &mut out);
+    run(&mut machine, Input::Shutdown, start(), &mut out);
 
     // Error answers the registrar gives.
     let x = |op, to: &str| {

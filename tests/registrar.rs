@@ -683,7 +683,7 @@ fn responder_counting(
             let (t, mut rx) = Transport::start(settings).expect("transport");
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-                if let Incoming::Request { route, payload } = ev {
+                if let Incoming::Request { route, payload, .. } = ev {
                     seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Ok(fmt) = route.format else { continue };
                     let Ok(req) = fmt.decode_request(&payload) else {

@@ -3,8 +3,8 @@
 //! a store in which every CSR stands for the CSE that created it.
 
 use m2mnode::config::Config;
+use m2mnode::engine::{Outcome, Registrar};
 use m2mnode::primitive::{Operation, Request, ResourceType};
-use m2mnode::registrar::{Outcome, Registrar};
 use m2mnode::time::Timestamp;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -16,11 +16,7 @@ fn registrar() -> Registrar {
         Path::new("props.toml"),
     )
     .expect("config");
-    Registrar::new(
-        &cfg,
-        Default::default(),
-        Timestamp::from_secs(1_800_000_000),
-    )
+    Registrar::new(cfg.registrar_settings(Timestamp::from_secs(1_800_000_000)))
 }
 
 fn value() -> impl Strategy<Value = Value> {
@@ -138,12 +134,12 @@ proptest! {
                 }
             }
         }
-        for (ri, csr) in r.store.iter() {
+        for (ri, csr) in r.store().iter() {
             let csi = csr.csi().expect("every CSR has a csi");
             prop_assert_eq!(ri.as_str(), &csi[1..], "ri is the CSE-ID");
-            prop_assert!(!m2mnode::registrar::is_ae_id(csi));
+            prop_assert!(!m2mnode::engine::registrar::is_ae_id(csi));
             prop_assert!(csi != "/id-in" && csi != "/id-up", "no registration loop: {}", csi);
-            prop_assert_eq!(r.store.iter().filter(|(_, c)| c.csi() == Some(csi)).count(), 1);
+            prop_assert_eq!(r.store().iter().filter(|(_, c)| c.csi() == Some(csi)).count(), 1);
         }
     }
 }

@@ -1,10 +1,6 @@
 //! The resources this node hosts: its `<CSEBase>` and the `<remoteCSE>`s of
 //! its registrar and registrees (notes §3).
 
-mod store;
-
-pub use store::{Descendant, Store, StoreError};
-
 use crate::id::CseId;
 use crate::primitive::{Content, ResourceType};
 use serde::{Deserialize, Serialize};
@@ -56,30 +52,6 @@ pub struct CseBase {
 pub const CSZ: &[&str] = &["application/json", "application/cbor"];
 
 impl CseBase {
-    pub fn from_config(cfg: &crate::config::Config, now: crate::time::Timestamp) -> CseBase {
-        let ts = now.to_onem2m();
-        CseBase {
-            ri: cfg.cse.id.bare().to_owned(),
-            rn: cfg.cse.name.clone(),
-            ty: ResourceType::CSE_BASE,
-            pi: String::new(),
-            csi: cfg.cse.id.clone(),
-            cst: cfg.cse.cse_type.code(),
-            srv: crate::primitive::SUPPORTED_RELEASES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            poa: cfg.poa(),
-            csz: CSZ.iter().map(|s| s.to_string()).collect(),
-            srt: vec![ResourceType::CSE_BASE.0, ResourceType::REMOTE_CSE.0],
-            ct: ts.clone(),
-            lt: ts,
-            spi: cfg.cse.sp_id.as_ref().map(|sp| format!("//{sp}")),
-            lbl: cfg.cse.labels.clone(),
-            nl: cfg.cse.node_link.clone(),
-        }
-    }
-
     /// The representation answered to a RETRIEVE, with `ctm` (currentTime).
     pub fn to_content(&self, now: &str) -> Content {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);

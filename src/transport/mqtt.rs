@@ -16,7 +16,7 @@ use rumqttc::{
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -43,6 +43,13 @@ pub struct Settings {
     /// Clean session off (TS-0010 6.3.3); `m2m request` turns it on so a
     /// one-shot client leaves nothing queued at the broker.
     pub persistent_session: bool,
+    /// Acknowledge a QoS 1 request only when told ([`Transport::ack`]), i.e.
+    /// once it is answered and durable: the broker's in-flight window then
+    /// bounds what the node holds and the broker queues the rest; after a
+    /// crash it redelivers what was not acknowledged (design.md, pitfalls).
+    /// Responses that match no [`Transport::request`] are handed on as
+    /// [`Incoming::Response`].
+    pub node: bool,
 }
 
 impl Settings {
@@ -67,6 +74,7 @@ impl Settings {
             timeout,
             own: own.into(),
             persistent_session: false,
+            node: false,
         }
     }
 }
@@ -74,8 +82,16 @@ impl Settings {
 /// What the transport hands to the node.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A publish on a request topic, undecoded.
+    /// A publish on a request topic, undecoded; `ack`: acknowledge it with
+    /// [`Transport::ack`] once done (node mode, QoS 1).
     Request {
+        route: Route,
+        payload: Vec<u8>,
+        ack: Option<u64>,
+    },
+    /// A publish on a response topic that no [`Transport::request`] waits
+    /// for (node mode).
+    Response {
         route: Route,
         payload: Vec<u8>,
     },
@@ -110,6 +126,17 @@ pub struct Transport {
     settings: Arc<Settings>,
     shutdown: watch::Sender<bool>,
     last_error: Arc<Mutex<Option<String>>>,
+    /// Counts connections: an acknowledgement is only valid on the
+    /// connection its publish came in on.
+    epoch: Arc<AtomicU64>,
+}
+
+/// Incoming messages the node may hold before the event loop stops reading
+/// the socket (backpressure: the broker keeps the rest).
+const INCOMING_CAPACITY: usize = 1024;
+
+fn ack_token(epoch: u64, pkid: u16) -> u64 {
+    (epoch << 16) | u64::from(pkid)
 }
 
 fn incoming_limit(max_payload: usize) -> usize {
@@ -144,7 +171,8 @@ impl Transport {
                 settings.max_payload + 1024,
             )
             .set_request_channel_capacity(256)
-            .set_inflight(100);
+            .set_inflight(100)
+            .set_manual_acks(settings.node);
         let user = settings
             .username
             .clone()
@@ -180,7 +208,7 @@ impl Transport {
         net.set_connection_timeout(5);
         eventloop.set_network_options(net);
 
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(INCOMING_CAPACITY);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let t = Transport {
             client,
@@ -189,6 +217,7 @@ impl Transport {
             settings: Arc::new(settings),
             shutdown,
             last_error: Arc::default(),
+            epoch: Arc::default(),
         };
         tokio::spawn(t.clone().drive(eventloop, tx, shutdown_rx));
         Ok((t, rx))
@@ -303,6 +332,43 @@ impl Transport {
         }
     }
 
+    /// Publishes `payload`, waiting while the client's queue is full (never
+    /// dropping it). Call from a task that is not the event loop's.
+    pub async fn publish_wait(&self, topic: String, payload: Vec<u8>) {
+        if payload.len() > self.settings.max_payload {
+            warn!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
+            return;
+        }
+        if let Err(e) = self
+            .client
+            .publish(&topic, qos(self.settings.qos), false, payload)
+            .await
+        {
+            warn!(%topic, error = %e, "cannot publish");
+        }
+    }
+
+    /// Acknowledges a request handed over as [`Incoming::Request`] with
+    /// `ack`. One from an earlier connection is skipped: the broker
+    /// redelivers that publish, and dedupe answers it again.
+    pub async fn ack(&self, token: u64) {
+        if token >> 16 != self.epoch.load(Ordering::Acquire) {
+            return;
+        }
+        let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
+        p.pkid = (token & 0xffff) as u16;
+        let _ = self.client.ack(&p).await;
+    }
+
+    /// The event loop's task must never await the client (it would wait on
+    /// itself): a full queue loses this ack, and the broker redelivers.
+    fn ack_from_loop(&self, token: Option<u64>) {
+        let Some(token) = token else { return };
+        let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
+        p.pkid = (token & 0xffff) as u16;
+        let _ = self.client.try_ack(&p);
+    }
+
     /// Publishes an answer (or any payload) without waiting.
     pub fn publish(&self, topic: String, payload: Vec<u8>) {
         if payload.len() > self.settings.max_payload {
@@ -360,30 +426,30 @@ impl Transport {
                         .set_clean_session(!self.settings.persistent_session);
                     self.connected.store(true, Ordering::Release);
                     info!(broker = %self.settings.broker.poa(), session_present = ack.session_present, "connected to the MQTT broker");
-                    if ack.session_present {
-                        let _ = tx.try_send(Incoming::Connected);
-                    } else {
-                        // A fresh session has no subscriptions (a restarted
-                        // broker): place them again; ready once acknowledged.
-                        let filters = topic::subscriptions(&self.settings.own);
-                        awaiting_subacks = filters.len();
-                        for filter in filters {
-                            if let Err(e) =
-                                self.client.try_subscribe(filter, qos(self.settings.qos))
-                            {
-                                warn!(error = %e, "cannot subscribe");
-                            }
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                    // Subscribe on every CONNACK, session or not: a session
+                    // left by another client with this id (or a takeover
+                    // that unsubscribed) holds none of ours, and the node
+                    // would be deaf (design.md, pitfalls). It costs a packet.
+                    let filters = topic::subscriptions(&self.settings.own);
+                    awaiting_subacks = filters.len();
+                    for filter in filters {
+                        if let Err(e) = self.client.try_subscribe(filter, qos(self.settings.qos)) {
+                            warn!(error = %e, "cannot subscribe");
                         }
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) if awaiting_subacks > 0 => {
                     awaiting_subacks -= 1;
                     if awaiting_subacks == 0 {
-                        let _ = tx.try_send(Incoming::Connected);
+                        let _ = tx.send(Incoming::Connected).await;
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    self.on_publish(&p.topic, p.payload.to_vec(), &tx)
+                    let ack = (self.settings.node && p.qos != QoS::AtMostOnce)
+                        .then(|| ack_token(self.epoch.load(Ordering::Acquire), p.pkid));
+                    self.on_publish(&p.topic, p.payload.to_vec(), ack, &tx)
+                        .await
                 }
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                     self.connected.store(false, Ordering::Release);
@@ -402,7 +468,7 @@ impl Transport {
                         "dropping an oversize message by purging the broker session"
                     );
                     self.connected.store(false, Ordering::Release);
-                    let _ = tx.try_send(Incoming::Disconnected);
+                    let _ = tx.send(Incoming::Disconnected).await;
                     eventloop.mqtt_options.set_clean_session(true);
                 }
                 Err(e) => {
@@ -410,7 +476,7 @@ impl Transport {
                         Some(e.to_string());
                     if self.connected.swap(false, Ordering::AcqRel) {
                         warn!(error = %e, "lost the MQTT broker; reconnecting");
-                        let _ = tx.try_send(Incoming::Disconnected);
+                        let _ = tx.send(Incoming::Disconnected).await;
                     } else if !matches!(e, ConnectionError::RequestsDone) {
                         debug!(error = %e, "MQTT connection attempt failed");
                     }
@@ -437,7 +503,15 @@ impl Transport {
         self.connected.store(false, Ordering::Release);
     }
 
-    fn on_publish(&self, topic_name: &str, payload: Vec<u8>, tx: &mpsc::Sender<Incoming>) {
+    /// Hands a publish on. Waiting for room in `tx` is the backpressure:
+    /// the loop stops reading the socket and the broker holds the rest.
+    async fn on_publish(
+        &self,
+        topic_name: &str,
+        payload: Vec<u8>,
+        ack: Option<u64>,
+        tx: &mpsc::Sender<Incoming>,
+    ) {
         if payload.len() > self.settings.max_payload {
             warn!(
                 topic = topic_name,
@@ -445,6 +519,7 @@ impl Transport {
                 limit = self.settings.max_payload,
                 "dropping an oversize payload"
             );
+            self.ack_from_loop(ack);
             return;
         }
         let Some(route) = topic::parse(topic_name) else {
@@ -452,15 +527,26 @@ impl Transport {
                 topic = topic_name,
                 "ignoring a publish on a topic that is not oneM2M"
             );
+            self.ack_from_loop(ack);
             return;
         };
         match route.kind {
             Kind::Request => {
-                if tx.try_send(Incoming::Request { route, payload }).is_err() {
-                    warn!(topic = topic_name, "request queue full; dropping a request");
-                }
+                let _ = tx
+                    .send(Incoming::Request {
+                        route,
+                        payload,
+                        ack,
+                    })
+                    .await;
             }
             Kind::Response => {
+                // A response needs no durability: taking it is enough.
+                self.ack_from_loop(ack);
+                if self.settings.node {
+                    let _ = tx.send(Incoming::Response { route, payload }).await;
+                    return;
+                }
                 let Ok(format) = route.format else {
                     debug!(
                         topic = topic_name,

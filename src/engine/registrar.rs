@@ -6,12 +6,13 @@
 //! for another CSE goes next (notes §4.3). It does no I/O: the node driver
 //! persists the store when told it changed and carries out forwards.
 
-use crate::config::{glob_match, Config};
+use super::store::Store;
+use crate::config::glob_match;
 use crate::error::{bad, Refusal};
 use crate::id::{resolve, CseId, Target};
 use crate::primitive::{release_supported, Operation, Request, ResourceType, Response, Rsc};
 use crate::resource::{
-    CseBase, CseType, RemoteCse, Store, CSR_ATTRIBUTES, CSR_NOT_CREATABLE, CSR_NOT_UPDATABLE,
+    CseBase, CseType, RemoteCse, CSR_ATTRIBUTES, CSR_NOT_CREATABLE, CSR_NOT_UPDATABLE,
 };
 use crate::time::Timestamp;
 use serde_json::Value;
@@ -26,22 +27,22 @@ pub enum Outcome {
     Forward { next_hop: CseId, request: Request },
 }
 
-pub struct Registrar {
+/// What the hosting side is told at start (and may be told again on reload).
+#[derive(Clone, Debug)]
+pub struct RegistrarSettings {
     pub cse_base: CseBase,
     pub cse_type: CseType,
     pub sp_id: Option<String>,
+    /// Glob patterns of CSE-IDs allowed to register here.
     pub allowed: Vec<String>,
     /// This node's own registrar, if any: requests for unknown CSEs go there.
     pub upstream: Option<CseId>,
-    pub store: Store,
-    /// Consecutive unanswered liveness probes per registree.
-    pub misses: std::collections::HashMap<CseId, u32>,
 }
 
-/// A registree loses its CSR after this many liveness probes in a row go
-/// unanswered. ACME drops it after one; one probe lost to a broker restart
-/// should not throw away everything registered below a CSE.
-pub const LIVENESS_MISSES: u32 = 2;
+pub struct Registrar {
+    cfg: RegistrarSettings,
+    store: Store,
+}
 
 /// What a local `to` addresses.
 enum Addressed {
@@ -50,21 +51,39 @@ enum Addressed {
 }
 
 impl Registrar {
-    /// The registrar of the node that `cfg` describes, over `store`.
-    pub fn new(cfg: &Config, store: Store, now: Timestamp) -> Registrar {
-        Registrar {
-            cse_base: CseBase::from_config(cfg, now),
-            cse_type: cfg.cse.cse_type,
-            sp_id: cfg.cse.sp_id.clone(),
-            allowed: cfg.registrees.allowed.clone(),
-            upstream: cfg.registrar.as_ref().map(|r| r.id.clone()),
-            store,
-            misses: Default::default(),
-        }
+    /// A registrar with an empty in-memory store.
+    pub fn new(cfg: RegistrarSettings) -> Registrar {
+        let store = Store::new(
+            cfg.cse_base.csi.as_str(),
+            cfg.upstream.as_ref().map(CseId::as_str),
+            false,
+        );
+        Registrar { cfg, store }
+    }
+
+    /// The registrar over `store`.
+    pub(crate) fn with_store(cfg: RegistrarSettings, store: Store) -> Registrar {
+        Registrar { cfg, store }
     }
 
     pub fn own(&self) -> &CseId {
-        &self.cse_base.csi
+        &self.cfg.cse_base.csi
+    }
+
+    pub fn cse_base(&self) -> &CseBase {
+        &self.cfg.cse_base
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    pub(crate) fn set_allowed(&mut self, allowed: Vec<String>) {
+        self.cfg.allowed = allowed;
     }
 
     /// Handles one request that arrived from the hop `hop` (the topic's
@@ -108,8 +127,8 @@ impl Registrar {
                 return Err(Refusal::Expired(format!("request expired at {rqet}")));
             }
         }
-        let target =
-            resolve(&req.to, self.own(), self.sp_id.as_deref()).map_err(|e| bad(e.to_string()))?;
+        let target = resolve(&req.to, self.own(), self.cfg.sp_id.as_deref())
+            .map_err(|e| bad(e.to_string()))?;
         let path = match target {
             Target::Local(path) => path,
             Target::Remote { csi } => return self.forward(req, fr, &csi, hop),
@@ -129,7 +148,7 @@ impl Registrar {
         match (self.address(path, &req.to)?, req.op) {
             (Addressed::CseBase, Operation::Retrieve) => {
                 check_rcn(req, &[1])?;
-                let pc = self.cse_base.to_content(&now.to_onem2m());
+                let pc = self.cfg.cse_base.to_content(&now.to_onem2m());
                 respond(
                     self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now),
                     false,
@@ -188,7 +207,7 @@ impl Registrar {
         let mut segs = path.split('/');
         let first = segs.next().unwrap_or_default();
         let rest: Vec<&str> = segs.collect();
-        if first.is_empty() || first == "-" || first == self.cse_base.rn {
+        if first.is_empty() || first == "-" || first == self.cfg.cse_base.rn {
             return match rest.as_slice() {
                 [] => Ok(Addressed::CseBase),
                 [rn] => self
@@ -202,7 +221,7 @@ impl Registrar {
         if !rest.is_empty() {
             return Err(not_found());
         }
-        if first == self.cse_base.ri {
+        if first == self.cfg.cse_base.ri {
             return Ok(Addressed::CseBase);
         }
         if self.store.get(first).is_some() {
@@ -230,19 +249,19 @@ impl Registrar {
                 "an AE ({fr}) cannot register as a CSE"
             )));
         }
-        if self.cse_type == CseType::ASN {
+        if self.cfg.cse_type == CseType::ASN {
             return Err(Refusal::NotAllowed(
                 "an ASN-CSE does not accept registrations".into(),
             ));
         }
         let csi = CseId::new(fr).map_err(|e| bad(format!("originator is not a CSE-ID: {e}")))?;
-        if !self.allowed.iter().any(|p| glob_match(p, fr)) {
+        if !self.cfg.allowed.iter().any(|p| glob_match(p, fr)) {
             return Err(Refusal::NotPermittedToRegister(fr.to_owned()));
         }
         if &csi == self.own() {
             return Err(bad("originator is this CSE"));
         }
-        if self.upstream.as_ref() == Some(&csi) {
+        if self.cfg.upstream.as_ref() == Some(&csi) {
             // It would make a registration loop.
             return Err(Refusal::NotAllowed(format!("{fr} is this CSE's registrar")));
         }
@@ -273,13 +292,13 @@ impl Registrar {
         if self.store.by_csi(fr).is_some() {
             return Err(Refusal::Conflict(format!("CSE {fr} is already registered")));
         }
-        if self.store.by_rn(&rn).is_some() || rn == self.cse_base.rn {
+        if self.store.by_rn(&rn).is_some() || rn == self.cfg.cse_base.rn {
             return Err(Refusal::Conflict(format!(
                 "a resource named {rn:?} already exists"
             )));
         }
         let ri = csi.bare().to_owned();
-        if self.store.get(&ri).is_some() || ri == self.cse_base.ri {
+        if self.store.get(&ri).is_some() || ri == self.cfg.cse_base.ri {
             return Err(Refusal::Conflict(format!(
                 "a resource with ri {ri:?} already exists"
             )));
@@ -287,7 +306,7 @@ impl Registrar {
         let ts = now.to_onem2m();
         csr.rn = Some(rn);
         csr.ri = Some(ri.clone());
-        csr.pi = Some(self.cse_base.ri.clone());
+        csr.pi = Some(self.cfg.cse_base.ri.clone());
         csr.ty = Some(ResourceType::REMOTE_CSE);
         csr.ct = Some(ts.clone());
         csr.lt = Some(ts);
@@ -393,24 +412,19 @@ impl Registrar {
 
     /// The CSE through which `csi` is reached: a direct registree or the
     /// registrar itself, the registree below which it is a descendant, or
-    /// else the registrar (unless the request came from there).
+    /// else the registrar (unless the request came from there). O(log n).
     pub fn next_hop(&self, csi: &str, hop: &str) -> Option<CseId> {
         if let Some((_, csr)) = self.store.by_csi(csi) {
             return csr.csi().and_then(|c| CseId::new(c).ok());
         }
-        let registrar = self.upstream.as_ref().map(CseId::as_str);
-        if let Some(d) = self
-            .store
-            .descendants(self.own().as_str(), registrar)
-            .get(csi)
-        {
+        if let Some(d) = self.store.descendant(csi) {
             return self
                 .store
                 .get(&d.via_ri)?
                 .csi()
                 .and_then(|c| CseId::new(c).ok());
         }
-        match &self.upstream {
+        match &self.cfg.upstream {
             Some(up) if up.as_str() != hop => Some(up.clone()),
             _ => None,
         }
@@ -424,59 +438,12 @@ impl Registrar {
         if let Some((ri, _)) = self.store.by_csi(csi) {
             return Some(format!("{}/{ri}", self.own()));
         }
-        let registrar = self.upstream.as_ref().map(CseId::as_str);
-        let d = self
-            .store
-            .descendants(self.own().as_str(), registrar)
-            .remove(csi)?;
+        let d = self.store.descendant(csi)?;
         Some(format!(
             "{}/{}",
             d.registered_at,
             csi.trim_start_matches('/')
         ))
-    }
-
-    /// This node's `dcse` toward its registrar: every CSE below it.
-    pub fn descendant_ids(&self) -> Vec<String> {
-        let registrar = self.upstream.as_ref().map(CseId::as_str);
-        self.store
-            .descendants(self.own().as_str(), registrar)
-            .into_keys()
-            .collect()
-    }
-
-    /// The registrees to probe for liveness: (CSE-ID, address of its CSEBase).
-    pub fn liveness_probes(&self) -> Vec<(CseId, String)> {
-        let registrar = self.upstream.as_ref().map(CseId::as_str);
-        self.store
-            .registrees(registrar)
-            .filter_map(|(_, csr)| {
-                let csi = CseId::new(csr.csi()?).ok()?;
-                let cb = csr.cb.clone().unwrap_or_else(|| csi.to_string());
-                Some((csi, cb))
-            })
-            .collect()
-    }
-
-    /// The answer to a liveness probe of `csi`. A registree that fails
-    /// [`LIVENESS_MISSES`] probes in a row is gone (ACME
-    /// `_checkCSRLiveliness`): its CSR goes, and with it its descendants.
-    /// Returns whether the store changed.
-    pub fn liveness_result(&mut self, csi: &CseId, rsc: Rsc) -> bool {
-        if rsc == Rsc::OK {
-            self.misses.remove(csi);
-            return false;
-        }
-        let misses = self.misses.entry(csi.clone()).or_insert(0);
-        *misses += 1;
-        if *misses < LIVENESS_MISSES {
-            return false;
-        }
-        self.misses.remove(csi);
-        let Some(ri) = self.store.by_csi(csi.as_str()).map(|(ri, _)| ri.clone()) else {
-            return false;
-        };
-        self.store.remove(&ri).is_some()
     }
 }
 
@@ -572,36 +539,19 @@ mod tests {
     use super::*;
 
     fn registrar() -> Registrar {
-        let cfg = Config::from_str(
+        let now = Timestamp::from_secs(1_700_000_000);
+        let cfg = crate::config::Config::from_str(
             "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
             std::path::Path::new("test.toml"),
         )
         .expect("config");
-        Registrar::new(&cfg, Store::new(), Timestamp::from_secs(1_700_000_000))
-    }
-
-    #[test]
-    fn one_missed_probe_is_forgiven_two_in_a_row_are_not() {
-        let mut r = registrar();
-        let mn = CseId::new("/id-mn").expect("id");
-        r.store.insert(
-            "id-mn".into(),
-            RemoteCse {
-                csi: Some("/id-mn".into()),
-                ..RemoteCse::default()
-            },
-        );
-        assert!(!r.liveness_result(&mn, Rsc::REQUEST_TIMEOUT));
-        assert!(!r.liveness_result(&mn, Rsc::OK));
-        assert!(!r.liveness_result(&mn, Rsc::REQUEST_TIMEOUT));
-        assert!(r.liveness_result(&mn, Rsc::NOT_FOUND));
-        assert!(r.store.is_empty());
+        Registrar::new(cfg.registrar_settings(now))
     }
 
     #[test]
     fn remote_addresses_of_registrees_and_descendants() {
         let mut r = registrar();
-        r.store.insert(
+        r.store_mut().insert(
             "id-mn".into(),
             RemoteCse {
                 csi: Some("/id-mn".into()),

@@ -11,11 +11,12 @@
 
 use crate::id::CseId;
 use crate::primitive::{wrap, Content, Operation, Request, ResourceType, Response, Rsc, OWN_RVI};
-use crate::resource::RemoteCse;
-use crate::time::Timestamp;
+use crate::resource::{CseBase, RemoteCse};
+use crate::time::Now;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::time::Duration;
+use std::time::Instant;
 
 pub struct RegistreeConfig {
     pub own: CseId,
@@ -45,7 +46,7 @@ pub struct OwnCsr {
 
 impl OwnCsr {
     /// What the CSR should say for this CSEBase and these descendants.
-    pub fn from_cse_base(base: &crate::resource::CseBase, dcse: Vec<String>) -> OwnCsr {
+    pub fn from_cse_base(base: &CseBase, dcse: Vec<String>) -> OwnCsr {
         OwnCsr {
             cb: base.address(),
             cst: base.cst,
@@ -190,7 +191,7 @@ pub struct Registration {
     /// The last CREATE met a conflict; an adopt that then finds nothing must
     /// not loop straight back to CREATE.
     after_conflict: bool,
-    timer: Option<Timestamp>,
+    timer: Option<Instant>,
     failures: u32,
     rng: u64,
     counter: u64,
@@ -228,15 +229,22 @@ impl Registration {
         self.remote_rn.as_deref()
     }
 
+    /// Checks the own CSR now instead of at the next interval (SIGUSR1).
+    pub fn check_now(&mut self, now: Now) {
+        if self.phase == Phase::Registered {
+            self.begin(Step::Check, now);
+        }
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.out.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.timer
     }
 
-    pub fn handle(&mut self, input: Input, now: Timestamp) {
+    pub fn handle(&mut self, input: Input, now: Now) {
         match input {
             Input::Start { adopt, remote_rn } => {
                 if self.phase != Phase::Idle {
@@ -247,7 +255,7 @@ impl Registration {
             }
             Input::Response(rsp) => self.on_response(rsp, now),
             Input::Timer => {
-                if self.timer.is_none_or(|t| t > now) {
+                if self.timer.is_none_or(|t| t > now.mono) {
                     return;
                 }
                 self.timer = None;
@@ -272,7 +280,7 @@ impl Registration {
         }
     }
 
-    fn shutdown(&mut self, now: Timestamp) {
+    fn shutdown(&mut self, now: Now) {
         match self.phase {
             Phase::Stopped | Phase::Deregistering { .. } => return,
             Phase::Idle => {
@@ -313,7 +321,7 @@ impl Registration {
         self.out.push_back(Action::Stopped);
     }
 
-    fn on_response(&mut self, rsp: Response, now: Timestamp) {
+    fn on_response(&mut self, rsp: Response, now: Now) {
         let step = match &self.phase {
             Phase::Waiting { step, rqi } if *rqi == rsp.rqi => *step,
             Phase::Deregistering { rqi } if *rqi == rsp.rqi => {
@@ -424,7 +432,7 @@ impl Registration {
 
     /// The own CSR is gone at the registrar (e.g. 4004 after a registrar
     /// reset): drop the local half and register anew.
-    fn lost(&mut self, now: Timestamp) {
+    fn lost(&mut self, now: Now) {
         self.out.push_back(Action::RemoveRegistrarCsr);
         self.out.push_back(Action::RemoteCsrName(None));
         self.remote_rn = None;
@@ -436,14 +444,14 @@ impl Registration {
     }
 
     /// Registered and idle: next check one interval from now.
-    fn settle(&mut self, now: Timestamp) {
+    fn settle(&mut self, now: Now) {
         self.failures = 0;
         self.phase = Phase::Registered;
-        self.timer = Some(now.plus(self.cfg.check_interval));
+        self.timer = Some(now.mono + self.cfg.check_interval);
     }
 
     /// Registered, and the own CSEBase may have changed meanwhile.
-    fn settle_or_update(&mut self, now: Timestamp) {
+    fn settle_or_update(&mut self, now: Now) {
         if self.dirty {
             self.begin(Step::Update, now)
         } else {
@@ -460,7 +468,7 @@ impl Registration {
 
     /// Exponential backoff from 1 s, capped at the check interval (so the
     /// node is back within one interval of the registrar), ±20 % jitter.
-    fn backoff(&mut self, step: Step, now: Timestamp) {
+    fn backoff(&mut self, step: Step, now: Now) {
         self.failures = self.failures.saturating_add(1);
         let base = Duration::from_secs(1)
             .saturating_mul(1u32 << self.failures.saturating_sub(1).min(16))
@@ -472,10 +480,10 @@ impl Registration {
         let jitter = (self.rng % 401) as f64 / 1000.0 - 0.2;
         let delay = base.mul_f64(1.0 + jitter).min(self.cfg.check_interval);
         self.phase = Phase::Backoff { step };
-        self.timer = Some(now.plus(delay));
+        self.timer = Some(now.mono + delay);
     }
 
-    fn begin(&mut self, step: Step, now: Timestamp) {
+    fn begin(&mut self, step: Step, now: Now) {
         let rqi = self.next_rqi();
         let registrar_cb = format!("{}/{}", self.cfg.registrar, self.cfg.registrar_rn);
         let want = self.want.clone();
@@ -515,11 +523,11 @@ impl Registration {
         format!("{}/{}/{}", self.cfg.registrar, self.cfg.registrar_rn, rn)
     }
 
-    fn request(&self, op: Operation, to: String, rqi: &str, now: Timestamp) -> Request {
+    fn request(&self, op: Operation, to: String, rqi: &str, now: Now) -> Request {
         let mut r = Request::new(op, to, self.cfg.own.as_str(), rqi);
         r.rvi = Some(OWN_RVI.into());
-        r.ot = Some(now.to_onem2m());
-        r.rqet = Some(now.plus(self.cfg.request_timeout).to_onem2m());
+        r.ot = Some(now.wall.to_onem2m());
+        r.rqet = Some(now.wall.plus(self.cfg.request_timeout).to_onem2m());
         r
     }
 
@@ -544,4 +552,5 @@ fn is_unreachable(rsc: Rsc) -> bool {
 }
 
 #[cfg(test)]
+#[path = "registration_tests.rs"]
 mod tests;

@@ -3,8 +3,8 @@
 //! registration without a broker or a clock.
 
 use super::*;
-use crate::registrar::{Outcome, Registrar};
-use crate::resource::Store;
+use crate::engine::registrar::{Outcome, Registrar};
+use crate::time::Timestamp;
 use proptest::prelude::*;
 
 const CHECK: Duration = Duration::from_secs(60);
@@ -39,14 +39,14 @@ fn registrar() -> Registrar {
         std::path::Path::new("test.toml"),
     )
     .expect("config");
-    Registrar::new(&cfg, Store::new(), Timestamp::from_secs(1_700_000_000))
+    Registrar::new(cfg.registrar_settings(Timestamp::from_secs(1_700_000_000)))
 }
 
 /// The world: the machine, its registrar, the local registrar CSR, a clock.
 struct World {
     m: Registration,
     peer: Registrar,
-    now: Timestamp,
+    now: Now,
     /// The registrar answers; false: every request times out (4008).
     peer_up: bool,
     local_csr: Option<RemoteCse>,
@@ -61,7 +61,7 @@ impl World {
         World {
             m: Registration::new(cfg(seed), want(&[])),
             peer: registrar(),
-            now: Timestamp::from_secs(1_700_000_000),
+            now: Now::at(Timestamp::from_secs(1_700_000_000)),
             peer_up: true,
             local_csr: None,
             creates: 0,
@@ -98,7 +98,7 @@ impl World {
                         if req.op == Operation::Create {
                             self.creates += 1;
                         }
-                        match self.peer.handle(&req, "/id-mn", self.now) {
+                        match self.peer.handle(&req, "/id-mn", self.now.wall) {
                             Outcome::Respond { response, .. } => response,
                             Outcome::Forward { .. } => {
                                 panic!("registrar forwarded a registration request")
@@ -121,13 +121,13 @@ impl World {
     /// Advances the clock to the next timer and fires it.
     fn tick(&mut self) {
         let t = self.m.poll_timeout().expect("a timer is armed");
-        self.now = self.now.max(t);
+        self.now = self.now.advance_to(t);
         self.input(Input::Timer);
     }
 
     fn own_csrs_at_peer(&self) -> usize {
         self.peer
-            .store
+            .store()
             .iter()
             .filter(|(_, c)| c.csi() == Some("/id-mn"))
             .count()
@@ -163,7 +163,7 @@ fn fresh_start_cleans_stale_then_creates_then_fetches_the_registrar_base() {
     assert_eq!(local.csi.as_deref(), Some("/id-in"));
     assert_eq!(local.cb.as_deref(), Some("/id-in/cse-in"));
     assert!(w.events.contains(&Action::Registered));
-    assert_eq!(w.m.poll_timeout(), Some(w.now.plus(CHECK)));
+    assert_eq!(w.m.poll_timeout(), Some(w.now.mono + CHECK));
 }
 
 #[test]
@@ -217,7 +217,7 @@ fn target_not_reachable_keeps_state_too() {
         adopt: false,
         remote_rn: None,
     });
-    w.now = w.m.poll_timeout().expect("timer");
+    w.now = w.now.advance_to(w.m.poll_timeout().expect("timer"));
     w.m.handle(Input::Timer, w.now);
     let Some(Action::Send(req)) = w.m.poll_action() else {
         panic!("no check sent")
@@ -340,7 +340,7 @@ fn an_unreachable_registrar_is_retried_with_bounded_backoff() {
     for _ in 0..20 {
         let before = w.now;
         let t = w.m.poll_timeout().expect("retry armed");
-        let gap = t.since(before);
+        let gap = t.saturating_duration_since(before.mono);
         assert!(gap <= CHECK, "backoff {gap:?} exceeds the check interval");
         last_gap = gap;
         w.tick();
@@ -365,7 +365,7 @@ fn descendants_changes_update_the_remote_csr() {
     w.sent.clear();
     w.input(Input::OwnCsrChanged(want(&["/id-asn"])));
     assert_eq!(w.ops(), [Operation::Update]);
-    let csr = w.peer.store.by_csi("/id-mn").expect("csr").1;
+    let csr = w.peer.store().by_csi("/id-mn").expect("csr").1;
     assert_eq!(csr.dcse(), ["/id-asn"]);
     // The same again changes nothing.
     w.input(Input::OwnCsrChanged(want(&["/id-asn"])));
@@ -385,7 +385,7 @@ fn a_change_during_a_request_is_not_lost() {
     // The DELETE is in flight when a registree appears below us.
     w.m.handle(Input::OwnCsrChanged(want(&["/id-asn"])), w.now);
     w.drain();
-    let csr = w.peer.store.by_csi("/id-mn").expect("csr").1;
+    let csr = w.peer.store().by_csi("/id-mn").expect("csr").1;
     assert_eq!(csr.dcse(), ["/id-asn"]);
 }
 
@@ -398,18 +398,19 @@ fn a_check_that_finds_a_stale_csr_updates_it() {
     });
     if let Some((ri, _)) = w
         .peer
-        .store
+        .store()
         .by_csi("/id-mn")
         .map(|(r, c)| (r.clone(), c.clone()))
     {
-        if let Some(c) = w.peer.store.get_mut(&ri) {
+        if let Some(mut c) = w.peer.store().get(&ri).cloned() {
             c.poa = Some(vec!["mqtt://elsewhere".into()]);
+            w.peer.store_mut().insert(ri, c);
         }
     }
     w.sent.clear();
     w.tick();
     assert_eq!(w.ops(), [Operation::Retrieve, Operation::Update]);
-    let csr = w.peer.store.by_csi("/id-mn").expect("csr").1;
+    let csr = w.peer.store().by_csi("/id-mn").expect("csr").1;
     assert_eq!(
         csr.poa.as_deref(),
         Some(&["mqtt://127.0.0.1:1883".to_string()][..])
@@ -468,7 +469,7 @@ fn shutdown_while_a_create_is_unanswered_still_deletes() {
     };
     assert_eq!(create.op, Operation::Create);
     // The registrar executes the CREATE, but the node stops before the answer.
-    let _ = w.peer.handle(&create, "/id-mn", w.now);
+    let _ = w.peer.handle(&create, "/id-mn", w.now.wall);
     w.input(Input::Shutdown);
     assert_eq!(w.ops(), [Operation::Delete]);
     assert_eq!(
@@ -533,7 +534,7 @@ proptest! {
     fn a_week_of_faults(seed in any::<u64>(), faults in prop::collection::vec(fault(), 10_080)) {
         let mut w = World::new(seed);
         w.input(Input::Start { adopt: false, remote_rn: None });
-        let mut up_since: Option<Timestamp> = Some(w.now);
+        let mut up_since: Option<Now> = Some(w.now);
         for f in faults {
             match f {
                 Fault::Nothing => {}
@@ -554,8 +555,8 @@ proptest! {
                 prop_assert_eq!(w.creates, creates_before, "CREATE while the CSR existed");
             }
             if let (true, Some(since)) = (w.peer_up, up_since) {
-                if w.now.since(since) > CHECK + Duration::from_secs(21) {
-                    prop_assert!(w.m.is_registered(), "not registered {:?} after the registrar came back", w.now.since(since));
+                if w.now.mono.saturating_duration_since(since.mono) > CHECK + Duration::from_secs(21) {
+                    prop_assert!(w.m.is_registered(), "not registered {:?} after the registrar came back", w.now.mono.saturating_duration_since(since.mono));
                     prop_assert_eq!(w.own_csrs_at_peer(), 1);
                     prop_assert!(w.local_csr.is_some());
                 }

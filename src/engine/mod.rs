@@ -1,0 +1,1091 @@
+//! The sans-IO engine: every protocol decision of the node, as a pure
+//! function of inputs and time (design.md, "one sans-IO engine").
+//!
+//! It owns the registrar (hosting side: CSR C/R/U/D, routing), the own
+//! registration machine, the registree liveness schedule, duplicate-delivery
+//! tracking, pending forwards and the requests this node is waiting on, and
+//! the in-memory store with its indexes.
+//!
+//! # Driver contract
+//!
+//! Modelled on quinn-proto's `Connection`:
+//!
+//! 1. Feed inputs as they happen: [`Engine::handle_request`] for a publish
+//!    on a request topic, [`Engine::handle_response`] for one on a response
+//!    topic, [`Engine::connection`] when the broker link comes or goes,
+//!    [`Engine::store_committed`] / [`Engine::store_failed`] when a batch
+//!    from [`Engine::poll_store`] has been written (or not), and
+//!    [`Engine::handle_timeout`] when the instant from
+//!    [`Engine::poll_timeout`] has come.
+//! 2. After **every** input, drain the outputs: [`Engine::poll_store`]
+//!    (hand the batch to the persister; at most one is outstanding),
+//!    [`Engine::poll_transmit`] (publish; a transmit's [`Ack`] is released
+//!    only after its payload was handed to the client, so the broker
+//!    redelivers what a crash cut short), [`Engine::poll_event`] (log,
+//!    status), then re-read [`Engine::poll_timeout`] and sleep until then.
+//! 3. `now` is a [`Now`]: a monotonic instant for every timer and the wall
+//!    time for what goes on the wire (`ot`, `rqet`, `ct`, `lt`). It must
+//!    never go backwards (the monotonic part); the wall part may jump.
+//!
+//! Transmits are addressed to a next-hop CSE (a request) or to the hop a
+//! request came from (an answer), never to a topic or a connection: which
+//! broker carries them is the driver's business.
+//!
+//! Nothing acknowledged is lost: a CREATE/UPDATE/DELETE of a durable node is
+//! answered only once its batch is committed (group commit); a batch that
+//! fails is undone in memory and every request in it is answered 5000.
+
+mod dedupe;
+mod liveness;
+pub mod registrar;
+pub mod registration;
+pub mod store;
+
+pub use liveness::MISSES as LIVENESS_MISSES;
+pub use registrar::{Outcome, Registrar, RegistrarSettings};
+pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
+
+use crate::error::Refusal;
+use crate::id::CseId;
+use crate::persist::{Snapshot, StoreChange};
+use crate::primitive::{Format, Operation, Request, ResourceType, Response, Rsc, OWN_RVI};
+use crate::time::Now;
+use crate::topic::Route;
+use dedupe::{RecentRequests, Seen};
+use liveness::{Liveness, ProbeOutcome, Verdict};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use store::{Notice, Store, Undo};
+use tracing::debug;
+
+/// The own registration, when this node has a registrar.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    pub registrar_rn: String,
+    pub check_interval: Duration,
+}
+
+/// Everything the engine is configured with (built by `config.rs`).
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    pub registrar: RegistrarSettings,
+    pub registration: Option<UpstreamSettings>,
+    pub registree_check_interval: Duration,
+    /// How long an answer to this node's own requests may take.
+    pub request_timeout: Duration,
+    /// Answer changes only once they are committed by a persister.
+    pub durable: bool,
+    /// Seeds rqis and jitter; any value unique per start.
+    pub seed: u64,
+}
+
+/// Liveness probes outstanding at once, at least (more when the population
+/// needs it to be probed once per interval even if every probe times out).
+const PROBES_IN_FLIGHT: usize = 64;
+/// Recent answers kept for duplicate deliveries.
+const RECENT_ANSWERS: usize = 1024;
+
+/// A message the driver must acknowledge to the broker (an opaque token it
+/// chose), once what the engine says about it has been handed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ack(pub u64);
+
+/// Something to send.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transmit {
+    /// A request to the next-hop CSE `to`.
+    Request {
+        to: CseId,
+        format: Format,
+        payload: Vec<u8>,
+        /// The incoming request this one forwards: acknowledge after sending.
+        ack: Option<Ack>,
+    },
+    /// An answer to the hop that sent the request on `to`.
+    Response {
+        to: Route,
+        payload: Vec<u8>,
+        ack: Option<Ack>,
+    },
+    /// Nothing to send; acknowledge the message.
+    Ack(Ack),
+}
+
+/// Why a registree's CSR went away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// It deleted it (or its registrar did, through this node).
+    Deleted,
+    /// It failed [`LIVENESS_MISSES`] liveness probes in a row.
+    Unresponsive { rsc: Rsc },
+}
+
+/// What happened, for logs and status.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Registered {
+        registrar: CseId,
+    },
+    /// `answered`: the registrar confirmed the deletion (2002/4004) or the
+    /// CSR was lost there; false: it could not be reached.
+    Deregistered {
+        registrar: CseId,
+    },
+    RegistreeAdded {
+        csi: String,
+    },
+    RegistreeRemoved {
+        csi: String,
+        why: Removal,
+    },
+    /// A liveness probe failed; the registree stays for now.
+    ProbeMissed {
+        csi: String,
+        rsc: Rsc,
+        misses: u32,
+    },
+    /// A request was answered (or refused); for the request log.
+    Handled {
+        op: Operation,
+        to: String,
+        fr: String,
+        rsc: Rsc,
+        why: Option<String>,
+    },
+    /// A batch could not be written; its requests were answered 5000.
+    StoreFailed {
+        why: String,
+    },
+    /// A payload that could not be answered was dropped.
+    Dropped {
+        why: String,
+    },
+    /// Deregistration is over (or there was none): the driver may exit.
+    Stopped,
+}
+
+/// Changes for the persister; answer with [`Engine::store_committed`] or
+/// [`Engine::store_failed`] and the same `seq`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreBatch {
+    pub seq: u64,
+    pub changes: Vec<StoreChange>,
+}
+
+/// A request this node sent and waits on.
+struct Pending {
+    peer: String,
+    deadline: Instant,
+    purpose: Purpose,
+}
+
+enum Purpose {
+    Registration,
+    Probe {
+        csi: String,
+    },
+    /// A request relayed for `reply`'s hop; the answer goes back with the
+    /// original rqi. Forwards carry a hop-local rqi so that two originators'
+    /// identical rqis never meet at the next hop.
+    Forward {
+        reply: Route,
+        format: Format,
+        rqi: String,
+        key: dedupe::Key,
+    },
+}
+
+struct Uncommitted {
+    batch: Option<u64>,
+    undo: Undo,
+    /// Made by the registration machine, not by a request: it is kept and
+    /// written again rather than undone (the machine relies on it).
+    internal: bool,
+}
+
+/// An answer held until its change is durable.
+struct Parked {
+    batch: Option<u64>,
+    reply: Route,
+    format: Format,
+    response: Response,
+    key: dedupe::Key,
+    ack: Option<Ack>,
+    handled: Event,
+}
+
+pub struct Engine {
+    own: CseId,
+    registrar: Registrar,
+    registration: Option<Registration>,
+    /// Held until the broker is there: a request sent before would only
+    /// fail and cost a backoff.
+    start: Option<Input>,
+    upstream: Option<CseId>,
+    liveness: Liveness,
+    recent: RecentRequests,
+    pending: HashMap<String, Pending>,
+    deadlines: BTreeSet<(Instant, String)>,
+    connected: bool,
+    stopping: bool,
+    stopped: bool,
+    request_timeout: Duration,
+    seed: u64,
+    counter: u64,
+    next_batch: u64,
+    batch_in_flight: Option<u64>,
+    uncommitted: Vec<Uncommitted>,
+    parked: Vec<Parked>,
+    dcse_dirty: bool,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Engine {
+    /// An engine over what the persister kept.
+    pub fn new(settings: EngineSettings, snapshot: Snapshot, now: Now) -> Engine {
+        let own = settings.registrar.cse_base.csi.clone();
+        let upstream = settings.registrar.upstream.clone();
+        let mut store = Store::new(
+            own.as_str(),
+            upstream.as_ref().map(CseId::as_str),
+            settings.durable,
+        );
+        store.restore(snapshot);
+        let adopt = upstream
+            .as_ref()
+            .is_some_and(|u| store.by_csi(u.as_str()).is_some());
+        let remote_rn = store.own_csr_rn().map(str::to_owned);
+        let registration = match (&settings.registration, &upstream) {
+            (Some(up), Some(registrar)) => {
+                let want =
+                    OwnCsr::from_cse_base(&settings.registrar.cse_base, store.descendant_ids());
+                let m = Registration::new(
+                    RegistreeConfig {
+                        own: own.clone(),
+                        registrar: registrar.clone(),
+                        registrar_rn: up.registrar_rn.clone(),
+                        check_interval: up.check_interval,
+                        request_timeout: settings.request_timeout,
+                        seed: settings.seed,
+                    },
+                    want,
+                );
+                Some(m)
+            }
+            _ => None,
+        };
+        let mut engine = Engine {
+            own,
+            registrar: Registrar::with_store(settings.registrar, store),
+            start: registration
+                .is_some()
+                .then_some(Input::Start { adopt, remote_rn }),
+            registration,
+            upstream,
+            liveness: Liveness::new(
+                settings.registree_check_interval,
+                settings.request_timeout,
+                PROBES_IN_FLIGHT,
+                settings.seed,
+            ),
+            recent: RecentRequests::new(RECENT_ANSWERS),
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            connected: false,
+            stopping: false,
+            stopped: false,
+            request_timeout: settings.request_timeout,
+            seed: settings.seed,
+            counter: 0,
+            next_batch: 1,
+            batch_in_flight: None,
+            uncommitted: Vec::new(),
+            parked: Vec::new(),
+            dcse_dirty: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        // Restored registrees are watched like new ones (spread over the
+        // first interval); that is not news, so no events.
+        let added: Vec<String> = engine
+            .registrar
+            .store_mut()
+            .take_notices()
+            .filter_map(|n| match n {
+                Notice::RegistreeAdded(csi) => Some(csi),
+                _ => None,
+            })
+            .collect();
+        for csi in added {
+            engine.liveness.add(&csi, now.mono);
+        }
+        engine
+    }
+
+    // ----- inspection -----
+
+    pub fn own(&self) -> &CseId {
+        &self.own
+    }
+
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub fn registration(&self) -> Option<&Registration> {
+        self.registration.as_ref()
+    }
+
+    /// Registered at the registrar (true for a node that has none).
+    pub fn is_registered(&self) -> bool {
+        self.registration
+            .as_ref()
+            .is_none_or(Registration::is_registered)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped && self.parked.is_empty()
+    }
+
+    pub fn registree_count(&self) -> usize {
+        self.registrar.store().registree_count()
+    }
+
+    /// Consecutive failed probes of registree `csi`.
+    pub fn liveness_misses(&self, csi: &str) -> Option<u32> {
+        self.liveness.misses(csi)
+    }
+
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ----- inputs -----
+
+    /// The broker link came up or went down.
+    pub fn connection(&mut self, up: bool, now: Now) {
+        self.connected = up;
+        if up && !self.stopping {
+            if let (Some(m), Some(start)) = (&mut self.registration, self.start.take()) {
+                m.handle(start, now);
+            }
+        }
+        if !up {
+            // Silence while the link is down proves nothing about a registree.
+            let probes: Vec<(String, String)> = self
+                .pending
+                .iter()
+                .filter_map(|(rqi, p)| match &p.purpose {
+                    Purpose::Probe { csi } => Some((rqi.clone(), csi.clone())),
+                    _ => None,
+                })
+                .collect();
+            for (rqi, csi) in probes {
+                self.take_pending(&rqi);
+                self.liveness
+                    .result(&csi, ProbeOutcome::NoConnection, now.mono);
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Runs every registree's liveness check now (SIGUSR1).
+    pub fn check_now(&mut self, now: Now) {
+        self.liveness.all_due(now.mono);
+        if let Some(m) = &mut self.registration {
+            m.check_now(now);
+        }
+        self.flush(now);
+    }
+
+    /// Replaces the allow-list of registrees (config reload).
+    pub fn set_allowed(&mut self, allowed: Vec<String>) {
+        self.registrar.set_allowed(allowed);
+    }
+
+    pub fn set_registree_check_interval(&mut self, interval: Duration) {
+        self.liveness.set_interval(interval);
+    }
+
+    /// Begins deregistration; [`Event::Stopped`] follows when it is over.
+    pub fn shutdown(&mut self, now: Now) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        match &mut self.registration {
+            Some(m) => m.handle(Input::Shutdown, now),
+            None => {
+                self.stopped = true;
+                self.events.push_back(Event::Stopped);
+            }
+        }
+        self.flush(now);
+    }
+
+    /// A publish on a request topic, from the hop `route.originator`.
+    pub fn handle_request(&mut self, route: Route, payload: &[u8], ack: Option<Ack>, now: Now) {
+        self.on_request(route, payload, ack, now);
+        self.flush(now);
+    }
+
+    fn on_request(&mut self, route: Route, payload: &[u8], ack: Option<Ack>, now: Now) {
+        let format = match route.format {
+            Ok(f) => f,
+            Err(ref suffix) => {
+                let suffix = suffix.clone();
+                return self.refuse_media_type(route, &suffix, payload, ack);
+            }
+        };
+        let req = match format.decode_request(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                // TS-0004 7.3.1: a request that cannot be read is answered
+                // 4000 where an answer can reach its originator; a payload
+                // that is not even a primitive (no rqi, not an object) is
+                // noise and dropped.
+                let is_object = format.decode_value(payload).is_ok_and(|v| v.is_object());
+                if e.rqi.is_none() && !is_object {
+                    self.events.push_back(Event::Dropped {
+                        why: format!(
+                            "an undecodable payload with no rqi on {}: {e}",
+                            route.response_topic()
+                        ),
+                    });
+                    return self.ack_only(ack);
+                }
+                let why = e.to_string();
+                let mut rsp = Response::error(Rsc::BAD_REQUEST, e.rqi.unwrap_or_default(), why);
+                rsp.rvi = e.rvi;
+                rsp.to = e.fr;
+                rsp.ot = Some(now.wall.to_onem2m());
+                return self.reply(route, format, &rsp, ack);
+            }
+        };
+        let fr = req.fr.clone().unwrap_or_default();
+        let key = dedupe::key(&route.originator, &fr, &req.rqi);
+        match self.recent.get(&key) {
+            Some(Seen::Answered(previous)) => {
+                debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery; answering again");
+                let previous = (**previous).clone();
+                return self.reply(route, format, &previous, ack);
+            }
+            Some(Seen::InFlight) => {
+                debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery of a request in progress");
+                return self.ack_only(ack);
+            }
+            None => {}
+        }
+        match self.registrar.handle(&req, &route.originator, now.wall) {
+            Outcome::Respond { response, .. } => {
+                let handled = Event::Handled {
+                    op: req.op,
+                    to: req.to.clone(),
+                    fr,
+                    rsc: response.rsc,
+                    why: response.debug_text().map(str::to_owned),
+                };
+                let undo = self.registrar.store_mut().take_undo();
+                if undo.is_empty() {
+                    self.events.push_back(handled);
+                    self.reply(route, format, &response, ack);
+                    self.recent.remember(key, response);
+                    return;
+                }
+                self.uncommitted
+                    .extend(undo.into_iter().map(|undo| Uncommitted {
+                        batch: None,
+                        undo,
+                        internal: false,
+                    }));
+                self.recent.in_flight(key.clone());
+                self.parked.push(Parked {
+                    batch: None,
+                    reply: route,
+                    format,
+                    response,
+                    key,
+                    ack,
+                    handled,
+                });
+            }
+            Outcome::Forward { next_hop, request } => {
+                self.forward(route, format, request, next_hop, key, ack, now)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        reply: Route,
+        format: Format,
+        mut request: Request,
+        next_hop: CseId,
+        key: dedupe::Key,
+        ack: Option<Ack>,
+        now: Now,
+    ) {
+        if !self.connected {
+            let rsp = Response::error(
+                Rsc::TARGET_NOT_REACHABLE,
+                &request.rqi,
+                "not connected to the MQTT broker",
+            );
+            return self.reply(reply, format, &rsp, ack);
+        }
+        let original = std::mem::replace(&mut request.rqi, self.next_rqi("fw"));
+        let payload = match format.encode(&request) {
+            Ok(p) => p,
+            Err(e) => {
+                let rsp = Response::error(Rsc::INTERNAL_SERVER_ERROR, &original, e.to_string());
+                return self.reply(reply, format, &rsp, ack);
+            }
+        };
+        debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
+        self.recent.in_flight(key.clone());
+        self.add_pending(
+            request.rqi.clone(),
+            next_hop.as_str(),
+            now,
+            Purpose::Forward {
+                reply,
+                format,
+                rqi: original,
+                key,
+            },
+        );
+        self.transmits.push_back(Transmit::Request {
+            to: next_hop,
+            format,
+            payload,
+            ack,
+        });
+    }
+
+    /// A publish on a response topic: an answer from the peer `route.receiver`.
+    pub fn handle_response(&mut self, route: &Route, payload: &[u8], now: Now) {
+        self.on_response(route, payload, now);
+        self.flush(now);
+    }
+
+    fn on_response(&mut self, route: &Route, payload: &[u8], now: Now) {
+        let Ok(format) = route.format else {
+            return;
+        };
+        let rsp = match format.decode_response(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.events.push_back(Event::Dropped {
+                    why: format!("undecodable response from {}: {e}", route.receiver),
+                });
+                return;
+            }
+        };
+        // Only the peer the request went to may answer it.
+        let known = self
+            .pending
+            .get(&rsp.rqi)
+            .is_some_and(|p| p.peer == route.receiver);
+        if !known {
+            debug!(rqi = %rsp.rqi, peer = %route.receiver, "response to no pending request (late or duplicate)");
+            return;
+        }
+        if let Some(p) = self.take_pending(&rsp.rqi) {
+            self.complete(p, rsp, now);
+        }
+    }
+
+    /// Time has come: expire what waited too long, fire timers, start probes.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some((t, rqi)) = self.deadlines.first().cloned() {
+            if t > now.mono {
+                break;
+            }
+            if let Some(p) = self.take_pending(&rqi) {
+                let why = format!(
+                    "no response from {} within {}",
+                    p.peer,
+                    humantime::format_duration(self.request_timeout)
+                );
+                let rsp = Response::error(Rsc::REQUEST_TIMEOUT, &rqi, why);
+                self.complete(p, rsp, now);
+            }
+        }
+        if let Some(m) = &mut self.registration {
+            m.handle(Input::Timer, now);
+        }
+        self.flush(now);
+    }
+
+    /// The batch `seq` is durable: its answers go out.
+    pub fn store_committed(&mut self, seq: u64, now: Now) {
+        if self.batch_in_flight == Some(seq) {
+            self.batch_in_flight = None;
+        }
+        self.uncommitted.retain(|u| u.batch.is_none_or(|b| b > seq));
+        let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.batch.is_some_and(|b| b <= seq));
+        self.parked = rest;
+        for p in done {
+            self.events.push_back(p.handled);
+            self.reply(p.reply, p.format, &p.response, p.ack);
+            self.recent.remember(p.key, p.response);
+        }
+        self.flush(now);
+    }
+
+    /// The batch `seq` could not be written. Everything not yet durable is
+    /// undone in memory (later changes were made on top of it) and every
+    /// request waiting on it is answered 5000 with the reason.
+    pub fn store_failed(&mut self, seq: u64, why: &str, now: Now) {
+        if self.batch_in_flight == Some(seq) {
+            self.batch_in_flight = None;
+        }
+        self.events.push_back(Event::StoreFailed {
+            why: why.to_owned(),
+        });
+        let store = self.registrar.store_mut();
+        store.discard_changes();
+        let mut redo = Vec::new();
+        for u in std::mem::take(&mut self.uncommitted).into_iter().rev() {
+            match (u.internal, u.undo) {
+                (true, Undo::Csr { ri, .. }) => redo.push(ri),
+                (true, Undo::OwnRn(_)) => store.rewrite_own_csr_rn(),
+                (false, Undo::Csr { ri, old }) => store.revert(&ri, old),
+                (false, Undo::OwnRn(old)) => store.revert_own_csr_rn(old),
+            }
+        }
+        for ri in redo {
+            store.rewrite(&ri);
+        }
+        let internal = store.take_undo();
+        self.uncommitted
+            .extend(internal.into_iter().map(|undo| Uncommitted {
+                batch: None,
+                undo,
+                internal: true,
+            }));
+        for p in std::mem::take(&mut self.parked) {
+            let mut rsp = Response::error(
+                Rsc::INTERNAL_SERVER_ERROR,
+                &p.response.rqi,
+                format!("the change could not be stored: {why}"),
+            );
+            rsp.rvi.clone_from(&p.response.rvi);
+            rsp.to.clone_from(&p.response.to);
+            rsp.fr.clone_from(&p.response.fr);
+            rsp.ot.clone_from(&p.response.ot);
+            self.recent.forget(&p.key);
+            if let Event::Handled { op, to, fr, .. } = p.handled {
+                self.events.push_back(Event::Handled {
+                    op,
+                    to,
+                    fr,
+                    rsc: rsp.rsc,
+                    why: rsp.debug_text().map(str::to_owned),
+                });
+            }
+            self.reply(p.reply, p.format, &rsp, p.ack);
+        }
+        self.flush(now);
+    }
+
+    // ----- outputs -----
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next batch of changes to make durable, when none is outstanding.
+    pub fn poll_store(&mut self) -> Option<StoreBatch> {
+        if self.batch_in_flight.is_some() || !self.registrar.store().has_changes() {
+            return None;
+        }
+        let seq = self.next_batch;
+        self.next_batch += 1;
+        self.batch_in_flight = Some(seq);
+        for u in self.uncommitted.iter_mut().filter(|u| u.batch.is_none()) {
+            u.batch = Some(seq);
+        }
+        for p in self.parked.iter_mut().filter(|p| p.batch.is_none()) {
+            p.batch = Some(seq);
+        }
+        Some(StoreBatch {
+            seq,
+            changes: self.registrar.store_mut().take_changes(),
+        })
+    }
+
+    /// When [`Engine::handle_timeout`] is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.deadlines.first().map(|(t, _)| *t);
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        if let Some(m) = &self.registration {
+            consider(m.poll_timeout());
+        }
+        if self.connected && !self.stopping {
+            consider(self.liveness.poll_timeout());
+        }
+        t
+    }
+
+    // ----- internals -----
+
+    fn next_rqi(&mut self, kind: &str) -> String {
+        self.counter += 1;
+        format!("{kind}-{:x}-{}", self.seed & 0xff_ffff, self.counter)
+    }
+
+    fn add_pending(&mut self, rqi: String, peer: &str, now: Now, purpose: Purpose) {
+        let deadline = now.mono + self.request_timeout;
+        self.deadlines.insert((deadline, rqi.clone()));
+        self.pending.insert(
+            rqi,
+            Pending {
+                peer: peer.to_owned(),
+                deadline,
+                purpose,
+            },
+        );
+    }
+
+    fn take_pending(&mut self, rqi: &str) -> Option<Pending> {
+        let p = self.pending.remove(rqi)?;
+        self.deadlines.remove(&(p.deadline, rqi.to_owned()));
+        Some(p)
+    }
+
+    /// The end of a request this node sent: `rsp` is the answer or a 4008.
+    fn complete(&mut self, p: Pending, mut rsp: Response, now: Now) {
+        match p.purpose {
+            Purpose::Registration => {
+                if let Some(m) = &mut self.registration {
+                    m.handle(Input::Response(rsp), now);
+                }
+            }
+            Purpose::Probe { csi } => {
+                let outcome = if self.connected {
+                    ProbeOutcome::Answered(rsp.rsc)
+                } else {
+                    ProbeOutcome::NoConnection
+                };
+                match self.liveness.result(&csi, outcome, now.mono) {
+                    Verdict::Gone => self.remove_registree(&csi, rsp.rsc),
+                    Verdict::Missed(misses) => self.events.push_back(Event::ProbeMissed {
+                        csi,
+                        rsc: rsp.rsc,
+                        misses,
+                    }),
+                    Verdict::Alive | Verdict::Ignored => {}
+                }
+            }
+            Purpose::Forward {
+                reply,
+                format,
+                rqi,
+                key,
+            } => {
+                rsp.rqi = rqi;
+                self.reply(reply, format, &rsp, None);
+                self.recent.remember(key, rsp);
+            }
+        }
+    }
+
+    /// A registree failed its probes: its CSR goes, and with it its
+    /// descendants. Not waiting on durability: nobody is answered.
+    fn remove_registree(&mut self, csi: &str, rsc: Rsc) {
+        let store = self.registrar.store_mut();
+        let Some(ri) = store.by_csi(csi).map(|(ri, _)| ri.clone()) else {
+            return;
+        };
+        store.remove(&ri);
+        let undo = store.take_undo();
+        self.uncommitted
+            .extend(undo.into_iter().map(|undo| Uncommitted {
+                batch: None,
+                undo,
+                internal: true,
+            }));
+        self.events.push_back(Event::RegistreeRemoved {
+            csi: csi.to_owned(),
+            why: Removal::Unresponsive { rsc },
+        });
+    }
+
+    fn reply(&mut self, to: Route, format: Format, rsp: &Response, ack: Option<Ack>) {
+        match format.encode(rsp) {
+            Ok(payload) => self
+                .transmits
+                .push_back(Transmit::Response { to, payload, ack }),
+            Err(e) => {
+                self.events.push_back(Event::Dropped {
+                    why: format!("cannot encode an answer: {e}"),
+                });
+                self.ack_only(ack);
+            }
+        }
+    }
+
+    fn ack_only(&mut self, ack: Option<Ack>) {
+        if let Some(a) = ack {
+            self.transmits.push_back(Transmit::Ack(a));
+        }
+    }
+
+    /// XML (or anything else) cannot be read here: answer 4015 in XML, the
+    /// format the originator listens for, when its rqi can be found
+    /// (TS-0004 6.6: 4015 UNSUPPORTED_MEDIA_TYPE).
+    fn refuse_media_type(&mut self, route: Route, suffix: &str, payload: &[u8], ack: Option<Ack>) {
+        let text = String::from_utf8_lossy(payload);
+        let rqi = text
+            .split_once("<rqi>")
+            .and_then(|(_, rest)| rest.split_once("</rqi>"))
+            .map(|(r, _)| r.trim().to_owned());
+        match (suffix, rqi) {
+            ("xml", Some(rqi)) if !rqi.contains('<') && !rqi.contains('&') => {
+                let why = Refusal::UnsupportedMediaType(suffix.to_owned());
+                let body = format!(
+                    "<m2m:rsp xmlns:m2m=\"http://www.onem2m.org/xml/protocols\"><rsc>{}</rsc><rqi>{rqi}</rqi><pc><m2m:dbg>{why}</m2m:dbg></pc></m2m:rsp>",
+                    why.rsc().code()
+                );
+                self.transmits.push_back(Transmit::Response {
+                    to: route,
+                    payload: body.into_bytes(),
+                    ack,
+                });
+            }
+            _ => {
+                self.events.push_back(Event::Dropped {
+                    why: format!("a request in unsupported serialization {suffix:?}"),
+                });
+                self.ack_only(ack);
+            }
+        }
+    }
+
+    /// After every input: carry out what the registration machine wants,
+    /// keep liveness in step with the store, start due probes.
+    fn flush(&mut self, now: Now) {
+        loop {
+            self.apply_notices(now);
+            self.feed_dcse(now);
+            let Some(action) = self
+                .registration
+                .as_mut()
+                .and_then(Registration::poll_action)
+            else {
+                break;
+            };
+            self.carry_out(action, now);
+        }
+        self.start_probes(now);
+    }
+
+    fn apply_notices(&mut self, now: Now) {
+        let notices: Vec<Notice> = self.registrar.store_mut().take_notices().collect();
+        for n in notices {
+            match n {
+                Notice::RegistreeAdded(csi) => {
+                    self.liveness.add(&csi, now.mono);
+                    self.events.push_back(Event::RegistreeAdded { csi });
+                }
+                Notice::RegistreeRemoved(csi) => {
+                    self.liveness.remove(&csi);
+                    let already = self
+                        .events
+                        .iter()
+                        .any(|e| matches!(e, Event::RegistreeRemoved { csi: c, .. } if *c == csi));
+                    if !already {
+                        self.events.push_back(Event::RegistreeRemoved {
+                            csi,
+                            why: Removal::Deleted,
+                        });
+                    }
+                }
+                Notice::DescendantsChanged => self.dcse_dirty = true,
+            }
+        }
+    }
+
+    /// Carries the descendants up as the own CSR's `dcse`: computed only when
+    /// the machine can act on it, so a storm of registrations costs one
+    /// UPDATE per round trip, not one (and one O(n) list) per registree.
+    fn feed_dcse(&mut self, now: Now) {
+        if !self.dcse_dirty {
+            return;
+        }
+        let Some(m) = &mut self.registration else {
+            self.dcse_dirty = false;
+            return;
+        };
+        if matches!(
+            m.phase(),
+            Phase::Waiting { .. } | Phase::Deregistering { .. }
+        ) {
+            return;
+        }
+        self.dcse_dirty = false;
+        let want = OwnCsr::from_cse_base(
+            self.registrar.cse_base(),
+            self.registrar.store().descendant_ids(),
+        );
+        m.handle(Input::OwnCsrChanged(want), now);
+    }
+
+    fn carry_out(&mut self, action: Action, now: Now) {
+        let Some(registrar) = self.upstream.clone() else {
+            return;
+        };
+        match action {
+            Action::Send(req) => {
+                if !self.connected {
+                    let rsp = Response::error(
+                        Rsc::TARGET_NOT_REACHABLE,
+                        &req.rqi,
+                        "not connected to the MQTT broker",
+                    );
+                    if let Some(m) = &mut self.registration {
+                        m.handle(Input::Response(rsp), now);
+                    }
+                    return;
+                }
+                debug!(op = req.op.name(), to = %req.to, rqi = %req.rqi, "registration request");
+                match Format::Json.encode(&req) {
+                    Ok(payload) => {
+                        self.add_pending(
+                            req.rqi.clone(),
+                            registrar.as_str(),
+                            now,
+                            Purpose::Registration,
+                        );
+                        self.transmits.push_back(Transmit::Request {
+                            to: registrar,
+                            format: Format::Json,
+                            payload,
+                            ack: None,
+                        });
+                    }
+                    Err(e) => {
+                        let rsp =
+                            Response::error(Rsc::INTERNAL_SERVER_ERROR, &req.rqi, e.to_string());
+                        if let Some(m) = &mut self.registration {
+                            m.handle(Input::Response(rsp), now);
+                        }
+                    }
+                }
+            }
+            Action::StoreRegistrarCsr(mut csr) => {
+                let base_ri = self.registrar.cse_base().ri.clone();
+                let store = self.registrar.store_mut();
+                let ri = csr
+                    .ri
+                    .clone()
+                    .unwrap_or_else(|| registrar.bare().to_owned());
+                let ts = now.wall.to_onem2m();
+                let existing = store.get(&ri).cloned();
+                csr.ty = Some(ResourceType::REMOTE_CSE);
+                csr.pi = Some(base_ri);
+                csr.ct = Some(
+                    existing
+                        .as_ref()
+                        .and_then(|c| c.ct.clone())
+                        .unwrap_or_else(|| ts.clone()),
+                );
+                // lt moves only when something else changed, so a routine
+                // re-fetch writes nothing.
+                let mut same = existing.clone();
+                if let Some(s) = &mut same {
+                    s.lt = None;
+                }
+                let mut probe = csr.clone();
+                probe.lt = None;
+                if same.as_ref() != Some(&probe) {
+                    csr.lt = Some(ts);
+                    store.insert(ri, csr);
+                }
+                self.take_internal_undo();
+            }
+            Action::RemoveRegistrarCsr => {
+                let store = self.registrar.store_mut();
+                if let Some(ri) = store.by_csi(registrar.as_str()).map(|(ri, _)| ri.clone()) {
+                    store.remove(&ri);
+                }
+                self.take_internal_undo();
+            }
+            Action::RemoteCsrName(rn) => {
+                self.registrar.store_mut().set_own_csr_rn(rn);
+                self.take_internal_undo();
+            }
+            Action::Registered => self.events.push_back(Event::Registered { registrar }),
+            Action::Deregistered => self.events.push_back(Event::Deregistered { registrar }),
+            Action::Stopped => {
+                self.stopped = true;
+                self.events.push_back(Event::Stopped);
+            }
+        }
+    }
+
+    fn take_internal_undo(&mut self) {
+        let undo = self.registrar.store_mut().take_undo();
+        self.uncommitted
+            .extend(undo.into_iter().map(|undo| Uncommitted {
+                batch: None,
+                undo,
+                internal: true,
+            }));
+    }
+
+    fn start_probes(&mut self, now: Now) {
+        if !self.connected || self.stopping {
+            return;
+        }
+        while let Some(csi) = self.liveness.next_due(now.mono) {
+            let Some((_, csr)) = self.registrar.store().by_csi(&csi) else {
+                self.liveness
+                    .result(&csi, ProbeOutcome::NoConnection, now.mono);
+                continue;
+            };
+            let cb = csr.cb.clone().unwrap_or_else(|| csi.clone());
+            let Ok(peer) = CseId::new(csi.clone()) else {
+                self.liveness
+                    .result(&csi, ProbeOutcome::NoConnection, now.mono);
+                continue;
+            };
+            let rqi = self.next_rqi("live");
+            let mut req = Request::new(Operation::Retrieve, cb, self.own.as_str(), rqi.clone());
+            req.rvi = Some(OWN_RVI.into());
+            req.ot = Some(now.wall.to_onem2m());
+            req.rqet = Some(now.wall.plus(self.request_timeout).to_onem2m());
+            match Format::Json.encode(&req) {
+                Ok(payload) => {
+                    self.add_pending(rqi, &csi, now, Purpose::Probe { csi: csi.clone() });
+                    self.transmits.push_back(Transmit::Request {
+                        to: peer,
+                        format: Format::Json,
+                        payload,
+                        ack: None,
+                    });
+                }
+                Err(_) => {
+                    self.liveness
+                        .result(&csi, ProbeOutcome::NoConnection, now.mono);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,720 @@
+//! Simulated-time tests of the whole engine: requests in as bytes, answers
+//! and probes out as bytes, time as a value. No broker, no clock.
+
+use super::*;
+use crate::config::Config;
+use crate::time::Timestamp;
+use crate::topic;
+use serde_json::{json, Value};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+const T0: u64 = 1_800_000_000;
+
+fn settings(text: &str, durable: bool) -> EngineSettings {
+    let cfg = Config::from_str(text, std::path::Path::new("t.toml")).expect("config");
+    let mut s = cfg.engine_settings(Timestamp::from_secs(T0), 42);
+    s.durable = durable;
+    s
+}
+
+fn in_cse(check: &str, durable: bool) -> EngineSettings {
+    settings(
+        &format!(
+            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\ntimeout = \"5s\"\n[registrees]\ncheck_interval = \"{check}\"\n"
+        ),
+        durable,
+    )
+}
+
+fn mn_cse() -> EngineSettings {
+    settings(
+        "[cse]\nid = \"/id-mn\"\nname = \"cse-mn\"\ntype = \"MN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\ntimeout = \"5s\"\n[registrar]\nid = \"/id-in\"\nname = \"cse-in\"\ncheck_interval = \"60s\"\n",
+        false,
+    )
+}
+
+fn start() -> Now {
+    Now::at(Timestamp::from_secs(T0))
+}
+
+/// The route of a request from `hop` to `own`.
+fn from(hop: &str, own: &str) -> Route {
+    let t = format!(
+        "/oneM2M/req/{}/{}/json",
+        crate::id::to_topic_segment(hop),
+        crate::id::to_topic_segment(own)
+    );
+    topic::parse(&t).expect("route")
+}
+
+/// The route of an answer from `peer` to `own`.
+fn answer_from(peer: &str, own: &str) -> Route {
+    let t = format!(
+        "/oneM2M/resp/{}/{}/json",
+        crate::id::to_topic_segment(own),
+        crate::id::to_topic_segment(peer)
+    );
+    topic::parse(&t).expect("route")
+}
+
+fn csr_create(csi: &str, rqi: &str) -> Vec<u8> {
+    let mut r = Request::new(Operation::Create, "/id-in/cse-in", csi, rqi);
+    r.ty = Some(ResourceType::REMOTE_CSE);
+    r.rvi = Some("3".into());
+    r.pc = Some(json!({"m2m:csr": {
+        "csi": csi, "cb": format!("{csi}/cse"), "rr": true, "srv": ["3"],
+        "poa": ["mqtt://127.0.0.1:1883"],
+    }}));
+    serde_json::to_vec(&r).expect("json")
+}
+
+fn request(op: Operation, to: &str, fr: &str, rqi: &str) -> Vec<u8> {
+    let mut r = Request::new(op, to, fr, rqi);
+    r.rvi = Some("3".into());
+    serde_json::to_vec(&r).expect("json")
+}
+
+fn decode_rsp(payload: &[u8]) -> Response {
+    Format::Json.decode_response(payload).expect("response")
+}
+
+fn decode_req(payload: &[u8]) -> Request {
+    Format::Json.decode_request(payload).expect("request")
+}
+
+/// Everything the engine said, drained.
+#[derive(Default)]
+struct Out {
+    requests: Vec<(CseId, Request, Option<Ack>)>,
+    responses: Vec<(Route, Response, Option<Ack>)>,
+    acks: Vec<Ack>,
+    events: Vec<Event>,
+    batches: Vec<StoreBatch>,
+}
+
+fn drain(e: &mut Engine) -> Out {
+    let mut out = Out::default();
+    while let Some(b) = e.poll_store() {
+        out.batches.push(b);
+    }
+    while let Some(t) = e.poll_transmit() {
+        match t {
+            Transmit::Request {
+                to, payload, ack, ..
+            } => out.requests.push((to, decode_req(&payload), ack)),
+            Transmit::Response { to, payload, ack } => {
+                out.responses.push((to, decode_rsp(&payload), ack))
+            }
+            Transmit::Ack(a) => out.acks.push(a),
+        }
+    }
+    while let Some(ev) = e.poll_event() {
+        out.events.push(ev);
+    }
+    out
+}
+
+fn connected(s: EngineSettings) -> (Engine, Now) {
+    let now = start();
+    let mut e = Engine::new(s, Snapshot::default(), now);
+    e.connection(true, now);
+    (e, now)
+}
+
+fn register(e: &mut Engine, csi: &str, now: Now) -> Response {
+    e.handle_request(
+        from(csi, "/id-in"),
+        &csr_create(csi, &format!("c-{csi}")),
+        None,
+        now,
+    );
+    let mut out = drain(e);
+    assert_eq!(out.responses.len(), 1, "one answer to a CREATE");
+    out.responses.remove(0).1
+}
+
+// ----- liveness -----
+
+/// Runs `e` for `span` of simulated time; every registree answers each
+/// probe after a delay drawn from `delay` (or never, if it is in `silent`).
+/// Returns the removals.
+fn run_liveness(
+    e: &mut Engine,
+    mut now: Now,
+    span: Duration,
+    delay: impl Fn(u64) -> Duration,
+    silent: &[&str],
+) -> (Now, Vec<String>, usize) {
+    let end = now.mono + span;
+    let mut answers: BinaryHeap<Reverse<(Instant, u64, String, String)>> = BinaryHeap::new();
+    let mut n = 0u64;
+    let mut removed = Vec::new();
+    let mut probes = 0;
+    loop {
+        let out = drain(e);
+        for ev in out.events {
+            if let Event::RegistreeRemoved { csi, .. } = ev {
+                removed.push(csi);
+            }
+        }
+        for (to, req, _) in out.requests {
+            probes += 1;
+            assert_eq!(req.op, Operation::Retrieve);
+            if silent.contains(&to.as_str()) {
+                continue;
+            }
+            n += 1;
+            answers.push(Reverse((now.mono + delay(n), n, to.to_string(), req.rqi)));
+        }
+        let next_answer = answers.peek().map(|Reverse((t, ..))| *t);
+        let next = match (next_answer, e.poll_timeout()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => break,
+            },
+        };
+        if next > end {
+            break;
+        }
+        now = now.advance_to(next);
+        if next_answer == Some(next) {
+            if let Some(Reverse((_, _, peer, rqi))) = answers.pop() {
+                let mut rsp = Response::new(Rsc::OK, rqi);
+                rsp.pc = Some(json!({"m2m:cb": {"csi": peer, "rn": "cse"}}));
+                let payload = serde_json::to_vec(&rsp).expect("json");
+                e.handle_response(&answer_from(&peer, "/id-in"), &payload, now);
+            }
+        } else {
+            e.handle_timeout(now);
+        }
+    }
+    (now, removed, probes)
+}
+
+#[test]
+fn ten_thousand_live_registrees_keep_their_csrs() {
+    let (mut e, now) = connected(in_cse("30s", false));
+    for i in 0..10_000 {
+        let csi = format!("/id-r{i}");
+        assert_eq!(register(&mut e, &csi, now).rsc, Rsc::CREATED);
+    }
+    // Answers take up to 4.5 s of a 5 s timeout; five minutes of checks.
+    let (_, removed, probes) = run_liveness(
+        &mut e,
+        now,
+        Duration::from_secs(300),
+        |n| Duration::from_millis(200 + (n * 7919) % 4300),
+        &[],
+    );
+    assert!(removed.is_empty(), "removed: {}", removed.len());
+    assert_eq!(e.registree_count(), 10_000);
+    assert!(
+        probes >= 90_000,
+        "each registree probed about every 30 s: {probes}"
+    );
+}
+
+#[test]
+fn a_week_of_checks_removes_nobody_who_answers() {
+    let (mut e, now) = connected(in_cse("1h", false));
+    for i in 0..50 {
+        register(&mut e, &format!("/id-r{i}"), now);
+    }
+    let (_, removed, probes) = run_liveness(
+        &mut e,
+        now,
+        Duration::from_secs(7 * 24 * 3600),
+        |n| Duration::from_millis(10 + n % 4900),
+        &[],
+    );
+    assert!(removed.is_empty());
+    assert!(probes >= 50 * 160, "{probes}");
+}
+
+#[test]
+fn a_silent_registree_is_removed_after_exactly_the_documented_misses() {
+    let (mut e, now) = connected(in_cse("10s", false));
+    register(&mut e, "/id-live", now);
+    register(&mut e, "/id-dead", now);
+    let mut probes_of_dead = 0;
+    let mut now = now;
+    let mut removed_at_probe = None;
+    for _ in 0..2000 {
+        let out = drain(&mut e);
+        for (to, req, _) in out.requests {
+            if to.as_str() == "/id-dead" {
+                probes_of_dead += 1;
+            } else {
+                let rsp = serde_json::to_vec(&Response::new(Rsc::OK, req.rqi)).expect("json");
+                e.handle_response(&answer_from(to.as_str(), "/id-in"), &rsp, now);
+            }
+        }
+        if out
+            .events
+            .iter()
+            .any(|ev| matches!(ev, Event::RegistreeRemoved { csi, .. } if csi == "/id-dead"))
+        {
+            removed_at_probe = Some(probes_of_dead);
+            break;
+        }
+        let Some(t) = e.poll_timeout() else { break };
+        now = now.advance_to(t);
+        e.handle_timeout(now);
+    }
+    assert_eq!(removed_at_probe, Some(LIVENESS_MISSES as usize));
+    assert_eq!(e.registree_count(), 1);
+    assert_eq!(
+        e.liveness_misses("/id-dead"),
+        None,
+        "its counter went with it"
+    );
+}
+
+#[test]
+fn one_success_between_misses_resets_the_count() {
+    let (mut e, now) = connected(in_cse("10s", false));
+    register(&mut e, "/id-flaky", now);
+    let mut now = now;
+    // Pattern: miss, answer, miss, answer, ... never two misses in a row.
+    let mut k = 0;
+    for _ in 0..400 {
+        let out = drain(&mut e);
+        assert!(
+            !out.events
+                .iter()
+                .any(|ev| matches!(ev, Event::RegistreeRemoved { .. })),
+            "a registree that answers every other probe was removed"
+        );
+        for (to, req, _) in out.requests {
+            k += 1;
+            if k % 2 == 0 {
+                let rsp = serde_json::to_vec(&Response::new(Rsc::OK, req.rqi)).expect("json");
+                e.handle_response(&answer_from(to.as_str(), "/id-in"), &rsp, now);
+            }
+        }
+        let Some(t) = e.poll_timeout() else { break };
+        now = now.advance_to(t);
+        e.handle_timeout(now);
+    }
+    assert!(k > 20, "{k}");
+    assert_eq!(e.registree_count(), 1);
+}
+
+#[test]
+fn probes_without_a_broker_are_not_misses() {
+    let (mut e, now) = connected(in_cse("10s", false));
+    register(&mut e, "/id-a", now);
+    let mut now = now;
+    let mut lost = 0;
+    for _ in 0..50 {
+        let Some(t) = e.poll_timeout() else { break };
+        now = now.advance_to(t);
+        e.handle_timeout(now);
+        let out = drain(&mut e);
+        assert!(!out
+            .events
+            .iter()
+            .any(|ev| matches!(ev, Event::RegistreeRemoved { .. })));
+        if !out.requests.is_empty() {
+            // Every probe is cut off by the link going down.
+            lost += 1;
+            e.connection(false, now);
+            e.connection(true, now);
+        }
+    }
+    assert!(lost >= 10, "{lost}");
+    assert_eq!(e.liveness_misses("/id-a"), Some(0));
+    assert_eq!(e.registree_count(), 1);
+}
+
+#[test]
+fn a_wall_clock_step_moves_no_timer() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    register(&mut e, "/id-a", now);
+    drain(&mut e);
+    let before = e.poll_timeout().expect("probe armed");
+    // NTP steps the wall clock five hours forward at gateway boot.
+    let stepped = Now {
+        mono: now.mono + Duration::from_millis(1),
+        wall: Timestamp(now.wall.0 + 5 * 3600 * 1_000_000),
+    };
+    e.handle_timeout(stepped);
+    let out = drain(&mut e);
+    assert!(out.requests.is_empty(), "no probe fired early");
+    assert_eq!(e.poll_timeout(), Some(before));
+    // ...and the wall time still goes where it belongs: on the wire.
+    let rsp = register(&mut e, "/id-b", stepped);
+    let ct = rsp
+        .pc
+        .as_ref()
+        .and_then(|pc| pc["m2m:csr"]["ct"].as_str().map(str::to_owned));
+    assert_eq!(ct, Some(stepped.wall.to_onem2m()));
+}
+
+// ----- durability -----
+
+#[test]
+fn a_change_is_answered_only_once_durable() {
+    let (mut e, now) = connected(in_cse("60s", true));
+    e.handle_request(
+        from("/id-a", "/id-in"),
+        &csr_create("/id-a", "c1"),
+        Some(Ack(7)),
+        now,
+    );
+    let out = drain(&mut e);
+    assert!(
+        out.responses.is_empty() && out.acks.is_empty(),
+        "no answer before the write"
+    );
+    assert_eq!(out.batches.len(), 1);
+    let batch = &out.batches[0];
+    assert!(matches!(&batch.changes[..], [StoreChange::Put { ri, .. }] if ri == "id-a"));
+    // A duplicate delivery meanwhile is neither executed nor answered.
+    e.handle_request(
+        from("/id-a", "/id-in"),
+        &csr_create("/id-a", "c1"),
+        Some(Ack(8)),
+        now,
+    );
+    let out = drain(&mut e);
+    assert!(out.responses.is_empty());
+    assert_eq!(out.acks, [Ack(8)]);
+    e.store_committed(batch.seq, now);
+    let out = drain(&mut e);
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(out.responses[0].1.rsc, Rsc::CREATED);
+    assert_eq!(
+        out.responses[0].2,
+        Some(Ack(7)),
+        "acknowledged with its answer"
+    );
+}
+
+#[test]
+fn changes_wait_for_one_write_at_a_time_and_share_the_next() {
+    let (mut e, now) = connected(in_cse("60s", true));
+    e.handle_request(
+        from("/id-a", "/id-in"),
+        &csr_create("/id-a", "c1"),
+        None,
+        now,
+    );
+    let first = drain(&mut e).batches;
+    assert_eq!(first.len(), 1);
+    for i in 0..10 {
+        let csi = format!("/id-b{i}");
+        e.handle_request(from(&csi, "/id-in"), &csr_create(&csi, "c"), None, now);
+    }
+    assert!(
+        drain(&mut e).batches.is_empty(),
+        "one batch in flight at a time"
+    );
+    e.store_committed(first[0].seq, now);
+    let out = drain(&mut e);
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(out.batches.len(), 1);
+    assert_eq!(out.batches[0].changes.len(), 10, "group commit");
+    e.store_committed(out.batches[0].seq, now);
+    assert_eq!(drain(&mut e).responses.len(), 10);
+}
+
+#[test]
+fn a_failed_write_is_5000_and_changes_nothing() {
+    let (mut e, now) = connected(in_cse("60s", true));
+    e.handle_request(
+        from("/id-a", "/id-in"),
+        &csr_create("/id-a", "c1"),
+        None,
+        now,
+    );
+    let b = drain(&mut e).batches.remove(0);
+    e.store_committed(b.seq, now);
+    drain(&mut e);
+    // Disk full: a DELETE of /id-a and a CREATE of /id-b are refused.
+    e.handle_request(
+        from("/id-a", "/id-in"),
+        &request(Operation::Delete, "/id-in/cse-in/id-a", "/id-a", "d1"),
+        None,
+        now,
+    );
+    e.handle_request(
+        from("/id-b", "/id-in"),
+        &csr_create("/id-b", "c2"),
+        None,
+        now,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out.batches.len(), 1);
+    e.store_failed(out.batches[0].seq, "database or disk is full", now);
+    let out = drain(&mut e);
+    let rscs: Vec<Rsc> = out.responses.iter().map(|(_, r, _)| r.rsc).collect();
+    assert_eq!(rscs, [Rsc::INTERNAL_SERVER_ERROR; 2]);
+    let why = out.responses[0]
+        .1
+        .debug_text()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("disk is full"), "{why}");
+    assert!(out
+        .events
+        .iter()
+        .any(|ev| matches!(ev, Event::StoreFailed { .. })));
+    assert!(
+        e.registrar().store().by_csi("/id-a").is_some(),
+        "the DELETE was undone"
+    );
+    assert!(
+        e.registrar().store().by_csi("/id-b").is_none(),
+        "the CREATE was undone"
+    );
+    assert!(drain(&mut e).batches.is_empty(), "nothing left to write");
+    // A retry with the same rqi is executed, not answered from the cache.
+    e.handle_request(
+        from("/id-b", "/id-in"),
+        &csr_create("/id-b", "c2"),
+        None,
+        now,
+    );
+    assert_eq!(drain(&mut e).batches.len(), 1);
+}
+
+// ----- forwarding -----
+
+#[test]
+fn forwards_of_two_originators_with_one_rqi_do_not_collide() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    register(&mut e, "/id-mn", now);
+    for hop in ["/id-x", "/id-y"] {
+        e.handle_request(
+            from(hop, "/id-in"),
+            &request(Operation::Retrieve, "/id-mn/cse-mn", hop, "SAME"),
+            Some(Ack(1)),
+            now,
+        );
+    }
+    let out = drain(&mut e);
+    assert_eq!(out.requests.len(), 2);
+    let rqis: Vec<&str> = out
+        .requests
+        .iter()
+        .map(|(_, r, _)| r.rqi.as_str())
+        .collect();
+    assert_ne!(rqis[0], rqis[1], "hop-local rqis");
+    assert!(out
+        .requests
+        .iter()
+        .all(|(to, _, ack)| to.as_str() == "/id-mn" && ack.is_some()));
+    // The registree answers the second first.
+    for (i, (_, req, _)) in out.requests.iter().enumerate().rev() {
+        let mut rsp = Response::new(Rsc::OK, req.rqi.clone());
+        rsp.pc = Some(json!({"m2m:cb": {"rn": format!("answer-{i}")}}));
+        e.handle_response(
+            &answer_from("/id-mn", "/id-in"),
+            &serde_json::to_vec(&rsp).expect("json"),
+            now,
+        );
+    }
+    let out = drain(&mut e);
+    assert_eq!(out.responses.len(), 2);
+    for (route, rsp, _) in &out.responses {
+        assert_eq!(rsp.rqi, "SAME");
+        let which = if route.originator == "/id-x" { 0 } else { 1 };
+        assert_eq!(
+            rsp.pc.as_ref().map(|pc| pc["m2m:cb"]["rn"].clone()),
+            Some(json!(format!("answer-{which}")))
+        );
+    }
+}
+
+#[test]
+fn an_answer_from_another_peer_is_not_taken() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    register(&mut e, "/id-mn", now);
+    e.handle_request(
+        from("/id-x", "/id-in"),
+        &request(Operation::Retrieve, "/id-mn/cse-mn", "/id-x", "r1"),
+        None,
+        now,
+    );
+    let (_, req, _) = drain(&mut e).requests.remove(0);
+    let forged = serde_json::to_vec(&Response::new(Rsc::OK, req.rqi.clone())).expect("json");
+    e.handle_response(&answer_from("/id-evil", "/id-in"), &forged, now);
+    assert!(drain(&mut e).responses.is_empty());
+    // Silence ends in 4008 with the original rqi.
+    let later = now.plus(Duration::from_secs(6));
+    e.handle_timeout(later);
+    let out = drain(&mut e);
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(out.responses[0].1.rsc, Rsc::REQUEST_TIMEOUT);
+    assert_eq!(out.responses[0].1.rqi, "r1");
+}
+
+// ----- decisions that used to live in the driver -----
+
+#[test]
+fn garbage_is_answered_4000_when_it_has_an_rqi_and_dropped_otherwise() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    e.handle_request(
+        from("/id-x", "/id-in"),
+        br#"{"rqi":"r9","op":"nonsense"}"#,
+        Some(Ack(1)),
+        now,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(out.responses[0].1.rsc, Rsc::BAD_REQUEST);
+    assert_eq!(out.responses[0].1.rqi, "r9");
+    e.handle_request(
+        from("/id-x", "/id-in"),
+        b"\x00\x01 not json",
+        Some(Ack(2)),
+        now,
+    );
+    let out = drain(&mut e);
+    assert!(out.responses.is_empty());
+    assert_eq!(out.acks, [Ack(2)], "dropped, but acknowledged");
+    assert!(out
+        .events
+        .iter()
+        .any(|ev| matches!(ev, Event::Dropped { .. })));
+}
+
+#[test]
+fn xml_is_refused_in_xml() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    let route = topic::parse("/oneM2M/req/id-x/id-in/xml").expect("route");
+    e.handle_request(route, b"<m2m:rqp><rqi>x1</rqi></m2m:rqp>", None, now);
+    let t = e.poll_transmit();
+    let Some(Transmit::Response { payload, .. }) = t else {
+        panic!("no answer: {t:?}")
+    };
+    let text = String::from_utf8(payload).expect("utf8");
+    assert!(
+        text.contains("<rsc>4015</rsc>") && text.contains("<rqi>x1</rqi>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_registrar_csr_is_completed_and_stored_by_the_engine() {
+    let now = start();
+    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
+    assert!(
+        drain(&mut e).requests.is_empty(),
+        "nothing before the broker is there"
+    );
+    e.connection(true, now);
+    let mut now = now;
+    let mut registrar = Registrar::new(
+        Config::from_str(
+            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
+            std::path::Path::new("in.toml"),
+        )
+        .expect("config")
+        .registrar_settings(now.wall),
+    );
+    for _ in 0..10 {
+        let out = drain(&mut e);
+        for (to, req, _) in out.requests {
+            assert_eq!(to.as_str(), "/id-in");
+            let Outcome::Respond { response, .. } = registrar.handle(&req, "/id-mn", now.wall)
+            else {
+                panic!("forwarded")
+            };
+            e.handle_response(
+                &answer_from("/id-in", "/id-mn"),
+                &serde_json::to_vec(&response).expect("json"),
+                now,
+            );
+        }
+        now = now.plus(Duration::from_millis(10));
+    }
+    assert!(e.is_registered());
+    let local = e
+        .registrar()
+        .store()
+        .by_csi("/id-in")
+        .map(|(_, c)| c.clone())
+        .expect("registrar CSR");
+    assert_eq!(local.ty, Some(ResourceType::REMOTE_CSE));
+    assert_eq!(local.pi.as_deref(), Some("id-mn"));
+    assert!(local.ct.is_some() && local.lt.is_some());
+}
+
+#[test]
+fn a_storm_of_registrations_is_carried_up_in_few_updates() {
+    let now = start();
+    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
+    e.connection(true, now);
+    let mut registrar = Registrar::new(
+        Config::from_str(
+            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
+            std::path::Path::new("in.toml"),
+        )
+        .expect("config")
+        .registrar_settings(now.wall),
+    );
+    let mut updates = 0;
+    let mut pending: Vec<Request> = Vec::new();
+    let step = |e: &mut Engine, pending: &mut Vec<Request>, updates: &mut usize| {
+        let out = drain(e);
+        for (_, req, _) in out.requests {
+            if req.op == Operation::Update {
+                *updates += 1;
+            }
+            pending.push(req);
+        }
+    };
+    step(&mut e, &mut pending, &mut updates);
+    // Registration completes, one request at a time.
+    while let Some(req) = pending.pop() {
+        let Outcome::Respond { response, .. } = registrar.handle(&req, "/id-mn", now.wall) else {
+            panic!()
+        };
+        e.handle_response(
+            &answer_from("/id-in", "/id-mn"),
+            &serde_json::to_vec(&response).expect("json"),
+            now,
+        );
+        step(&mut e, &mut pending, &mut updates);
+    }
+    assert!(e.is_registered());
+    // 500 ASNs register at the MN while one UPDATE is in flight at a time.
+    for i in 0..500 {
+        let csi = format!("/id-asn{i}");
+        let mut r = Request::new(Operation::Create, "/id-mn/cse-mn", &csi, "c");
+        r.ty = Some(ResourceType::REMOTE_CSE);
+        r.rvi = Some("3".into());
+        r.pc = Some(
+            json!({"m2m:csr": {"csi": csi, "cb": format!("{csi}/cb"), "rr": true, "srv": ["3"]}}),
+        );
+        e.handle_request(
+            from(&csi, "/id-mn"),
+            &serde_json::to_vec(&r).expect("json"),
+            None,
+            now,
+        );
+        step(&mut e, &mut pending, &mut updates);
+        if i % 100 == 99 {
+            while let Some(req) = pending.pop() {
+                let Outcome::Respond { response, .. } = registrar.handle(&req, "/id-mn", now.wall)
+                else {
+                    panic!()
+                };
+                e.handle_response(
+                    &answer_from("/id-in", "/id-mn"),
+                    &serde_json::to_vec(&response).expect("json"),
+                    now,
+                );
+                step(&mut e, &mut pending, &mut updates);
+            }
+        }
+    }
+    assert!(updates <= 10, "{updates} UPDATEs for 500 registrations");
+    let (_, own) = registrar.store().by_csi("/id-mn").expect("own CSR");
+    assert_eq!(own.dcse().len(), 500, "every descendant is carried up");
+    let _: Value = json!(null);
+}
