@@ -11,7 +11,8 @@ use std::path::Path;
 
 /// (topic, raw payload) of every line of the fixture: `TOPIC PAYLOAD`.
 fn fixture() -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/fixtures/tinyiot-registration.txt");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/fixtures/tinyiot-registration.txt");
     let text = std::fs::read_to_string(&path).expect("fixture");
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -112,7 +113,7 @@ fn the_float_answers_of_the_fixture_are_the_codes_they_mean() {
     assert_eq!(rsc(3), Rsc::OK); // 2000.0
     assert_eq!(rsc(5), Rsc::NOT_FOUND); // 4004.0
     assert_eq!(rsc(6), Rsc::NOT_FOUND); // 4004
-    // tinyIoT's broken forwarding answers rsc 0: decoded, kept as an unknown code.
+                                        // tinyIoT's broken forwarding answers rsc 0: decoded, kept as an unknown code.
     assert_eq!(rsc(14), Rsc::Other(0));
     let cb = Format::Json
         .decode_response(msgs[3].1.as_bytes())
