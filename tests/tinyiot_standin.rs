@@ -12,7 +12,7 @@ use common::*;
 use m2mnode::primitive::{Operation, Rsc};
 use rumqttc::{Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -204,28 +204,27 @@ fn on_publish(state: &Mutex<State>, topic: &str, payload: &[u8]) -> Option<(Stri
                 })
                 .unwrap_or_default()
                 .to_owned();
-            if st.csrs.contains_key(&rn) {
-                (
+            match st.csrs.entry(rn.clone()) {
+                Entry::Occupied(_) => (
                     4105,
                     Some(r#"{"m2m:dbg":"attribute `rn` is duplicated"}"#.to_owned()),
-                )
-            } else {
-                let ts = "20261126T065004,204";
-                for (k, v) in [
-                    ("rn", json!(rn)),
-                    ("ty", json!(16)),
-                    ("ct", json!(ts)),
-                    ("ri", json!(rn)),
-                    ("lt", json!(ts)),
-                    ("pi", json!("id-in")),
-                    ("et", json!("20281125T065004,204")),
-                ] {
-                    csr.insert(k.into(), v);
+                ),
+                Entry::Vacant(slot) => {
+                    let ts = "20261126T065004,204";
+                    for (k, v) in [
+                        ("rn", json!(rn)),
+                        ("ty", json!(16)),
+                        ("ct", json!(ts)),
+                        ("ri", json!(rn)),
+                        ("lt", json!(ts)),
+                        ("pi", json!("id-in")),
+                        ("et", json!("20281125T065004,204")),
+                    ] {
+                        csr.insert(k.into(), v);
+                    }
+                    let text = csr_text(slot.insert(Value::Object(csr)));
+                    (2001, Some(text))
                 }
-                let csr = Value::Object(csr);
-                let text = csr_text(&csr);
-                st.csrs.insert(rn, csr);
-                (2001, Some(text))
             }
         }
         (2, ["cse-in", rn]) => match st.csrs.get(*rn) {

@@ -116,7 +116,7 @@ fn whole_from_f64<E: de::Error>(field: &str, v: f64) -> Result<u64, E> {
         return Err(E::custom(format!("`{field}` {v} is not a whole number")));
     }
     // 2^64 as f64; `as` saturates, so compare before converting.
-    if v < 0.0 || v >= 18_446_744_073_709_551_616.0 {
+    if !(0.0..18_446_744_073_709_551_616.0).contains(&v) {
         return Err(E::custom(format!("`{field}` {v} is out of range")));
     }
     Ok(v as u64)
