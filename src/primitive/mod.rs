@@ -6,6 +6,7 @@
 //! not mangle what it relays.
 
 pub mod codec;
+pub mod number;
 mod rsc;
 
 pub use codec::{DecodeError, Format};
@@ -13,7 +14,6 @@ pub use rsc::Rsc;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
-use std::fmt;
 
 /// The content of `pc` and of resource representations: the serde model both
 /// formats share.
@@ -86,7 +86,7 @@ impl Serialize for Operation {
 
 impl<'de> Deserialize<'de> for Operation {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = lenient_u64(d, "op")?;
+        let n: u64 = number::integer(d, "op")?;
         Operation::from_code(n).ok_or_else(|| de::Error::custom(format!("op {n} is not 1..5")))
     }
 }
@@ -106,42 +106,26 @@ impl ResourceType {
 
 impl<'de> Deserialize<'de> for ResourceType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = lenient_u64(d, "ty")?;
-        u32::try_from(n)
-            .map(ResourceType)
-            .map_err(|_| de::Error::custom(format!("ty {n} out of range")))
+        number::integer(d, "ty").map(ResourceType)
     }
 }
 
-/// Small numeric parameters (`op`, `ty`, `rcn`, `drt`) arrive as numbers per
-/// spec; strings of digits are tolerated for the same reason `rsc` is.
-fn lenient_u64<'de, D: Deserializer<'de>>(d: D, what: &'static str) -> Result<u64, D::Error> {
-    struct V(&'static str);
-    impl de::Visitor<'_> for V {
-        type Value = u64;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            write!(f, "a number for `{}`", self.0)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
-            Ok(v)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
-            u64::try_from(v).map_err(|_| E::custom(format!("`{}` is negative", self.0)))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
-            v.trim()
-                .parse()
-                .map_err(|_| E::custom(format!("`{}` {v:?} is not a number", self.0)))
-        }
-    }
-    d.deserialize_any(V(what))
+// The integer parameters go through the one tolerant reader (`number`):
+// integer, whole float or numeric string; a fraction is an error naming the
+// parameter (TS-0004 §8.4.2, docs/tinyiot.md).
+
+fn opt_rcn<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    number::optional(d, "rcn")
 }
 
-fn opt_lenient_u8<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
-    let n = lenient_u64(d, "number")?;
-    u8::try_from(n)
-        .map(Some)
-        .map_err(|_| de::Error::custom(format!("{n} out of range")))
+fn opt_drt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    number::optional(d, "drt")
+}
+
+/// `rvi` is a string ("3") in TS-0004 R3+; a peer that prints it as a number
+/// is read as the same version, and the node writes it back as a string.
+fn opt_rvi<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    number::optional_numeric_string(d, "rvi")
 }
 
 /// A request primitive. `op`, `to` and `rqi` are needed to even answer it;
@@ -154,7 +138,11 @@ pub struct Request {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fr: Option<String>,
     pub rqi: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_rvi"
+    )]
     pub rvi: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ty: Option<ResourceType>,
@@ -171,13 +159,13 @@ pub struct Request {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "opt_lenient_u8"
+        deserialize_with = "opt_rcn"
     )]
     pub rcn: Option<u8>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "opt_lenient_u8"
+        deserialize_with = "opt_drt"
     )]
     pub drt: Option<u8>,
     /// All other parameters (rt, ec, fc, vsi, rids, ...), kept verbatim.
@@ -216,7 +204,11 @@ impl Request {
 pub struct Response {
     pub rsc: Rsc,
     pub rqi: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_rvi"
+    )]
     pub rvi: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pc: Option<Content>,

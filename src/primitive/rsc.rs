@@ -1,6 +1,6 @@
 //! Response status codes (TS-0004 6.6.3, notes §2.4).
 
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 macro_rules! status_codes {
@@ -120,32 +120,11 @@ impl Serialize for Rsc {
     }
 }
 
-/// The spec says number; some clients send a string (notes §8.6). Accept both.
+/// The spec says number; some clients send a string (notes §8.6) and tinyIoT
+/// a whole float (`4004.0`, TS-0004 §8.4.2 allows it: JSON has one number
+/// type). All go through the one tolerant reader; `4004.5` is refused.
 impl<'de> Deserialize<'de> for Rsc {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = Rsc;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a response status code (number or numeric string)")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Rsc, E> {
-                u16::try_from(v)
-                    .map(Rsc::from_code)
-                    .map_err(|_| E::custom(format!("rsc {v} out of range")))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Rsc, E> {
-                u64::try_from(v)
-                    .map_err(|_| E::custom(format!("rsc {v} out of range")))
-                    .and_then(|v| self.visit_u64(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Rsc, E> {
-                v.trim()
-                    .parse::<u16>()
-                    .map(Rsc::from_code)
-                    .map_err(|_| E::custom(format!("rsc {v:?} is not a number")))
-            }
-        }
-        d.deserialize_any(V)
+        super::number::integer(d, "rsc").map(Rsc::from_code)
     }
 }

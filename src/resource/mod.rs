@@ -2,8 +2,9 @@
 //! its registrar and registrees (notes §3).
 
 use crate::id::CseId;
-use crate::primitive::{Content, ResourceType};
-use serde::{Deserialize, Serialize};
+use crate::primitive::{number, Content, ResourceType};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 /// cseType (notes §2.3).
@@ -32,10 +33,12 @@ pub struct CseBase {
     pub ty: ResourceType,
     pub pi: String,
     pub csi: CseId,
+    #[serde(deserialize_with = "cst")]
     pub cst: u8,
     pub srv: Vec<String>,
     pub poa: Vec<String>,
     pub csz: Vec<String>,
+    #[serde(deserialize_with = "srt")]
     pub srt: Vec<u32>,
     pub ct: String,
     pub lt: String,
@@ -45,6 +48,16 @@ pub struct CseBase {
     pub lbl: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nl: Option<String>,
+}
+
+// Integer attributes go through the one tolerant reader (primitive::number):
+// tinyIoT sends `"cst":1.0` and `"srt":[1.0,...]` (docs/tinyiot.md).
+fn cst<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    number::integer(d, "cst")
+}
+
+fn srt<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    number::list(d, "srt")
 }
 
 /// The serializations this node reads and writes, most preferred first, as
@@ -70,7 +83,12 @@ impl CseBase {
 /// `m2m:csr`. Typed where this node reads an attribute; everything else a
 /// peer sent is kept in `other` and given back unchanged. Whether an unknown
 /// attribute is acceptable is decided by the registrar, not silently here.
+///
+/// Read through [`RemoteCse::from_attributes`]: a typed attribute that does
+/// not fit its type makes the whole representation an error naming it, so no
+/// attribute is ever lost without a trace (whichever format it came in).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Map<String, Value>")]
 pub struct RemoteCse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rn: Option<String>,
@@ -139,6 +157,31 @@ impl RemoteCse {
         serde_json::from_value(body.clone()).map_err(|e| format!("invalid m2m:csr: {e}"))
     }
 
+    /// The typed attributes taken out of `m`, the rest kept verbatim in
+    /// `other`. `null` counts as absent, as it did with serde's `Option`.
+    fn from_attributes(mut m: Map<String, Value>) -> Result<RemoteCse, String> {
+        Ok(RemoteCse {
+            rn: take(&mut m, "rn")?,
+            ri: take(&mut m, "ri")?,
+            pi: take(&mut m, "pi")?,
+            ty: take(&mut m, "ty")?,
+            ct: take(&mut m, "ct")?,
+            lt: take(&mut m, "lt")?,
+            et: take(&mut m, "et")?,
+            lbl: take(&mut m, "lbl")?,
+            cst: take_cst(&mut m)?,
+            csi: take(&mut m, "csi")?,
+            cb: take(&mut m, "cb")?,
+            poa: take(&mut m, "poa")?,
+            nl: take(&mut m, "nl")?,
+            rr: take(&mut m, "rr")?,
+            csz: take(&mut m, "csz")?,
+            srv: take(&mut m, "srv")?,
+            dcse: take(&mut m, "dcse")?,
+            other: m,
+        })
+    }
+
     pub fn csi(&self) -> Option<&str> {
         self.csi.as_deref()
     }
@@ -150,30 +193,63 @@ impl RemoteCse {
     /// The local CSR that represents a registrar, made from its `<CSEBase>`
     /// (ACME `_copyCSE2CSR`): the registrar's identity and reachability, and
     /// `cb` as `<csi>/<rn>`. A registrar CSR never carries `dcse`.
+    ///
+    /// Every attribute copied is read typed: one that does not fit (a `poa`
+    /// entry that is not a string, `cst` 1.5) makes the whole `m2m:cb` an
+    /// error naming it instead of being left out. `cst` may be a whole float
+    /// (tinyIoT, docs/tinyiot.md). Attributes not copied are not read.
     pub fn from_cse_base(cb: &Value) -> Result<RemoteCse, String> {
-        let cb = cb.get("m2m:cb").ok_or("content is not an m2m:cb")?;
-        let s = |k: &str| cb.get(k).and_then(Value::as_str).map(str::to_owned);
-        let list = |k: &str| {
-            cb.get(k).and_then(Value::as_array).map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect::<Vec<_>>()
-            })
+        let mut m = match cb.get("m2m:cb") {
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err("m2m:cb is not an object".into()),
+            None => return Err("content is not an m2m:cb".into()),
         };
-        let csi = s("csi").ok_or("m2m:cb has no csi")?;
-        let rn = s("rn").ok_or("m2m:cb has no rn")?;
+        let in_cb = |e: String| format!("invalid m2m:cb: {e}");
+        let csi: String = take(&mut m, "csi")
+            .map_err(in_cb)?
+            .ok_or("m2m:cb has no csi")?;
+        let rn: String = take(&mut m, "rn")
+            .map_err(in_cb)?
+            .ok_or("m2m:cb has no rn")?;
         CseId::new(csi.clone()).map_err(|e| e.to_string())?;
         Ok(RemoteCse {
             cb: Some(format!("{csi}/{rn}")),
-            cst: cb.get("cst").and_then(Value::as_u64).map(|c| c as u8),
+            cst: take_cst(&mut m).map_err(in_cb)?,
             csi: Some(csi),
-            poa: list("poa"),
-            csz: list("csz"),
-            srv: list("srv"),
-            lbl: list("lbl"),
-            nl: s("nl"),
+            poa: take(&mut m, "poa").map_err(in_cb)?,
+            csz: take(&mut m, "csz").map_err(in_cb)?,
+            srv: take(&mut m, "srv").map_err(in_cb)?,
+            lbl: take(&mut m, "lbl").map_err(in_cb)?,
+            nl: take(&mut m, "nl").map_err(in_cb)?,
             rr: Some(true),
             ..RemoteCse::default()
         })
+    }
+}
+
+impl TryFrom<Map<String, Value>> for RemoteCse {
+    type Error = String;
+    fn try_from(m: Map<String, Value>) -> Result<RemoteCse, String> {
+        RemoteCse::from_attributes(m)
+    }
+}
+
+/// Takes attribute `k` out of a representation as a `T`; the error names it.
+fn take<T: DeserializeOwned>(m: &mut Map<String, Value>, k: &str) -> Result<Option<T>, String> {
+    match m.remove(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => T::deserialize(v)
+            .map(Some)
+            .map_err(|e| format!("attribute `{k}`: {e}")),
+    }
+}
+
+/// `cst` through the tolerant integer reader (whole floats, numeric strings).
+fn take_cst(m: &mut Map<String, Value>) -> Result<Option<u8>, String> {
+    match m.remove("cst") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => cst(v)
+            .map(Some)
+            .map_err(|e| format!("attribute `cst`: {e}")),
     }
 }
