@@ -52,10 +52,10 @@ fn handling(c: &mut Criterion) {
                 .decode_request(black_box(RETRIEVE))
                 .expect("decode");
             match r.handle(&req, "/id-mn", now) {
-                m2mnode::registrar::Outcome::Respond { response, .. } => {
+                m2mnode::engine::Outcome::Respond { response, .. } => {
                     Format::Json.encode(&response)
                 }
-                m2mnode::registrar::Outcome::Forward { .. } => unreachable!(),
+                m2mnode::engine::Outcome::Forward { .. } => unreachable!(),
             }
         })
     });

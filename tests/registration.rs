@@ -8,7 +8,7 @@ use m2mnode::primitive::{Operation, Rsc};
 use serde_json::Value;
 use std::time::Duration;
 
-const CREATED_AT_IN: &str = "request handled op=\"create\" to=/id-in/cse-in fr=Some(\"/id-mn\")";
+const CREATED_AT_IN: &str = "request handled op=\"create\" to=/id-in/cse-in fr=/id-mn";
 
 fn in_node(broker: &Mosquitto, data: Option<&std::path::Path>) -> Node {
     let n = Node::start(

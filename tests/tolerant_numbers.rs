@@ -5,8 +5,8 @@
 //! `m2m:cb`) is dropped without a trace. docs/tinyiot.md.
 
 use m2mnode::config::Config;
+use m2mnode::engine::{Outcome, Registrar};
 use m2mnode::primitive::{Format, Request, ResourceType, Response, Rsc};
-use m2mnode::registrar::{Outcome, Registrar};
 use m2mnode::resource::RemoteCse;
 use m2mnode::time::Timestamp;
 use proptest::prelude::*;
@@ -228,7 +228,7 @@ fn registrar() -> Registrar {
         Path::new("tolerant.toml"),
     )
     .expect("config");
-    Registrar::new(&cfg, Default::default(), now())
+    Registrar::new(cfg.registrar_settings(now()))
 }
 
 fn handle(r: &mut Registrar, format: Format, v: &Value) -> Response {
