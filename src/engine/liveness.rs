@@ -205,10 +205,10 @@ mod tests {
         // Over the first interval, every tenth of it sees some probes due,
         // never the whole population at once.
         let mut per_slot = [0usize; 10];
-        for slot in 0..10 {
+        for (slot, count) in per_slot.iter_mut().enumerate() {
             let at = t0 + interval.mul_f64((slot + 1) as f64 / 10.0);
             while let Some(csi) = l.next_due(at) {
-                per_slot[slot] += 1;
+                *count += 1;
                 l.result(&csi, ProbeOutcome::Answered(Rsc::OK), at);
                 assert!(l.in_flight <= 8);
             }

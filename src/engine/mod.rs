@@ -187,12 +187,14 @@ enum Purpose {
     /// A request relayed for `reply`'s hop; the answer goes back with the
     /// original rqi. Forwards carry a hop-local rqi so that two originators'
     /// identical rqis never meet at the next hop.
-    Forward {
-        reply: Route,
-        format: Format,
-        rqi: String,
-        key: dedupe::Key,
-    },
+    Forward(Box<Relay>),
+}
+
+struct Relay {
+    reply: Route,
+    format: Format,
+    rqi: String,
+    key: dedupe::Key,
 }
 
 struct Uncommitted {
@@ -549,12 +551,12 @@ impl Engine {
             request.rqi.clone(),
             next_hop.as_str(),
             now,
-            Purpose::Forward {
+            Purpose::Forward(Box::new(Relay {
                 reply,
                 format,
                 rqi: original,
                 key,
-            },
+            })),
         );
         self.transmits.push_back(Transmit::Request {
             to: next_hop,
@@ -790,12 +792,13 @@ impl Engine {
                     Verdict::Alive | Verdict::Ignored => {}
                 }
             }
-            Purpose::Forward {
-                reply,
-                format,
-                rqi,
-                key,
-            } => {
+            Purpose::Forward(relay) => {
+                let Relay {
+                    reply,
+                    format,
+                    rqi,
+                    key,
+                } = *relay;
                 rsp.rqi = rqi;
                 self.reply(reply, format, &rsp, None);
                 self.recent.remember(key, rsp);

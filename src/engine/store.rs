@@ -33,7 +33,10 @@ pub enum Notice {
 /// What puts a change back.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Undo {
-    Csr { ri: String, old: Option<RemoteCse> },
+    Csr {
+        ri: String,
+        old: Option<Box<RemoteCse>>,
+    },
     OwnRn(Option<String>),
 }
 
@@ -146,7 +149,7 @@ impl Store {
         if self.changes.is_some() {
             self.undo.push(Undo::Csr {
                 ri,
-                old: old.clone(),
+                old: old.clone().map(Box::new),
             });
         }
         old
@@ -163,7 +166,7 @@ impl Store {
         if self.changes.is_some() {
             self.undo.push(Undo::Csr {
                 ri: ri.to_owned(),
-                old: old.clone(),
+                old: old.clone().map(Box::new),
             });
         }
         old
@@ -194,7 +197,7 @@ impl Store {
             c.push(change);
             self.undo.push(Undo::Csr {
                 ri: ri.to_owned(),
-                old: self.csrs.get(ri).cloned(),
+                old: self.csrs.get(ri).cloned().map(Box::new),
             });
         }
     }
@@ -213,8 +216,8 @@ impl Store {
 
     /// Puts back what a failed write had changed, recording nothing (the
     /// persister never kept it).
-    pub fn revert(&mut self, ri: &str, old: Option<RemoteCse>) {
-        self.apply(ri, old);
+    pub fn revert(&mut self, ri: &str, old: Option<Box<RemoteCse>>) {
+        self.apply(ri, old.map(|b| *b));
     }
 
     pub fn revert_own_csr_rn(&mut self, old: Option<String>) {
@@ -381,7 +384,7 @@ mod tests {
         let notices: Vec<_> = s.take_notices().collect();
         assert!(notices.contains(&Notice::RegistreeAdded("/a".into())));
         let old = s.remove("a");
-        s.revert("a", old);
+        s.revert("a", old.map(Box::new));
         assert_eq!(s.take_changes().len(), 1, "only the remove, not its revert");
         assert!(s.by_csi("/a").is_some());
     }
