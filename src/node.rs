@@ -7,6 +7,7 @@
 use crate::config::Config;
 use crate::engine::{Ack, Engine, Event, Phase, Removal, StoreBatch, Transmit};
 use crate::persist::{Memory, PersistError, Persistence, Sqlite};
+use crate::primitive::Rsc;
 use crate::time::Now;
 use crate::topic;
 use crate::transport::mqtt::{Incoming, Settings, Transport, TransportError};
@@ -203,8 +204,44 @@ fn log_event(e: &Event) {
         Event::Registered { registrar } => {
             info!(registrar = %registrar, "registered at {registrar}")
         }
-        Event::Deregistered { registrar } => {
-            info!(registrar = %registrar, "deregistered from {registrar}")
+        Event::Deregistered {
+            registrar,
+            confirmed: true,
+        } => info!(registrar = %registrar, "deregistered from {registrar}"),
+        Event::Deregistered {
+            registrar,
+            confirmed: false,
+        } => {
+            warn!(registrar = %registrar, "could not deregister from {registrar}: it did not answer; its liveness check will remove the <remoteCSE>")
+        }
+        Event::RegistrationRetry {
+            step,
+            retry_in,
+            answer,
+        } => {
+            let retry =
+                humantime::format_duration(Duration::from_millis(retry_in.as_millis() as u64))
+                    .to_string();
+            match answer {
+                None => {
+                    warn!(step = ?step, retry_in = %retry, "registrar did not answer; retrying")
+                }
+                Some((rsc, why)) => {
+                    let hint = match *rsc {
+                        Rsc::NOT_FOUND => {
+                            " (is [registrar] name the registrar's CSEBase resourceName?)"
+                        }
+                        Rsc::SECURITY_ASSOCIATION_REQUIRED | Rsc::ORIGINATOR_HAS_NO_PRIVILEGE => {
+                            " (is this CSE-ID allowed to register there?)"
+                        }
+                        _ => "",
+                    };
+                    warn!(step = ?step, rsc = %rsc, why = %why, retry_in = %retry, "registrar refused the registration{hint}; retrying")
+                }
+            }
+        }
+        Event::Squatted { rn, csi } => {
+            error!(csr = %rn, holder = %csi, "the own <remoteCSE> name at the registrar is taken by {csi}; remove that CSR at the registrar or give this CSE another CSE-ID")
         }
         Event::RegistreeAdded { csi } => info!(registree = %csi, "registree {csi} registered"),
         Event::RegistreeRemoved {

@@ -126,10 +126,24 @@ pub enum Event {
     Registered {
         registrar: CseId,
     },
-    /// `answered`: the registrar confirmed the deletion (2002/4004) or the
-    /// CSR was lost there; false: it could not be reached.
+    /// `confirmed`: the registrar confirmed the deletion (2002/4004) or the
+    /// CSR was lost there; false: it could not be reached, and the CSR may
+    /// still be there (its liveness check will remove it).
     Deregistered {
         registrar: CseId,
+        confirmed: bool,
+    },
+    /// A registration step failed and is retried; `answer`: the registrar's
+    /// status and `m2m:dbg`, `None` when it did not answer.
+    RegistrationRetry {
+        step: Step,
+        retry_in: Duration,
+        answer: Option<(Rsc, String)>,
+    },
+    /// The own CSR's name at the registrar is held by another CSE.
+    Squatted {
+        rn: String,
+        csi: String,
     },
     RegistreeAdded {
         csi: String,
@@ -1032,7 +1046,20 @@ impl Engine {
                 self.take_internal_undo();
             }
             Action::Registered => self.events.push_back(Event::Registered { registrar }),
-            Action::Deregistered => self.events.push_back(Event::Deregistered { registrar }),
+            Action::Deregistered { confirmed } => self.events.push_back(Event::Deregistered {
+                registrar,
+                confirmed,
+            }),
+            Action::Retry {
+                step,
+                retry_in,
+                answer,
+            } => self.events.push_back(Event::RegistrationRetry {
+                step,
+                retry_in,
+                answer,
+            }),
+            Action::Squatted { rn, csi } => self.events.push_back(Event::Squatted { rn, csi }),
             Action::Stopped => {
                 self.stopped = true;
                 self.events.push_back(Event::Stopped);

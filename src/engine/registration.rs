@@ -144,7 +144,25 @@ pub enum Action {
     /// The name of the own CSR at the registrar (to persist), or none.
     RemoteCsrName(Option<String>),
     Registered,
-    Deregistered,
+    /// No longer registered. `confirmed`: the registrar answered the DELETE
+    /// (2002/4004) or said the CSR is gone; false: it could not be reached
+    /// and the CSR may still be there.
+    Deregistered {
+        confirmed: bool,
+    },
+    /// A step failed and is retried after `retry_in`; `answer` is the
+    /// registrar's refusal (status and `m2m:dbg`), `None` if it did not
+    /// answer at all.
+    Retry {
+        step: Step,
+        retry_in: Duration,
+        answer: Option<(Rsc, String)>,
+    },
+    /// The own CSR's name at the registrar belongs to another CSE.
+    Squatted {
+        rn: String,
+        csi: String,
+    },
     /// Deregistration is over; the driver may exit.
     Stopped,
 }
@@ -191,6 +209,8 @@ pub struct Registration {
     /// The last CREATE met a conflict; an adopt that then finds nothing must
     /// not loop straight back to CREATE.
     after_conflict: bool,
+    /// The registrar's last refusal, reported with the retry it causes.
+    refusal: Option<(Rsc, String)>,
     timer: Option<Instant>,
     failures: u32,
     rng: u64,
@@ -209,6 +229,7 @@ impl Registration {
             remote_rn: None,
             dirty: false,
             after_conflict: false,
+            refusal: None,
             timer: None,
             failures: 0,
             rng,
@@ -284,7 +305,7 @@ impl Registration {
         match self.phase {
             Phase::Stopped | Phase::Deregistering { .. } => return,
             Phase::Idle => {
-                self.stop();
+                self.stop(true);
                 return;
             }
             _ => {}
@@ -302,7 +323,7 @@ impl Registration {
         );
         if !self.registered && self.remote_rn.is_none() && !creating {
             self.out.push_back(Action::RemoveRegistrarCsr);
-            self.stop();
+            self.stop(true);
             return;
         }
         let rqi = self.next_rqi();
@@ -311,10 +332,10 @@ impl Registration {
         self.phase = Phase::Deregistering { rqi };
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self, confirmed: bool) {
         if self.registered {
             self.registered = false;
-            self.out.push_back(Action::Deregistered);
+            self.out.push_back(Action::Deregistered { confirmed });
         }
         self.phase = Phase::Stopped;
         self.timer = None;
@@ -328,16 +349,19 @@ impl Registration {
                 // Whatever the answer, the local half goes: the registrar's
                 // own liveness check removes a CSR we could not delete.
                 self.out.push_back(Action::RemoveRegistrarCsr);
-                if rsp.rsc == Rsc::DELETED || rsp.rsc == Rsc::NOT_FOUND {
+                let confirmed = rsp.rsc == Rsc::DELETED || rsp.rsc == Rsc::NOT_FOUND;
+                if confirmed {
                     self.out.push_back(Action::RemoteCsrName(None));
                 }
-                self.stop();
+                self.stop(confirmed);
                 return;
             }
             // A late answer to a request this machine has moved past.
             _ => return,
         };
         let unreachable = is_unreachable(rsp.rsc);
+        self.refusal = (!unreachable && !rsp.rsc.is_success())
+            .then(|| (rsp.rsc, rsp.debug_text().unwrap_or_default().to_owned()));
         match step {
             Step::CleanStale if unreachable => self.backoff(step, now),
             Step::CleanStale => {
@@ -369,6 +393,26 @@ impl Registration {
                         .pc
                         .as_ref()
                         .and_then(|pc| RemoteCse::from_content(pc).ok());
+                    // The name is taken by another CSE (registered first
+                    // with our rn): adopting it would update a stranger's
+                    // CSR. Wait and try again; the operator must act.
+                    if let Some(other) = remote
+                        .as_ref()
+                        .and_then(|c| c.csi.clone())
+                        .filter(|c| c != self.cfg.own.as_str())
+                    {
+                        let rn = self.own_csr_address();
+                        self.out.push_back(Action::Squatted {
+                            rn,
+                            csi: other.clone(),
+                        });
+                        self.refusal = Some((
+                            Rsc::CONFLICT,
+                            format!("the name is taken at the registrar by {other}"),
+                        ));
+                        self.after_conflict = false;
+                        return self.backoff(Step::Create, now);
+                    }
                     if let Some(rn) = remote.as_ref().and_then(|c| c.rn.clone()) {
                         self.set_remote_rn(rn);
                     }
@@ -432,15 +476,21 @@ impl Registration {
 
     /// The own CSR is gone at the registrar (e.g. 4004 after a registrar
     /// reset): drop the local half and register anew.
+    ///
+    /// Only a CSR that was there and vanished is recreated at once; a
+    /// refusal while registering (an UPDATE answered 4103, say) backs off,
+    /// so no sequence of refusals can loop without a pause.
     fn lost(&mut self, now: Now) {
         self.out.push_back(Action::RemoveRegistrarCsr);
         self.out.push_back(Action::RemoteCsrName(None));
         self.remote_rn = None;
         if self.registered {
             self.registered = false;
-            self.out.push_back(Action::Deregistered);
+            self.out.push_back(Action::Deregistered { confirmed: true });
+            self.begin(Step::Create, now);
+        } else {
+            self.backoff(Step::Create, now);
         }
-        self.begin(Step::Create, now);
     }
 
     /// Registered and idle: next check one interval from now.
@@ -481,6 +531,11 @@ impl Registration {
         let delay = base.mul_f64(1.0 + jitter).min(self.cfg.check_interval);
         self.phase = Phase::Backoff { step };
         self.timer = Some(now.mono + delay);
+        self.out.push_back(Action::Retry {
+            step,
+            retry_in: delay,
+            answer: self.refusal.take(),
+        });
     }
 
     fn begin(&mut self, step: Step, now: Now) {

@@ -246,7 +246,7 @@ fn a_registrar_reset_means_register_again() {
         w.ops(),
         [Operation::Retrieve, Operation::Create, Operation::Retrieve]
     );
-    assert!(w.events.contains(&Action::Deregistered));
+    assert!(w.events.contains(&Action::Deregistered { confirmed: true }));
     assert!(w.events.contains(&Action::Registered));
     assert!(w.m.is_registered());
     assert_eq!(w.own_csrs_at_peer(), 1);
@@ -430,7 +430,7 @@ fn shutdown_deletes_remote_then_local() {
     assert_eq!(w.own_csrs_at_peer(), 0);
     assert!(w.local_csr.is_none());
     assert!(w.stopped);
-    assert!(w.events.contains(&Action::Deregistered));
+    assert!(w.events.contains(&Action::Deregistered { confirmed: true }));
     assert!(!w.m.is_registered());
 }
 
@@ -565,5 +565,109 @@ proptest! {
         w.peer_up = true;
         w.input(Input::Shutdown);
         prop_assert!(w.stopped);
+    }
+}
+
+#[test]
+fn a_squatted_name_is_reported_and_retried_with_backoff() {
+    let mut w = World::new(31);
+    // Another CSE registered first under our rn.
+    let mut squat = Request::new(Operation::Create, "/id-in/cse-in", "/id-sq", "sq");
+    squat.ty = Some(ResourceType::REMOTE_CSE);
+    squat.rvi = Some("3".into());
+    squat.pc = Some(serde_json::json!({"m2m:csr": {
+        "rn": "id-mn", "csi": "/id-sq", "cb": "/id-sq/cb", "rr": true, "srv": ["3"]}}));
+    let Outcome::Respond { response, .. } = w.peer.handle(&squat, "/id-sq", w.now.wall) else {
+        panic!("forwarded")
+    };
+    assert_eq!(response.rsc, Rsc::CREATED);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    for _ in 0..200 {
+        w.tick();
+    }
+    let start = w.sent.len();
+    let t = w.now;
+    for _ in 0..100 {
+        w.tick();
+    }
+    let intervals =
+        w.now.mono.saturating_duration_since(t.mono).as_secs_f64() / CHECK.as_secs_f64();
+    let per_interval = (w.sent.len() - start) as f64 / intervals;
+    assert!(
+        per_interval <= 3.0,
+        "{per_interval} requests per check interval"
+    );
+    assert!(!w.m.is_registered());
+    assert!(
+        !w.sent.iter().any(|r| r.op == Operation::Update),
+        "never updates the squatter's CSR"
+    );
+    assert!(w
+        .events
+        .iter()
+        .any(|a| matches!(a, Action::Squatted { csi, .. } if csi == "/id-sq")));
+}
+
+fn refusal() -> impl Strategy<Value = Rsc> {
+    prop_oneof![
+        Just(Rsc::NOT_FOUND),
+        Just(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE),
+        Just(Rsc::CONFLICT),
+        Just(Rsc::BAD_REQUEST),
+        Just(Rsc::INTERNAL_SERVER_ERROR),
+        Just(Rsc::SECURITY_ASSOCIATION_REQUIRED),
+        Just(Rsc::OPERATION_NOT_ALLOWED),
+        Just(Rsc::REQUEST_TIMEOUT),
+        Just(Rsc::TARGET_NOT_REACHABLE),
+        // "Found", but it is somebody else's CSR.
+        Just(Rsc::OK),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A registrar that refuses everything, in any order, gets a few
+    /// requests per check interval, never a storm.
+    #[test]
+    fn any_sequence_of_refusals_is_paced(seed in any::<u64>(), answers in prop::collection::vec(refusal(), 400)) {
+        let mut m = Registration::new(cfg(seed), want(&[]));
+        let t0 = Now::at(Timestamp::from_secs(1_700_000_000));
+        let mut now = t0;
+        m.handle(Input::Start { adopt: false, remote_rn: None }, now);
+        let mut sent_at: Vec<Duration> = Vec::new();
+        let mut answers = answers.into_iter().cycle();
+        for _ in 0..2_000 {
+            while let Some(a) = m.poll_action() {
+                if let Action::Send(req) = a {
+                    sent_at.push(now.mono - t0.mono);
+                    let rsc = answers.next().unwrap_or(Rsc::NOT_FOUND);
+                    let mut rsp = Response::new(rsc, req.rqi.clone());
+                    if rsc == Rsc::OK {
+                        rsp.pc = Some(serde_json::json!({"m2m:csr": {"rn": "id-mn", "csi": "/id-squatter"}}));
+                    }
+                    m.handle(Input::Response(rsp), now);
+                }
+            }
+            prop_assert!(!m.is_registered());
+            let Some(t) = m.poll_timeout() else { break };
+            now = now.advance_to(t);
+            m.handle(Input::Timer, now);
+        }
+        // After the first two intervals (the exponential part of the
+        // backoff), no interval sees more than two retries of three steps.
+        let end = now.mono - t0.mono;
+        let mut k = 2;
+        while CHECK * (k + 1) <= end {
+            let n = sent_at.iter().filter(|t| **t >= CHECK * k && **t < CHECK * (k + 1)).count();
+            prop_assert!(n <= 6, "{n} requests in interval {k}");
+            k += 1;
+        }
+        prop_assert!(k > 20, "ran {k} intervals");
+        let first = sent_at.iter().filter(|t| **t < CHECK * 2).count();
+        prop_assert!(first <= 30, "{first} requests in the first two intervals");
     }
 }
