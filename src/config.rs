@@ -18,6 +18,17 @@ pub struct Config {
     pub registrar: Option<RegistrarConfig>,
     #[serde(default)]
     pub registrees: RegistreesConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// An originator allowed to do anything (as ACME's `admin`), when it
+    /// speaks for itself on its own topic. Default: none.
+    #[serde(default)]
+    pub admin: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -255,6 +266,7 @@ impl Config {
             sp_id: self.cse.sp_id.clone(),
             allowed: self.registrees.allowed.clone(),
             upstream: self.registrar.as_ref().map(|r| r.id.clone()),
+            admin: self.security.admin.clone(),
         }
     }
 
@@ -373,32 +385,10 @@ impl Config {
     }
 }
 
-/// `*` and `?` globs, as ACME's `allowedCSROriginators`.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::glob_match;
 
     const GOOD: &str = r#"
 [cse]

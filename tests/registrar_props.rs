@@ -143,3 +143,63 @@ proptest! {
         }
     }
 }
+
+fn hop() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        Just("/id-a"),
+        Just("/id-b"),
+        Just("/id-c"),
+        Just("/id-up"),
+        Just("/Cae"),
+        Just("//sp/id-a"),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The hop is the identity: whatever `fr` says, a CSR is created,
+    /// changed or deleted only by the CSE it describes, speaking through its
+    /// own topic (issue: trust and limits).
+    #[test]
+    fn no_hop_changes_another_hops_csr(
+        steps in prop::collection::vec((hop(), request()), 1..60)
+    ) {
+        let mut r = registrar();
+        let now = Timestamp::from_secs(1_800_000_000);
+        // Registrations that succeed: each CSE registers itself first.
+        for me in ["/id-a", "/id-b", "/id-c"] {
+            let mut req = Request::new(Operation::Create, "/id-in/cse-in", me, "reg");
+            req.ty = Some(ResourceType(16));
+            req.rvi = Some("3".into());
+            req.pc = Some(json!({"m2m:csr": {"csi": me, "cb": format!("{me}/cb"), "rr": true, "srv": ["3"], "dcse": []}}));
+            r.handle(&req, me, now);
+        }
+        for (hop, mut req) in steps {
+            // Attacks name the victims in every field they can.
+            if req.fr.is_none() {
+                req.fr = Some("/id-b".into());
+            }
+            let before: std::collections::BTreeMap<String, String> = r
+                .store()
+                .iter()
+                .map(|(_, c)| (c.csi().unwrap_or_default().to_owned(), serde_json::to_string(c).unwrap_or_default()))
+                .collect();
+            let _ = r.handle(&req, hop, now);
+            let after: std::collections::BTreeMap<String, String> = r
+                .store()
+                .iter()
+                .map(|(_, c)| (c.csi().unwrap_or_default().to_owned(), serde_json::to_string(c).unwrap_or_default()))
+                .collect();
+            let speaker = m2mnode::engine::registrar::speaker_cse(hop);
+            for csi in before.keys().chain(after.keys()) {
+                if before.get(csi) != after.get(csi) {
+                    prop_assert_eq!(
+                        Some(csi.as_str()), speaker,
+                        "{} changed the CSR of {} with fr {:?}", hop, csi, req.fr
+                    );
+                }
+            }
+        }
+    }
+}

@@ -7,9 +7,8 @@
 //! persists the store when told it changed and carries out forwards.
 
 use super::store::Store;
-use crate::config::glob_match;
 use crate::error::{bad, Refusal};
-use crate::id::{resolve, CseId, Target};
+use crate::id::{glob_match, resolve, CseId, Target};
 use crate::primitive::{release_supported, Operation, Request, ResourceType, Response, Rsc};
 use crate::resource::{
     CseBase, CseType, RemoteCse, CSR_ATTRIBUTES, CSR_NOT_CREATABLE, CSR_NOT_UPDATABLE,
@@ -37,6 +36,9 @@ pub struct RegistrarSettings {
     pub allowed: Vec<String>,
     /// This node's own registrar, if any: requests for unknown CSEs go there.
     pub upstream: Option<CseId>,
+    /// An originator that may do anything (as ACME's admin), when it speaks
+    /// for itself; `None`: nobody.
+    pub admin: Option<String>,
 }
 
 pub struct Registrar {
@@ -120,6 +122,10 @@ impl Registrar {
         if req.op == Operation::Create && req.ty.is_none() {
             return Err(bad("missing resource type (ty) in CREATE"));
         }
+        let admin = self.is_admin(fr, hop);
+        if !admin {
+            self.check_speaker(fr, hop)?;
+        }
         if let Some(rqet) = &req.rqet {
             let t = Timestamp::parse_abs_rel(rqet, now)
                 .ok_or_else(|| bad(format!("rqet {rqet:?} is not a timestamp")))?;
@@ -155,7 +161,7 @@ impl Registrar {
                 )
             }
             (Addressed::CseBase, Operation::Create) => {
-                let r = self.create_csr(req, fr, now)?;
+                let r = self.create_csr(req, fr, hop, now)?;
                 respond(r, true)
             }
             (Addressed::CseBase, Operation::Update | Operation::Delete) => Err(
@@ -177,11 +183,13 @@ impl Registrar {
                 )
             }
             (Addressed::Csr(ri), Operation::Update) => {
-                let r = self.update_csr(req, fr, &ri, now)?;
+                let r = self.update_csr(req, fr, hop, admin, &ri, now)?;
                 respond(r, true)
             }
             (Addressed::Csr(ri), Operation::Delete) => {
-                self.check_owner(fr, &ri)?;
+                if !admin {
+                    self.check_owner(fr, hop, &ri)?;
+                }
                 check_rcn(req, &[0])?;
                 self.store.remove(&ri);
                 respond(self.answer(req, Response::new(Rsc::DELETED, ""), now), true)
@@ -230,7 +238,13 @@ impl Registrar {
         Err(not_found())
     }
 
-    fn create_csr(&mut self, req: &Request, fr: &str, now: Timestamp) -> Result<Response, Refusal> {
+    fn create_csr(
+        &mut self,
+        req: &Request,
+        fr: &str,
+        hop: &str,
+        now: Timestamp,
+    ) -> Result<Response, Refusal> {
         match req.ty {
             Some(ResourceType::REMOTE_CSE) => {}
             Some(ResourceType::CSE_BASE) => {
@@ -255,6 +269,12 @@ impl Registrar {
             ));
         }
         let csi = CseId::new(fr).map_err(|e| bad(format!("originator is not a CSE-ID: {e}")))?;
+        // A CSE registers itself, never another (the hop is the identity).
+        if speaker_cse(hop) != Some(csi.as_str()) {
+            return Err(Refusal::NoPrivilege(format!(
+                "{fr} can only be registered by itself, not by {hop}"
+            )));
+        }
         if !self.cfg.allowed.iter().any(|p| glob_match(p, fr)) {
             return Err(Refusal::NotPermittedToRegister(fr.to_owned()));
         }
@@ -323,10 +343,14 @@ impl Registrar {
         &mut self,
         req: &Request,
         fr: &str,
+        hop: &str,
+        admin: bool,
         ri: &str,
         now: Timestamp,
     ) -> Result<Response, Refusal> {
-        self.check_owner(fr, ri)?;
+        if !admin {
+            self.check_owner(fr, hop, ri)?;
+        }
         check_rcn(req, &[0, 1])?;
         let body = csr_body(req)?;
         for k in body.keys() {
@@ -367,8 +391,9 @@ impl Registrar {
         Ok(self.answer(req, r, now))
     }
 
-    /// Only the CSE a CSR stands for may change or remove it.
-    fn check_owner(&self, fr: &str, ri: &str) -> Result<(), Refusal> {
+    /// Only the CSE a CSR stands for may change or remove it, speaking for
+    /// itself on its own topic.
+    fn check_owner(&self, fr: &str, hop: &str, ri: &str) -> Result<(), Refusal> {
         if is_ae_id(fr) {
             return Err(Refusal::NotAllowed(format!(
                 "an AE ({fr}) cannot change a <remoteCSE>"
@@ -378,13 +403,69 @@ impl Registrar {
             .store
             .get(ri)
             .ok_or_else(|| Refusal::NotFound(ri.to_owned()))?;
-        if csr.csi() != Some(fr) {
+        if csr.csi() != Some(fr) || speaker_cse(hop) != Some(fr) {
             return Err(Refusal::NoPrivilege(format!(
-                "{fr} may not change the <remoteCSE> of {}",
+                "{fr} (speaking through {hop}) may not change the <remoteCSE> of {}",
                 csr.csi().unwrap_or("another CSE")
             )));
         }
         Ok(())
+    }
+
+    /// The configured admin, speaking for itself.
+    fn is_admin(&self, fr: &str, hop: &str) -> bool {
+        self.cfg
+            .admin
+            .as_deref()
+            .is_some_and(|a| a == fr && fr.trim_start_matches('/') == hop.trim_start_matches('/'))
+    }
+
+    /// The hop is the identity (TS-0010 6.4: the topic's originator level
+    /// names the client the broker authenticated; TS-0003 8: the hosting
+    /// CSE checks the originator). An `fr` that names a CSE, or an ID under
+    /// one, must be the hop itself or lie in the hop's registered subtree;
+    /// a request from this node's own registrar may carry any originator
+    /// from outside this node's subtree, never one inside it. AE-IDs
+    /// (`C…`, `S…`) are not CSE-IDs and pass, as before.
+    fn check_speaker(&self, fr: &str, hop: &str) -> Result<(), Refusal> {
+        let Some(cse) = speaker_cse(fr) else {
+            return Ok(());
+        };
+        let Some(hop_cse) = speaker_cse(hop) else {
+            return Err(Refusal::NoPrivilege(format!(
+                "{hop} may not speak for {fr}"
+            )));
+        };
+        if cse == hop_cse {
+            return Ok(());
+        }
+        let inside = cse == self.own().as_str() || self.store.descendant(cse).is_some();
+        if self
+            .cfg
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.as_str() == hop_cse)
+        {
+            return if inside {
+                Err(Refusal::NoPrivilege(format!(
+                    "{fr} is below this CSE and cannot come from its registrar {hop}"
+                )))
+            } else {
+                Ok(())
+            };
+        }
+        let via_hop = self
+            .store
+            .descendant(cse)
+            .and_then(|d| self.store.get(&d.via_ri))
+            .and_then(|c| c.csi())
+            == Some(hop_cse);
+        if via_hop {
+            return Ok(());
+        }
+        Err(Refusal::NoPrivilege(format!(
+            "{hop} may not speak for {fr}: it is neither that CSE nor registered below it"
+        )))
     }
 
     /// Where a request for CSE `csi` goes next (notes §4.3).
@@ -494,6 +575,25 @@ fn validate_csr(csr: &RemoteCse, now: Timestamp) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The SP-relative CSE-ID an ID speaks for: the CSE itself for a CSE-ID,
+/// the hosting CSE for an ID below one (`/id-mn/Cae` → `/id-mn`); `None`
+/// for an AE-ID that names no CSE (`Cae`, `/Sae`).
+pub fn speaker_cse(id: &str) -> Option<&str> {
+    let sp_relative = match id.strip_prefix("//") {
+        Some(rest) => &rest[rest.find('/')?..],
+        None if id.starts_with('/') => id,
+        None => return None,
+    };
+    let first_len = sp_relative[1..]
+        .find('/')
+        .map_or(sp_relative.len(), |i| i + 1);
+    let cse = &sp_relative[..first_len];
+    if cse.len() < 2 || (first_len == sp_relative.len() && cse[1..].starts_with('S')) {
+        return None;
+    }
+    Some(cse)
+}
+
 /// AE-IDs: CSE-relative `C…`/`S…`, SP-relative `/S…`, or an ID below a CSE
 /// (`/id-mn/Cae`). CSE-IDs are a single SP-relative segment.
 pub fn is_ae_id(id: &str) -> bool {
@@ -574,6 +674,17 @@ mod tests {
             None,
             "an IN-CSE has nowhere else to ask"
         );
+    }
+
+    #[test]
+    fn speakers_of_ids() {
+        assert_eq!(speaker_cse("/id-mn"), Some("/id-mn"));
+        assert_eq!(speaker_cse("/id-mn/Cae"), Some("/id-mn"));
+        assert_eq!(speaker_cse("//sp/id-mn/Cae"), Some("/id-mn"));
+        assert_eq!(speaker_cse("Cae"), None);
+        assert_eq!(speaker_cse("/Sae"), None);
+        assert_eq!(speaker_cse("/"), None);
+        assert_eq!(speaker_cse("//sp"), None);
     }
 
     #[test]
