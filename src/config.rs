@@ -1,7 +1,7 @@
 //! The TOML configuration (design.md, interface contract), validated with
 //! errors that name the setting at fault.
 
-use crate::engine::{EngineSettings, RegistrarSettings, UpstreamSettings};
+use crate::engine::{EngineSettings, Limits, RegistrarSettings, UpstreamSettings};
 use crate::id::CseId;
 use crate::primitive::{ResourceType, SUPPORTED_RELEASES};
 use crate::resource::{CseBase, CseType, CSZ};
@@ -20,6 +20,21 @@ pub struct Config {
     pub registrees: RegistreesConfig,
     #[serde(default)]
     pub security: SecurityConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Bounds on what requests can make the node hold (README "Security
+/// model"); every key is optional and defaults to [`Limits::default`].
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub list_entries: Option<usize>,
+    pub dcse_entries: Option<usize>,
+    pub value_length: Option<usize>,
+    pub name_length: Option<usize>,
+    pub answer_cache_bytes: Option<usize>,
+    pub forwards_in_flight: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -98,6 +113,9 @@ pub struct RegistreesConfig {
     /// How often each registree's CSEBase is retrieved to see it is alive.
     #[serde(default = "default_check_interval", deserialize_with = "duration")]
     pub check_interval: Duration,
+    /// Registrees at most; beyond, a CREATE is refused (5000, with the reason).
+    #[serde(default = "default_max_registrees")]
+    pub max: usize,
 }
 
 impl Default for RegistreesConfig {
@@ -105,6 +123,7 @@ impl Default for RegistreesConfig {
         RegistreesConfig {
             allowed: default_allowed(),
             check_interval: default_check_interval(),
+            max: default_max_registrees(),
         }
     }
 }
@@ -123,6 +142,9 @@ fn default_max_payload() -> usize {
 }
 fn default_check_interval() -> Duration {
     Duration::from_secs(60)
+}
+fn default_max_registrees() -> usize {
+    Limits::default().max_registrees
 }
 fn default_allowed() -> Vec<String> {
     vec!["*".into()]
@@ -267,6 +289,21 @@ impl Config {
             allowed: self.registrees.allowed.clone(),
             upstream: self.registrar.as_ref().map(|r| r.id.clone()),
             admin: self.security.admin.clone(),
+            limits: self.limits(),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        let d = Limits::default();
+        let l = &self.limits;
+        Limits {
+            max_registrees: self.registrees.max,
+            list_entries: l.list_entries.unwrap_or(d.list_entries),
+            dcse_entries: l.dcse_entries.unwrap_or(d.dcse_entries),
+            value_length: l.value_length.unwrap_or(d.value_length),
+            name_length: l.name_length.unwrap_or(d.name_length),
+            answer_cache_bytes: l.answer_cache_bytes.unwrap_or(d.answer_cache_bytes),
+            forwards_in_flight: l.forwards_in_flight.unwrap_or(d.forwards_in_flight),
         }
     }
 

@@ -29,6 +29,9 @@ pub enum Refusal {
     Unreachable(String),
     #[error("{0}")]
     Internal(String),
+    /// A configured limit is reached.
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 impl Refusal {
@@ -46,6 +49,9 @@ impl Refusal {
             Refusal::UnsupportedMediaType(_) => Rsc::UNSUPPORTED_MEDIA_TYPE,
             Refusal::Unreachable(_) => Rsc::TARGET_NOT_REACHABLE,
             Refusal::Internal(_) => Rsc::INTERNAL_SERVER_ERROR,
+            // TS-0004 has no "not enough memory"; 5000 with a reason that
+            // names the limit is what a registree can act on.
+            Refusal::Exhausted(_) => Rsc::INTERNAL_SERVER_ERROR,
         }
     }
 }

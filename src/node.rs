@@ -5,6 +5,7 @@
 //! (the driver contract is on [`Engine`]).
 
 use crate::config::Config;
+use crate::engine::store::validate_snapshot;
 use crate::engine::{Ack, Engine, Event, Phase, Removal, StoreBatch, Transmit};
 use crate::persist::{Memory, PersistError, Persistence, Sqlite};
 use crate::primitive::Rsc;
@@ -25,6 +26,10 @@ pub enum NodeError {
     Transport(#[from] TransportError),
     #[error("mqtt.url: {0}")]
     Broker(String),
+    #[error("{path}: {why}; move it away to start with an empty store")]
+    BadStore { path: String, why: String },
+    #[error("cannot start the store thread: {0}")]
+    Thread(std::io::Error),
 }
 
 pub fn transport_settings(cfg: &Config) -> Result<Settings, NodeError> {
@@ -55,11 +60,21 @@ enum Out {
 /// Runs a node until `shutdown` resolves, then deregisters and returns.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let start = Now::system();
-    let mut persister: Box<dyn Persistence> = match &cfg.cse.data_dir {
-        Some(dir) => Box::new(Sqlite::open(dir)?),
-        None => Box::new(Memory),
+    let (mut persister, store_path): (Box<dyn Persistence>, String) = match &cfg.cse.data_dir {
+        Some(dir) => {
+            let db = Sqlite::open(dir)?;
+            let path = db.path().display().to_string();
+            (Box::new(db), path)
+        }
+        None => (Box::new(Memory), String::new()),
     };
     let snapshot = persister.load()?;
+    validate_snapshot(&snapshot, cfg.cse.id.as_str(), cfg.limits().name_length).map_err(|why| {
+        NodeError::BadStore {
+            path: store_path,
+            why,
+        }
+    })?;
     let mut engine = Engine::new(
         cfg.engine_settings(start.wall, start.wall.0),
         snapshot,
@@ -86,7 +101,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 }
             }
         })
-        .map_err(|e| NodeError::Broker(format!("cannot start the store thread: {e}")))?;
+        .map_err(NodeError::Thread)?;
 
     // Publishing may wait for room in the client's queue; it does so here,
     // never in the engine's loop and never in the MQTT event loop.

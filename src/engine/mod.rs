@@ -42,7 +42,7 @@ pub mod registration;
 pub mod store;
 
 pub use liveness::MISSES as LIVENESS_MISSES;
-pub use registrar::{Outcome, Registrar, RegistrarSettings};
+pub use registrar::{Limits, Outcome, Registrar, RegistrarSettings};
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
 
 use crate::error::Refusal;
@@ -82,8 +82,8 @@ pub struct EngineSettings {
 /// Liveness probes outstanding at once, at least (more when the population
 /// needs it to be probed once per interval even if every probe times out).
 const PROBES_IN_FLIGHT: usize = 64;
-/// Recent answers kept for duplicate deliveries.
-const RECENT_ANSWERS: usize = 1024;
+/// Recent answers kept for duplicate deliveries (also bounded in bytes).
+const RECENT_ANSWERS: usize = 4096;
 
 /// A message the driver must acknowledge to the broker (an opaque token it
 /// chose), once what the engine says about it has been handed on.
@@ -240,6 +240,9 @@ pub struct Engine {
     upstream: Option<CseId>,
     liveness: Liveness,
     recent: RecentRequests,
+    /// Forwards awaiting their answer, and how many may.
+    forwards: usize,
+    max_forwards: usize,
     pending: HashMap<String, Pending>,
     deadlines: BTreeSet<(Instant, String)>,
     connected: bool,
@@ -261,6 +264,7 @@ impl Engine {
     /// An engine over what the persister kept.
     pub fn new(settings: EngineSettings, snapshot: Snapshot, now: Now) -> Engine {
         let own = settings.registrar.cse_base.csi.clone();
+        let limits = settings.registrar.limits.clone();
         let upstream = settings.registrar.upstream.clone();
         let mut store = Store::new(
             own.as_str(),
@@ -305,7 +309,9 @@ impl Engine {
                 PROBES_IN_FLIGHT,
                 settings.seed,
             ),
-            recent: RecentRequests::new(RECENT_ANSWERS),
+            recent: RecentRequests::new(RECENT_ANSWERS, limits.answer_cache_bytes),
+            forwards: 0,
+            max_forwards: limits.forwards_in_flight,
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
             connected: false,
@@ -476,7 +482,8 @@ impl Engine {
                 rsp.rvi = e.rvi;
                 rsp.to = e.fr;
                 rsp.ot = Some(now.wall.to_onem2m());
-                return self.reply(route, format, &rsp, ack);
+                self.reply(route, format, &rsp, ack);
+                return;
             }
         };
         let fr = req.fr.clone().unwrap_or_default();
@@ -485,7 +492,8 @@ impl Engine {
             Some(Seen::Answered(previous)) => {
                 debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery; answering again");
                 let previous = (**previous).clone();
-                return self.reply(route, format, &previous, ack);
+                self.reply(route, format, &previous, ack);
+                return;
             }
             Some(Seen::InFlight) => {
                 debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery of a request in progress");
@@ -505,8 +513,8 @@ impl Engine {
                 let undo = self.registrar.store_mut().take_undo();
                 if undo.is_empty() {
                     self.events.push_back(handled);
-                    self.reply(route, format, &response, ack);
-                    self.recent.remember(key, response);
+                    let size = self.reply(route, format, &response, ack);
+                    self.recent.remember(key, response, size);
                     return;
                 }
                 self.uncommitted
@@ -543,22 +551,31 @@ impl Engine {
         ack: Option<Ack>,
         now: Now,
     ) {
-        if !self.connected {
-            let rsp = Response::error(
-                Rsc::TARGET_NOT_REACHABLE,
-                &request.rqi,
-                "not connected to the MQTT broker",
-            );
-            return self.reply(reply, format, &rsp, ack);
+        let refusal = if !self.connected {
+            Some("not connected to the MQTT broker".to_owned())
+        } else if self.forwards >= self.max_forwards {
+            Some(format!(
+                "{} forwarded requests are awaiting their answer ([limits] forwards_in_flight); try again later",
+                self.forwards
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            let rsp = Response::error(Rsc::TARGET_NOT_REACHABLE, &request.rqi, why);
+            self.reply(reply, format, &rsp, ack);
+            return;
         }
         let original = std::mem::replace(&mut request.rqi, self.next_rqi("fw"));
         let payload = match format.encode(&request) {
             Ok(p) => p,
             Err(e) => {
                 let rsp = Response::error(Rsc::INTERNAL_SERVER_ERROR, &original, e.to_string());
-                return self.reply(reply, format, &rsp, ack);
+                self.reply(reply, format, &rsp, ack);
+                return;
             }
         };
+        self.forwards += 1;
         debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
         self.recent.in_flight(key.clone());
         self.add_pending(
@@ -647,8 +664,8 @@ impl Engine {
         self.parked = rest;
         for p in done {
             self.events.push_back(p.handled);
-            self.reply(p.reply, p.format, &p.response, p.ack);
-            self.recent.remember(p.key, p.response);
+            let size = self.reply(p.reply, p.format, &p.response, p.ack);
+            self.recent.remember(p.key, p.response, size);
         }
         self.flush(now);
     }
@@ -779,6 +796,9 @@ impl Engine {
     fn take_pending(&mut self, rqi: &str) -> Option<Pending> {
         let p = self.pending.remove(rqi)?;
         self.deadlines.remove(&(p.deadline, rqi.to_owned()));
+        if matches!(p.purpose, Purpose::Forward(_)) {
+            self.forwards -= 1;
+        }
         Some(p)
     }
 
@@ -814,8 +834,8 @@ impl Engine {
                     key,
                 } = *relay;
                 rsp.rqi = rqi;
-                self.reply(reply, format, &rsp, None);
-                self.recent.remember(key, rsp);
+                let size = self.reply(reply, format, &rsp, None);
+                self.recent.remember(key, rsp, size);
             }
         }
     }
@@ -841,16 +861,21 @@ impl Engine {
         });
     }
 
-    fn reply(&mut self, to: Route, format: Format, rsp: &Response, ack: Option<Ack>) {
+    /// Queues the answer; returns its encoded size (for the answer cache).
+    fn reply(&mut self, to: Route, format: Format, rsp: &Response, ack: Option<Ack>) -> usize {
         match format.encode(rsp) {
-            Ok(payload) => self
-                .transmits
-                .push_back(Transmit::Response { to, payload, ack }),
+            Ok(payload) => {
+                let size = payload.len();
+                self.transmits
+                    .push_back(Transmit::Response { to, payload, ack });
+                size
+            }
             Err(e) => {
                 self.events.push_back(Event::Dropped {
                     why: format!("cannot encode an answer: {e}"),
                 });
                 self.ack_only(ack);
+                0
             }
         }
     }

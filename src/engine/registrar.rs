@@ -39,6 +39,41 @@ pub struct RegistrarSettings {
     /// An originator that may do anything (as ACME's admin), when it speaks
     /// for itself; `None`: nobody.
     pub admin: Option<String>,
+    pub limits: Limits,
+}
+
+/// What one registree may make this node hold (issue: every resource has a
+/// limit). Defaults in [`Limits::default`]; README "Security model".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Registrees at most (`[registrees] max`).
+    pub max_registrees: usize,
+    /// Entries in `lbl`, `poa`, `srv`, `csz` of a CSR.
+    pub list_entries: usize,
+    /// Entries in a CSR's `dcse`.
+    pub dcse_entries: usize,
+    /// Characters in any one string attribute or list entry.
+    pub value_length: usize,
+    /// Characters in a resource name or a CSE-ID.
+    pub name_length: usize,
+    /// Bytes of answers kept for duplicate deliveries.
+    pub answer_cache_bytes: usize,
+    /// Requests forwarded and not yet answered.
+    pub forwards_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_registrees: 50_000,
+            list_entries: 64,
+            dcse_entries: 10_000,
+            value_length: 512,
+            name_length: 64,
+            answer_cache_bytes: 4 << 20,
+            forwards_in_flight: 256,
+        }
+    }
 }
 
 pub struct Registrar {
@@ -269,6 +304,12 @@ impl Registrar {
             ));
         }
         let csi = CseId::new(fr).map_err(|e| bad(format!("originator is not a CSE-ID: {e}")))?;
+        if fr.len() > self.cfg.limits.name_length {
+            return Err(bad(format!(
+                "CSE-ID longer than {} characters",
+                self.cfg.limits.name_length
+            )));
+        }
         // A CSE registers itself, never another (the hop is the identity).
         if speaker_cse(hop) != Some(csi.as_str()) {
             return Err(Refusal::NoPrivilege(format!(
@@ -304,10 +345,20 @@ impl Registrar {
         }
         let mut csr: RemoteCse = serde_json::from_value(Value::Object(body.clone()))
             .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
-        validate_csr(&csr, now)?;
+        self.validate_csr(&csr, csi.as_str(), now)?;
         let rn = csr.rn.clone().unwrap_or_else(|| csi.bare().to_owned());
-        if !valid_name(&rn) {
-            return Err(bad(format!("invalid resource name {rn:?}")));
+        if !valid_name(&rn, self.cfg.limits.name_length) {
+            return Err(bad(format!(
+                "invalid resource name {:?} (1 to {} of A-Z a-z 0-9 - . _ ~, not . or ..)",
+                truncate(&rn),
+                self.cfg.limits.name_length
+            )));
+        }
+        if self.store.registree_count() >= self.cfg.limits.max_registrees {
+            return Err(Refusal::Exhausted(format!(
+                "this CSE accepts at most {} registrees ([registrees] max)",
+                self.cfg.limits.max_registrees
+            )));
         }
         if self.store.by_csi(fr).is_some() {
             return Err(Refusal::Conflict(format!("CSE {fr} is already registered")));
@@ -382,13 +433,114 @@ impl Registrar {
         }
         let mut csr: RemoteCse =
             serde_json::from_value(merged).map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
-        validate_csr(&csr, now)?;
+        self.validate_csr(&csr, fr, now)?;
         csr.lt = Some(now.to_onem2m());
         let pc = (req.rcn != Some(0)).then(|| csr.to_content());
         self.store.insert(ri.to_owned(), csr);
         let mut r = Response::new(Rsc::UPDATED, "");
         r.pc = pc;
         Ok(self.answer(req, r, now))
+    }
+
+    /// The checks of a CSR's attributes (notes §5.2) and the limits on what
+    /// it makes this node hold. `csi`: the CSE it describes.
+    fn validate_csr(&self, csr: &RemoteCse, csi: &str, now: Timestamp) -> Result<(), Refusal> {
+        let limits = &self.cfg.limits;
+        if let Some(cst) = csr.cst {
+            if !(1..=3).contains(&cst) {
+                return Err(bad(format!("cst {cst} is not 1 (IN), 2 (MN) or 3 (ASN)")));
+            }
+        }
+        if let Some(cb) = &csr.cb {
+            if !cb.starts_with('/') || cb.starts_with("//") || cb.len() < 2 {
+                return Err(bad(format!(
+                    "cb {:?} is not an SP-relative CSEBase address like \"/id-mn/cse-mn\"",
+                    truncate(cb)
+                )));
+            }
+        }
+        if let Some(srv) = &csr.srv {
+            if srv.is_empty() {
+                return Err(bad("srv must list at least one release version"));
+            }
+        }
+        for (name, list) in [
+            ("lbl", &csr.lbl),
+            ("poa", &csr.poa),
+            ("srv", &csr.srv),
+            ("csz", &csr.csz),
+        ] {
+            let list = list.as_deref().unwrap_or_default();
+            if list.len() > limits.list_entries {
+                return Err(bad(format!(
+                    "{name} has {} entries; at most {} are accepted",
+                    list.len(),
+                    limits.list_entries
+                )));
+            }
+            if let Some(v) = list.iter().find(|v| v.len() > limits.value_length) {
+                return Err(bad(format!(
+                    "{name} entry {:?} is longer than {} characters",
+                    truncate(v),
+                    limits.value_length
+                )));
+            }
+        }
+        for (name, v) in [("cb", &csr.cb), ("nl", &csr.nl), ("rn", &csr.rn)] {
+            if let Some(v) = v.as_deref().filter(|v| v.len() > limits.value_length) {
+                return Err(bad(format!(
+                    "{name} {:?} is longer than {} characters",
+                    truncate(v),
+                    limits.value_length
+                )));
+            }
+        }
+        if csr.dcse().len() > limits.dcse_entries {
+            return Err(bad(format!(
+                "dcse has {} entries; at most {} are accepted",
+                csr.dcse().len(),
+                limits.dcse_entries
+            )));
+        }
+        for d in csr.dcse() {
+            CseId::new(d.clone()).map_err(|e| bad(format!("dcse: {e}")))?;
+            if d.len() > limits.name_length {
+                return Err(bad(format!("dcse entry {:?} is too long", truncate(d))));
+            }
+            // A descendant is below the registree and nowhere else in this
+            // tree: not this CSE, not its registrar, not the registree itself,
+            // not a CSE reached through another registree.
+            if d == self.own().as_str()
+                || self.cfg.upstream.as_ref().is_some_and(|u| u.as_str() == d)
+                || d == csi
+            {
+                return Err(bad(format!("dcse names {d}, which cannot be below {csi}")));
+            }
+            if let Some(elsewhere) = self
+                .store
+                .descendant(d)
+                .and_then(|x| self.store.get(&x.via_ri))
+                .and_then(|c| c.csi())
+                .filter(|via| *via != csi)
+            {
+                return Err(Refusal::Conflict(format!(
+                    "dcse names {d}, which is already registered below {elsewhere}"
+                )));
+            }
+        }
+        for p in csr.poa.iter().flatten() {
+            if p.is_empty() {
+                return Err(bad("poa entries must not be empty"));
+            }
+        }
+        if let Some(et) = &csr.et {
+            match Timestamp::parse(et) {
+                Some(t) if t > now => {}
+                Some(_) => return Err(bad(format!("et {et} is in the past"))),
+                None => return Err(bad(format!("et {:?} is not a timestamp", truncate(et)))),
+            }
+        }
+        Ok(())
     }
 
     /// Only the CSE a CSR stands for may change or remove it, speaking for
@@ -539,42 +691,6 @@ fn csr_body(req: &Request) -> Result<&serde_json::Map<String, Value>, Refusal> {
     Ok(body)
 }
 
-fn validate_csr(csr: &RemoteCse, now: Timestamp) -> Result<(), Refusal> {
-    if let Some(cst) = csr.cst {
-        if !(1..=3).contains(&cst) {
-            return Err(bad(format!("cst {cst} is not 1 (IN), 2 (MN) or 3 (ASN)")));
-        }
-    }
-    if let Some(cb) = &csr.cb {
-        if !cb.starts_with('/') || cb.starts_with("//") || cb.len() < 2 {
-            return Err(bad(format!(
-                "cb {cb:?} is not an SP-relative CSEBase address like \"/id-mn/cse-mn\""
-            )));
-        }
-    }
-    if let Some(srv) = &csr.srv {
-        if srv.is_empty() {
-            return Err(bad("srv must list at least one release version"));
-        }
-    }
-    for d in csr.dcse() {
-        CseId::new(d.clone()).map_err(|e| bad(format!("dcse: {e}")))?;
-    }
-    for p in csr.poa.iter().flatten() {
-        if p.is_empty() {
-            return Err(bad("poa entries must not be empty"));
-        }
-    }
-    if let Some(et) = &csr.et {
-        match Timestamp::parse(et) {
-            Some(t) if t > now => {}
-            Some(_) => return Err(bad(format!("et {et} is in the past"))),
-            None => return Err(bad(format!("et {et:?} is not a timestamp"))),
-        }
-    }
-    Ok(())
-}
-
 /// The SP-relative CSE-ID an ID speaks for: the CSE itself for a CSE-ID,
 /// the hosting CSE for an ID below one (`/id-mn/Cae` → `/id-mn`); `None`
 /// for an AE-ID that names no CSE (`Cae`, `/Sae`).
@@ -604,11 +720,25 @@ pub fn is_ae_id(id: &str) -> bool {
     }
 }
 
-fn valid_name(rn: &str) -> bool {
+/// A resourceName: unreserved URI characters (TS-0001 9.6.1.2.1, used in
+/// paths), not `.` or `..` (which would be path steps), bounded.
+pub(crate) fn valid_name(rn: &str, max: usize) -> bool {
     !rn.is_empty()
+        && rn.len() <= max
+        && rn != "."
+        && rn != ".."
         && rn
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+}
+
+/// A value quoted in an error message, cut short: an answer must not echo
+/// a huge attribute back.
+fn truncate(v: &str) -> String {
+    match v.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &v[..i]),
+        None => v.to_owned(),
+    }
 }
 
 /// `rcn` must be valid for the operation (TS-0004 7.3.2.1) and one this

@@ -56,6 +56,44 @@ pub struct Store {
     notices: Vec<Notice>,
 }
 
+/// Checks what a persister kept as a request would be checked: a store
+/// that holds this node itself, a CSE twice, or an invalid ID is refused
+/// with the entry named, never loaded half-right.
+pub fn validate_snapshot(snapshot: &Snapshot, own: &str, name_length: usize) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (ri, csr) in &snapshot.csrs {
+        let at = |why: String| format!("entry {ri:?}: {why}");
+        let csi = csr.csi().ok_or_else(|| at("no csi".into()))?;
+        crate::id::CseId::new(csi).map_err(|e| at(e.to_string()))?;
+        if csi == own {
+            return Err(at(format!("its csi {csi} is this CSE")));
+        }
+        if !seen.insert(csi) {
+            return Err(at(format!("csi {csi} is held by another entry too")));
+        }
+        if ri.as_str() != &csi[1..] {
+            return Err(at(format!(
+                "ri must be the CSE-ID without '/', {:?}",
+                &csi[1..]
+            )));
+        }
+        if let Some(rn) = &csr.rn {
+            if !super::registrar::valid_name(rn, name_length) {
+                return Err(at(format!("invalid resource name {rn:?}")));
+            }
+        }
+        for d in csr.dcse() {
+            crate::id::CseId::new(d.clone()).map_err(|e| at(format!("dcse: {e}")))?;
+        }
+    }
+    if let Some(rn) = &snapshot.own_csr_rn {
+        if !super::registrar::valid_name(rn, name_length) {
+            return Err(format!("own_csr_rn {rn:?} is not a valid resource name"));
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// An empty store of CSE `own`; `durable`: record changes for a persister.
     pub fn new(own: &str, upstream: Option<&str>, durable: bool) -> Store {
@@ -373,6 +411,35 @@ mod tests {
         assert_eq!(s.registree_count(), 0);
         assert!(s.by_csi("/id-mn1").is_none() && s.by_rn("id-mn1").is_none());
         assert!(s.by_csi("/id-in").is_some());
+    }
+
+    #[test]
+    fn a_bad_snapshot_is_refused_with_the_entry_named() {
+        let ok = Snapshot {
+            csrs: vec![("id-a".into(), csr("/id-a", &[]))],
+            own_csr_rn: None,
+        };
+        assert_eq!(validate_snapshot(&ok, "/id-in", 64), Ok(()));
+        for (ri, c, what) in [
+            ("id-in", csr("/id-in", &[]), "this CSE"),
+            ("x", csr("/id-a", &[]), "ri must be"),
+            ("bad", csr("bad", &[]), "entry \"bad\""),
+        ] {
+            let s = Snapshot {
+                csrs: vec![(ri.into(), c)],
+                own_csr_rn: None,
+            };
+            let e = validate_snapshot(&s, "/id-in", 64).expect_err(what);
+            assert!(e.contains(what), "{e}");
+        }
+        let twice = Snapshot {
+            csrs: vec![
+                ("id-a".into(), csr("/id-a", &[])),
+                ("id-a".into(), csr("/id-a", &[])),
+            ],
+            own_csr_rn: None,
+        };
+        assert!(validate_snapshot(&twice, "/id-in", 64).is_err());
     }
 
     #[test]

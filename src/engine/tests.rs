@@ -718,3 +718,235 @@ fn a_storm_of_registrations_is_carried_up_in_few_updates() {
     assert_eq!(own.dcse().len(), 500, "every descendant is carried up");
     let _: Value = json!(null);
 }
+
+// ----- trust and limits -----
+
+/// Sends `req` as the hop `hop`, returns the answer.
+fn ask(e: &mut Engine, hop: &str, req: &Request, now: Now) -> Response {
+    e.handle_request(
+        from(hop, "/id-in"),
+        &serde_json::to_vec(req).expect("json"),
+        None,
+        now,
+    );
+    let mut out = drain(e);
+    assert_eq!(out.responses.len(), 1, "one answer");
+    out.responses.remove(0).1
+}
+
+fn csr_req(op: Operation, to: &str, fr: &str, rqi: &str, body: Value) -> Request {
+    let mut r = Request::new(op, to, fr, rqi);
+    r.rvi = Some("3".into());
+    if op == Operation::Create {
+        r.ty = Some(ResourceType::REMOTE_CSE);
+    }
+    r.pc = Some(json!({ "m2m:csr": body }));
+    r
+}
+
+fn base_csr(csi: &str) -> Value {
+    json!({"csi": csi, "cb": format!("{csi}/cb"), "rr": true, "srv": ["3"]})
+}
+
+#[test]
+fn nobody_acts_in_another_cses_name() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    register(&mut e, "/id-b", now);
+    let evil = json!({"poa": ["mqtt://evil:1"]});
+    // UPDATE and DELETE of /id-b's CSR from the hop /id-a, with fr /id-b.
+    let upd = csr_req(
+        Operation::Update,
+        "/id-in/cse-in/id-b",
+        "/id-b",
+        "u1",
+        evil.clone(),
+    );
+    assert_eq!(
+        ask(&mut e, "/id-a", &upd, now).rsc,
+        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
+    );
+    let del = Request::new(Operation::Delete, "/id-in/cse-in/id-b", "/id-b", "d1");
+    let mut del = del;
+    del.rvi = Some("3".into());
+    assert_eq!(
+        ask(&mut e, "/id-a", &del, now).rsc,
+        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
+    );
+    // A CREATE "in the name of" /id-victim.
+    let c = csr_req(
+        Operation::Create,
+        "/id-in/cse-in",
+        "/id-victim",
+        "c1",
+        base_csr("/id-victim"),
+    );
+    assert_eq!(
+        ask(&mut e, "/id-a", &c, now).rsc,
+        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
+    );
+    assert!(e.registrar().store().by_csi("/id-victim").is_none());
+    let b = e
+        .registrar()
+        .store()
+        .by_csi("/id-b")
+        .map(|(_, c)| c.poa.clone());
+    assert_eq!(
+        b,
+        Some(Some(vec!["mqtt://127.0.0.1:1883".to_owned()])),
+        "untouched"
+    );
+    // The owner itself still can.
+    assert_eq!(ask(&mut e, "/id-b", &upd, now).rsc, Rsc::UPDATED);
+}
+
+#[test]
+fn the_answer_cache_cannot_be_hijacked() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    register(&mut e, "/id-b", now);
+    // The attacker claims /id-b's next rqi, in /id-b's name and in its own.
+    let mut r = Request::new(Operation::Retrieve, "/id-in/cse-in", "/id-b", "b-upd-1");
+    r.rvi = Some("3".into());
+    assert_eq!(
+        ask(&mut e, "/id-a", &r, now).rsc,
+        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
+    );
+    r.fr = Some("/id-a".into());
+    assert_eq!(ask(&mut e, "/id-a", &r, now).rsc, Rsc::OK);
+    let upd = csr_req(
+        Operation::Update,
+        "/id-in/cse-in/id-b",
+        "/id-b",
+        "b-upd-1",
+        json!({"lbl": ["x"]}),
+    );
+    let rsp = ask(&mut e, "/id-b", &upd, now);
+    assert_eq!(
+        rsp.rsc,
+        Rsc::UPDATED,
+        "executed, not answered from the cache"
+    );
+}
+
+#[test]
+fn a_registrar_cannot_speak_for_cses_below_this_one() {
+    let now = start();
+    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
+    e.connection(true, now);
+    drain(&mut e);
+    let mut r = csr_req(
+        Operation::Create,
+        "/id-mn/cse-mn",
+        "/id-asn",
+        "c",
+        base_csr("/id-asn"),
+    );
+    r.pc = Some(json!({"m2m:csr": base_csr("/id-asn")}));
+    e.handle_request(
+        from("/id-asn", "/id-mn"),
+        &serde_json::to_vec(&r).expect("json"),
+        None,
+        now,
+    );
+    assert_eq!(drain(&mut e).responses[0].1.rsc, Rsc::CREATED);
+    let mut get = Request::new(Operation::Retrieve, "/id-mn/cse-mn", "/id-asn", "g");
+    get.rvi = Some("3".into());
+    e.handle_request(
+        from("/id-in", "/id-mn"),
+        &serde_json::to_vec(&get).expect("json"),
+        None,
+        now,
+    );
+    assert_eq!(
+        drain(&mut e).responses[0].1.rsc,
+        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
+    );
+    get.fr = Some("/id-other-mn/Cae".into());
+    e.handle_request(
+        from("/id-in", "/id-mn"),
+        &serde_json::to_vec(&get).expect("json"),
+        None,
+        now,
+    );
+    assert_eq!(
+        drain(&mut e).responses[0].1.rsc,
+        Rsc::OK,
+        "from elsewhere in the tree, via the registrar"
+    );
+}
+
+#[test]
+fn names_ids_and_lists_are_bounded() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    for (i, rn) in [".", "..", &"a".repeat(10_000)].into_iter().enumerate() {
+        let csi = format!("/id-n{i}");
+        let mut body = base_csr(&csi);
+        body["rn"] = json!(rn);
+        let c = csr_req(Operation::Create, "/id-in/cse-in", &csi, "c", body);
+        let rsp = ask(&mut e, &csi, &c, now);
+        assert_eq!(rsp.rsc, Rsc::BAD_REQUEST, "rn {:.10}", rn);
+        assert!(
+            rsp.debug_text().unwrap_or_default().len() < 300,
+            "no echo of a huge value"
+        );
+    }
+    // 62k one-letter labels: one CSR that would be answered a thousand times.
+    let mut body = base_csr("/id-fat");
+    body["lbl"] = json!(vec!["a"; 62_000]);
+    let c = csr_req(Operation::Create, "/id-in/cse-in", "/id-fat", "c", body);
+    let rsp = ask(&mut e, "/id-fat", &c, now);
+    assert_eq!(rsp.rsc, Rsc::BAD_REQUEST);
+    assert!(rsp.debug_text().unwrap_or_default().contains("lbl"));
+    assert_eq!(e.registree_count(), 0);
+}
+
+#[test]
+fn dcse_is_checked_against_the_tree() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    let mut body = base_csr("/id-mn1");
+    body["dcse"] = json!(["/id-asn1"]);
+    let c = csr_req(Operation::Create, "/id-in/cse-in", "/id-mn1", "c", body);
+    assert_eq!(ask(&mut e, "/id-mn1", &c, now).rsc, Rsc::CREATED);
+    for (bad, rsc) in [
+        ("/id-in", Rsc::BAD_REQUEST),
+        ("/id-mn2", Rsc::BAD_REQUEST),
+        ("/id-asn1", Rsc::CONFLICT),
+    ] {
+        let mut body = base_csr("/id-mn2");
+        body["dcse"] = json!([bad]);
+        let c = csr_req(Operation::Create, "/id-in/cse-in", "/id-mn2", bad, body);
+        let rsp = ask(&mut e, "/id-mn2", &c, now);
+        assert_eq!(rsp.rsc, rsc, "dcse {bad}: {:?}", rsp.debug_text());
+    }
+}
+
+#[test]
+fn registrees_and_forwards_are_bounded() {
+    let mut s = in_cse("60s", false);
+    s.registrar.limits.max_registrees = 2;
+    s.registrar.limits.forwards_in_flight = 1;
+    let (mut e, now) = connected(s);
+    register(&mut e, "/id-a", now);
+    register(&mut e, "/id-b", now);
+    let rsp = register(&mut e, "/id-c", now);
+    assert_eq!(rsp.rsc, Rsc::INTERNAL_SERVER_ERROR);
+    assert!(rsp
+        .debug_text()
+        .unwrap_or_default()
+        .contains("[registrees] max"));
+    let mut get = Request::new(Operation::Retrieve, "/id-a/cb", "/id-x", "f1");
+    get.rvi = Some("3".into());
+    e.handle_request(
+        from("/id-x", "/id-in"),
+        &serde_json::to_vec(&get).expect("json"),
+        None,
+        now,
+    );
+    assert_eq!(drain(&mut e).requests.len(), 1, "the first is forwarded");
+    get.rqi = "f2".into();
+    let rsp = ask(&mut e, "/id-x", &get, now);
+    assert_eq!(rsp.rsc, Rsc::TARGET_NOT_REACHABLE);
+    assert!(rsp
+        .debug_text()
+        .unwrap_or_default()
+        .contains("forwards_in_flight"));
+}
