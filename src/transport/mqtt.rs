@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Everything the transport needs to know; built from the config by the node
 /// or by `m2mnode request`.
@@ -131,6 +131,12 @@ pub struct Transport {
     epoch: Arc<AtomicU64>,
 }
 
+/// A connection closed by the broker sooner than this after it was accepted
+/// counts towards a suspected client-id takeover.
+const TAKEOVER_WINDOW: Duration = Duration::from_secs(3);
+/// The reconnect backoff while a takeover is suspected.
+const TAKEOVER_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Incoming messages the node may hold before the event loop stops reading
 /// the socket (backpressure: the broker keeps the rest).
 const INCOMING_CAPACITY: usize = 1024;
@@ -139,8 +145,11 @@ fn ack_token(epoch: u64, pkid: u16) -> u64 {
     (epoch << 16) | u64::from(pkid)
 }
 
+/// What the client reads at all: well above what a broker configured as in
+/// `mosquitto/` delivers (message_size_limit), so that an oversize message
+/// is read, acknowledged and dropped, and costs no other message.
 fn incoming_limit(max_payload: usize) -> usize {
-    max_payload.saturating_mul(4).max(1 << 20)
+    max_payload.saturating_mul(16).max(16 << 20)
 }
 
 fn qos(level: u8) -> QoS {
@@ -410,6 +419,10 @@ impl Transport {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut failures: u32 = 0;
+        // Connections the broker closed within seconds of accepting them: the
+        // mark of a client-id takeover (another client with this id).
+        let mut connected_at: Option<std::time::Instant> = None;
+        let mut quick_drops: u32 = 0;
         let mut awaiting_subacks = 0usize;
         let mut seed = crate::time::Timestamp::now().0 | 1;
         loop {
@@ -420,6 +433,7 @@ impl Transport {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     failures = 0;
+                    connected_at = Some(std::time::Instant::now());
                     // Back to the persistent session after a purge (below).
                     eventloop
                         .mqtt_options
@@ -458,14 +472,15 @@ impl Transport {
                 Err(ConnectionError::MqttState(rumqttc::StateError::Deserialization(
                     rumqttc::Error::PayloadSizeLimitExceeded(size),
                 ))) => {
-                    // The broker would deliver the same oversize message again
-                    // on every reconnect of this session (rumqttc #614), so the
-                    // node would never hear anything else: reconnect once with
-                    // a clean session to drop it, then resubscribe.
-                    warn!(
+                    // Only a broker without a message size limit delivers this.
+                    // It would deliver the same message again on every
+                    // reconnect of this session (rumqttc #614) and the node
+                    // would never hear anything else: as a last resort,
+                    // reconnect once with a clean session to drop it.
+                    error!(
                         size,
-                        limit = self.settings.max_payload,
-                        "dropping an oversize message by purging the broker session"
+                        limit = incoming_limit(self.settings.max_payload),
+                        "dropping an oversize message by purging the broker session, which loses what was queued; set message_size_limit on the broker (mosquitto/production.conf)"
                     );
                     self.connected.store(false, Ordering::Release);
                     let _ = tx.send(Incoming::Disconnected).await;
@@ -474,7 +489,22 @@ impl Transport {
                 Err(e) => {
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(e.to_string());
-                    if self.connected.swap(false, Ordering::AcqRel) {
+                    let was_connected = self.connected.swap(false, Ordering::AcqRel);
+                    let short_lived = connected_at
+                        .take()
+                        .is_some_and(|t| t.elapsed() < TAKEOVER_WINDOW);
+                    if was_connected && short_lived {
+                        quick_drops += 1;
+                    } else if was_connected {
+                        quick_drops = 0;
+                    }
+                    if was_connected && quick_drops >= 3 {
+                        // Said once, and again every tenth time, not per drop.
+                        if quick_drops % 10 == 3 {
+                            error!(client_id = %self.settings.client_id, error = %e, drops = quick_drops, "the broker keeps closing the connection right after accepting it: another client uses the client id {}; is a second node running with this CSE-ID?", self.settings.client_id);
+                        }
+                        let _ = tx.send(Incoming::Disconnected).await;
+                    } else if was_connected {
                         warn!(error = %e, "lost the MQTT broker; reconnecting");
                         let _ = tx.send(Incoming::Disconnected).await;
                     } else if !matches!(e, ConnectionError::RequestsDone) {
@@ -484,11 +514,21 @@ impl Transport {
                         break;
                     }
                     failures = failures.saturating_add(1);
+                    if quick_drops >= 3 {
+                        // Two clients with one id kick each other off many
+                        // times a second; back off far enough to stop that.
+                        failures = failures.max(quick_drops.min(12));
+                    }
                     // 100 ms doubling to 5 s, ±25 % jitter: fast back after a
                     // broker restart, no CPU storm while it is away.
+                    let cap = if quick_drops >= 3 {
+                        TAKEOVER_BACKOFF
+                    } else {
+                        Duration::from_secs(5)
+                    };
                     let base = Duration::from_millis(100)
-                        .saturating_mul(1 << failures.min(6))
-                        .min(Duration::from_secs(5));
+                        .saturating_mul(1 << failures.min(12))
+                        .min(cap);
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
