@@ -319,6 +319,7 @@ impl Config {
             registree_check_interval: self.registrees.check_interval,
             request_timeout: self.mqtt.timeout,
             durable: self.cse.data_dir.is_some(),
+            max_payload: self.mqtt.max_payload,
             seed,
         }
     }

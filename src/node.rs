@@ -119,10 +119,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
 
     let mut phase_log = PhaseLog::default();
+    let mut throttle = Throttle::new();
     let mut stop_by: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
-        drain(&mut engine, &batch_tx, &out_tx, &transport);
+        drain(&mut engine, &batch_tx, &out_tx, &transport, &mut throttle);
         phase_log.update(&engine);
         if engine.is_stopped() {
             break;
@@ -163,7 +164,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             }
         }
     }
-    drain(&mut engine, &batch_tx, &out_tx, &transport);
+    drain(&mut engine, &batch_tx, &out_tx, &transport, &mut throttle);
     // What was answered goes out; what is being written is finished.
     drop(out_tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
@@ -179,6 +180,7 @@ fn drain(
     batches: &std::sync::mpsc::Sender<StoreBatch>,
     out: &mpsc::UnboundedSender<Out>,
     transport: &Transport,
+    throttle: &mut Throttle,
 ) {
     if let Some(batch) = engine.poll_store() {
         if batches.send(batch).is_err() {
@@ -210,11 +212,51 @@ fn drain(
         }
     }
     while let Some(e) = engine.poll_event() {
-        log_event(&e);
+        log_event(&e, throttle);
     }
 }
 
-fn log_event(e: &Event) {
+/// Lines about dropped payloads, at most [`Throttle::PER_MINUTE`] a minute
+/// and then one summary: a flood of garbage must not fill the disk.
+struct Throttle {
+    window: std::time::Instant,
+    shown: u32,
+    suppressed: u32,
+}
+
+impl Throttle {
+    const PER_MINUTE: u32 = 10;
+
+    fn new() -> Throttle {
+        Throttle {
+            window: std::time::Instant::now(),
+            shown: 0,
+            suppressed: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        if self.window.elapsed() >= Duration::from_secs(60) {
+            if self.suppressed > 0 {
+                warn!(
+                    count = self.suppressed,
+                    "{} more payloads were dropped in the last minute without a line each",
+                    self.suppressed
+                );
+            }
+            *self = Throttle::new();
+        }
+        if self.shown < Throttle::PER_MINUTE {
+            self.shown += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+fn log_event(e: &Event, throttle: &mut Throttle) {
     match e {
         Event::Registered { registrar } => {
             info!(registrar = %registrar, "registered at {registrar}")
@@ -288,7 +330,17 @@ fn log_event(e: &Event) {
         Event::StoreFailed { why } => {
             error!(error = %why, "cannot write the store; the change was refused (5000)")
         }
-        Event::Dropped { why } => warn!("dropping {why}"),
+        Event::OwnRequestTooLarge {
+            op,
+            bytes,
+            limit,
+            dcse,
+        } => error!(op = op.name(), bytes, limit, dcse, "the own <remoteCSE> {} would be {bytes} bytes, over mqtt.max_payload ({limit}), with {dcse} descendants in dcse; raise mqtt.max_payload (and the brokers' limits); the registration is kept", op.name()),
+        Event::Dropped { why } => {
+            if throttle.allow() {
+                warn!("dropping {why}")
+            }
+        }
         Event::Stopped => debug!("stopped"),
     }
 }

@@ -75,6 +75,8 @@ pub struct EngineSettings {
     pub request_timeout: Duration,
     /// Answer changes only once they are committed by a persister.
     pub durable: bool,
+    /// The largest payload this node may publish (`mqtt.max_payload`).
+    pub max_payload: usize,
     /// Seeds rqis and jitter; any value unique per start.
     pub seed: u64,
 }
@@ -170,6 +172,14 @@ pub enum Event {
     StoreFailed {
         why: String,
     },
+    /// A request of this node's own registration would exceed
+    /// `mqtt.max_payload` (e.g. the `dcse` of a large subtree).
+    OwnRequestTooLarge {
+        op: Operation,
+        bytes: usize,
+        limit: usize,
+        dcse: usize,
+    },
     /// A payload that could not be answered was dropped.
     Dropped {
         why: String,
@@ -249,6 +259,7 @@ pub struct Engine {
     stopping: bool,
     stopped: bool,
     request_timeout: Duration,
+    max_payload: usize,
     seed: u64,
     counter: u64,
     next_batch: u64,
@@ -318,6 +329,7 @@ impl Engine {
             stopping: false,
             stopped: false,
             request_timeout: settings.request_timeout,
+            max_payload: settings.max_payload,
             seed: settings.seed,
             counter: 0,
             next_batch: 1,
@@ -1005,6 +1017,25 @@ impl Engine {
                 }
                 debug!(op = req.op.name(), to = %req.to, rqi = %req.rqi, "registration request");
                 match Format::Json.encode(&req) {
+                    Ok(payload) if payload.len() > self.max_payload => {
+                        // A local limit, not a lost CSR: say what it is and
+                        // keep the registration (the machine retries at the
+                        // next check, as for an unreachable registrar).
+                        self.events.push_back(Event::OwnRequestTooLarge {
+                            op: req.op,
+                            bytes: payload.len(),
+                            limit: self.max_payload,
+                            dcse: self.registrar.store().descendant_ids().len(),
+                        });
+                        let rsp = Response::error(
+                            Rsc::TARGET_NOT_REACHABLE,
+                            &req.rqi,
+                            "request exceeds mqtt.max_payload",
+                        );
+                        if let Some(m) = &mut self.registration {
+                            m.handle(Input::Response(rsp), now);
+                        }
+                    }
                     Ok(payload) => {
                         self.add_pending(
                             req.rqi.clone(),

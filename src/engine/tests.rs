@@ -950,3 +950,86 @@ fn registrees_and_forwards_are_bounded() {
         .unwrap_or_default()
         .contains("forwards_in_flight"));
 }
+
+#[test]
+fn cbor_with_byte_strings_or_integer_keys_is_4000_when_its_rqi_is_readable() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    // {"rqi": "cb1", "op": 2, "pc": h'01', 1: "x"}
+    let payload = [
+        0xa4, 0x63, b'r', b'q', b'i', 0x63, b'c', b'b', b'1', 0x62, b'o', b'p', 0x02, 0x62, b'p',
+        b'c', 0x41, 0x01, 0x01, 0x61, b'x',
+    ];
+    let route = topic::parse("/oneM2M/req/id-x/id-in/cbor").expect("route");
+    e.handle_request(route, &payload, None, now);
+    let Some(Transmit::Response { payload, .. }) = e.poll_transmit() else {
+        panic!("no answer")
+    };
+    let rsp = Format::Cbor.decode_response(&payload).expect("cbor answer");
+    assert_eq!(rsp.rsc, Rsc::BAD_REQUEST);
+    assert_eq!(rsp.rqi, "cb1");
+}
+
+#[test]
+fn an_own_update_over_the_payload_limit_is_reported_and_keeps_the_registration() {
+    let now = start();
+    let mut s = mn_cse();
+    s.max_payload = 4096;
+    let mut e = Engine::new(s, Snapshot::default(), now);
+    e.connection(true, now);
+    let mut registrar = Registrar::new(
+        Config::from_str(
+            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
+            std::path::Path::new("in.toml"),
+        )
+        .expect("config")
+        .registrar_settings(now.wall),
+    );
+    let mut events = Vec::new();
+    let mut pump = |e: &mut Engine, registrar: &mut Registrar, events: &mut Vec<Event>| {
+        for _ in 0..20 {
+            let out = drain(e);
+            events.extend(out.events);
+            if out.requests.is_empty() {
+                break;
+            }
+            for (_, req, _) in out.requests {
+                let Outcome::Respond { response, .. } = registrar.handle(&req, "/id-mn", now.wall)
+                else {
+                    panic!()
+                };
+                e.handle_response(
+                    &answer_from("/id-in", "/id-mn"),
+                    &serde_json::to_vec(&response).expect("json"),
+                    now,
+                );
+            }
+        }
+    };
+    pump(&mut e, &mut registrar, &mut events);
+    assert!(e.is_registered());
+    for i in 0..300 {
+        let csi = format!("/id-asn-with-a-long-name-{i}");
+        let mut r = Request::new(Operation::Create, "/id-mn/cse-mn", &csi, "c");
+        r.ty = Some(ResourceType::REMOTE_CSE);
+        r.rvi = Some("3".into());
+        r.pc = Some(json!({"m2m:csr": base_csr(&csi)}));
+        e.handle_request(
+            from(&csi, "/id-mn"),
+            &serde_json::to_vec(&r).expect("json"),
+            None,
+            now,
+        );
+    }
+    pump(&mut e, &mut registrar, &mut events);
+    assert!(events.iter().any(|ev| matches!(
+        ev,
+        Event::OwnRequestTooLarge {
+            op: Operation::Update,
+            ..
+        }
+    )));
+    assert!(e.is_registered(), "a local limit is not a lost CSR");
+    assert!(!events
+        .iter()
+        .any(|ev| matches!(ev, Event::Deregistered { .. })));
+}

@@ -82,14 +82,7 @@ impl Format {
     /// originator can be recovered").
     fn decode_primitive<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
         self.decode(bytes).map_err(|reason| {
-            let loose: Option<Value> = self.decode(bytes).ok();
-            let field = |k: &str| {
-                loose
-                    .as_ref()
-                    .and_then(|v| v.get(k))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            };
+            let field = |k: &str| self.loose_field(bytes, k);
             DecodeError {
                 reason,
                 rqi: field("rqi"),
@@ -97,6 +90,28 @@ impl Format {
                 rvi: field("rvi"),
             }
         })
+    }
+
+    /// A top-level text field of a map, read as loosely as the format
+    /// allows: a CBOR map may hold byte strings or integer keys elsewhere,
+    /// which the JSON value model cannot, and the rqi is still readable.
+    fn loose_field(self, bytes: &[u8], key: &str) -> Option<String> {
+        match self {
+            Format::Json => serde_json::from_slice::<Value>(bytes)
+                .ok()?
+                .get(key)?
+                .as_str()
+                .map(str::to_owned),
+            Format::Cbor => {
+                let serde_cbor::Value::Map(m) = serde_cbor::from_slice(bytes).ok()? else {
+                    return None;
+                };
+                match m.get(&serde_cbor::Value::Text(key.to_owned()))? {
+                    serde_cbor::Value::Text(t) => Some(t.clone()),
+                    _ => None,
+                }
+            }
+        }
     }
 }
 
