@@ -985,7 +985,7 @@ fn an_own_update_over_the_payload_limit_is_reported_and_keeps_the_registration()
         .registrar_settings(now.wall),
     );
     let mut events = Vec::new();
-    let mut pump = |e: &mut Engine, registrar: &mut Registrar, events: &mut Vec<Event>| {
+    let pump = |e: &mut Engine, registrar: &mut Registrar, events: &mut Vec<Event>| {
         for _ in 0..20 {
             let out = drain(e);
             events.extend(out.events);
