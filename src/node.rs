@@ -78,7 +78,7 @@ async fn run_inner(
     config_path: Option<std::path::PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let _ = &config_path;
+    let mut current = cfg.clone();
     let start = Now::system();
     let (mut persister, store_path): (Box<dyn Persistence>, String) = match &cfg.cse.data_dir {
         Some(dir) => {
@@ -141,6 +141,8 @@ async fn run_inner(
     let mut phase_log = PhaseLog::default();
     let mut throttle = Throttle::new();
     let mut stop_by: Option<Instant> = None;
+    let mut hangup = unix_signal(Sig::Hangup);
+    let mut usr1 = unix_signal(Sig::User1);
     tokio::pin!(shutdown);
     loop {
         drain(&mut engine, &batch_tx, &out_tx, &transport, &mut throttle);
@@ -172,6 +174,14 @@ async fn run_inner(
                 }
             }
             _ = sleep_until(wake) => engine.handle_timeout(Now::system()),
+            _ = next_signal(&mut hangup) => match &config_path {
+                Some(path) => reload(path, &mut current, &mut engine),
+                None => info!("SIGHUP ignored: this node was not started from a config file"),
+            },
+            _ = next_signal(&mut usr1) => {
+                info!("checking now (SIGUSR1): the own <remoteCSE> and every registree");
+                engine.check_now(Now::system());
+            }
             _ = &mut shutdown, if stop_by.is_none() => {
                 info!("shutting down");
                 // The DELETE is bounded by mqtt.timeout; this bounds the rest.
@@ -192,6 +202,110 @@ async fn run_inner(
     let _ = tokio::task::spawn_blocking(move || persist_thread.join()).await;
     transport.close().await;
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Sig {
+    Hangup,
+    User1,
+}
+
+#[cfg(unix)]
+type SignalStream = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type SignalStream = Option<()>;
+
+#[cfg(unix)]
+fn unix_signal(sig: Sig) -> SignalStream {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kind = match sig {
+        Sig::Hangup => SignalKind::hangup(),
+        Sig::User1 => SignalKind::user_defined1(),
+    };
+    signal(kind).ok()
+}
+
+#[cfg(not(unix))]
+fn unix_signal(_: Sig) -> SignalStream {
+    None
+}
+
+async fn next_signal(s: &mut SignalStream) {
+    #[cfg(unix)]
+    if let Some(s) = s {
+        if s.recv().await.is_some() {
+            return;
+        }
+    }
+    let _ = s;
+    std::future::pending::<()>().await
+}
+
+/// SIGHUP: re-reads the config file and applies what can change while
+/// running; a config with errors is refused and the running one stays.
+fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("reload refused, the running configuration stays: {e}");
+            return;
+        }
+    };
+    let now = Now::system();
+    let mut applied = Vec::new();
+    let mut restart = Vec::new();
+    if new.registrees.allowed != current.registrees.allowed {
+        engine.set_allowed(new.registrees.allowed.clone());
+        applied.push("registrees.allowed");
+    }
+    if new.registrees.check_interval != current.registrees.check_interval {
+        engine.set_registree_check_interval(new.registrees.check_interval);
+        applied.push("registrees.check_interval");
+    }
+    if new.limits() != current.limits() {
+        engine.set_limits(new.limits());
+        applied.push("limits");
+    }
+    match (&new.registrar, &current.registrar) {
+        (Some(n), Some(c)) if n.id == c.id && n.name == c.name => {
+            if n.check_interval != c.check_interval {
+                engine.set_registrar_check_interval(n.check_interval, now);
+                applied.push("registrar.check_interval");
+            }
+        }
+        (None, None) => {}
+        _ => restart.push("registrar"),
+    }
+    let differs = |a: String, b: String| a != b;
+    if differs(format!("{:?}", new.cse), format!("{:?}", current.cse)) {
+        restart.push("cse");
+    }
+    if differs(format!("{:?}", new.mqtt), format!("{:?}", current.mqtt)) {
+        restart.push("mqtt");
+    }
+    if new.security.admin != current.security.admin {
+        restart.push("security");
+    }
+    let (keep_registrar, keep_security) = (current.registrar.clone(), current.security.clone());
+    let (keep_cse, keep_mqtt) = (current.cse.clone(), current.mqtt.clone());
+    *current = new;
+    // What was not applied stays as it runs, so a later reload compares
+    // against what is really in force.
+    if restart.contains(&"registrar") {
+        current.registrar = keep_registrar;
+    }
+    current.security = keep_security;
+    current.cse = keep_cse;
+    current.mqtt = keep_mqtt;
+    info!(
+        config = %path.display(),
+        applied = %if applied.is_empty() { "nothing changed".to_owned() } else { applied.join(", ") },
+        needs_restart = %restart.join(", "),
+        "reloaded the configuration"
+    );
+    if !restart.is_empty() {
+        warn!(sections = %restart.join(", "), "changes to these sections take effect only after a restart");
+    }
 }
 
 /// Carries out everything the engine has to say after an input.

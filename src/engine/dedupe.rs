@@ -42,6 +42,10 @@ impl RecentRequests {
         }
     }
 
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+    }
+
     pub fn get(&self, key: &Key) -> Option<&Seen> {
         self.answers.get(key).map(|(s, _)| s)
     }

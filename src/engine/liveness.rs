@@ -40,6 +40,8 @@ struct Probe {
     /// When the next probe is due; `None` while one is in flight.
     due: Option<Instant>,
     misses: u32,
+    /// Wall time of the last answered probe, for `m2mnode status`.
+    last_ok: Option<crate::time::Timestamp>,
 }
 
 pub(crate) struct Liveness {
@@ -87,6 +89,11 @@ impl Liveness {
         self.probes.get(csi).map(|p| p.misses)
     }
 
+    /// Wall time of `csi`'s last answered probe.
+    pub fn last_ok(&self, csi: &str) -> Option<crate::time::Timestamp> {
+        self.probes.get(csi).and_then(|p| p.last_ok)
+    }
+
     /// A uniform fraction in [0, 1), deterministic for a seed (xorshift64).
     fn fraction(&mut self) -> f64 {
         self.rng ^= self.rng << 13;
@@ -107,6 +114,7 @@ impl Liveness {
             Probe {
                 due: Some(first),
                 misses: 0,
+                last_ok: None,
             },
         );
         self.schedule.insert((first, csi.to_owned()));
@@ -159,7 +167,9 @@ impl Liveness {
     }
 
     /// The end of a probe started by [`Liveness::next_due`].
-    pub fn result(&mut self, csi: &str, outcome: ProbeOutcome, now: Instant) -> Verdict {
+    pub fn result(&mut self, csi: &str, outcome: ProbeOutcome, now: crate::time::Now) -> Verdict {
+        let wall = now.wall;
+        let now = now.mono;
         self.in_flight = self.in_flight.saturating_sub(1);
         let next = now + self.interval.mul_f64(0.9 + 0.2 * self.fraction());
         let Some(p) = self.probes.get_mut(csi) else {
@@ -168,6 +178,7 @@ impl Liveness {
         let verdict = match outcome {
             ProbeOutcome::Answered(Rsc::OK) => {
                 p.misses = 0;
+                p.last_ok = Some(wall);
                 Verdict::Alive
             }
             ProbeOutcome::Answered(_) => {
@@ -193,6 +204,14 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::{Now, Timestamp};
+
+    fn at(t: Instant) -> Now {
+        Now {
+            mono: t,
+            wall: Timestamp(0),
+        }
+    }
 
     #[test]
     fn probes_are_spread_and_bounded() {
@@ -209,7 +228,7 @@ mod tests {
             let at = t0 + interval.mul_f64((slot + 1) as f64 / 10.0);
             while let Some(csi) = l.next_due(at) {
                 *count += 1;
-                l.result(&csi, ProbeOutcome::Answered(Rsc::OK), at);
+                l.result(&csi, ProbeOutcome::Answered(Rsc::OK), super::tests::at(at));
                 assert!(l.in_flight <= 8);
             }
         }
@@ -225,25 +244,25 @@ mod tests {
         let t = t0 + Duration::from_secs(2);
         let fail = ProbeOutcome::Answered(Rsc::REQUEST_TIMEOUT);
         assert_eq!(l.next_due(t).as_deref(), Some("/a"));
-        assert_eq!(l.result("/a", fail, t), Verdict::Missed(1));
+        assert_eq!(l.result("/a", fail, at(t)), Verdict::Missed(1));
         let t = t + Duration::from_secs(2);
         assert_eq!(l.next_due(t).as_deref(), Some("/a"));
         assert_eq!(
-            l.result("/a", ProbeOutcome::Answered(Rsc::OK), t),
+            l.result("/a", ProbeOutcome::Answered(Rsc::OK), at(t)),
             Verdict::Alive
         );
         let t = t + Duration::from_secs(2);
         l.next_due(t);
-        assert_eq!(l.result("/a", fail, t), Verdict::Missed(1));
+        assert_eq!(l.result("/a", fail, at(t)), Verdict::Missed(1));
         let t = t + Duration::from_secs(2);
         l.next_due(t);
         assert_eq!(
-            l.result("/a", ProbeOutcome::NoConnection, t),
+            l.result("/a", ProbeOutcome::NoConnection, at(t)),
             Verdict::Ignored
         );
         let t = t + Duration::from_secs(2);
         l.next_due(t);
-        assert_eq!(l.result("/a", fail, t), Verdict::Gone);
+        assert_eq!(l.result("/a", fail, at(t)), Verdict::Gone);
         assert_eq!(l.len(), 0);
         l.add("/a", t);
         assert_eq!(l.misses("/a"), Some(0), "a new registration starts afresh");

@@ -81,6 +81,9 @@ pub struct EngineSettings {
     pub seed: u64,
 }
 
+/// The name of the status resource below the CSEBase.
+const STATUS_RN: &str = "m2mnode-status";
+
 /// Liveness probes outstanding at once, at least (more when the population
 /// needs it to be probed once per interval even if every probe times out).
 const PROBES_IN_FLIGHT: usize = 64;
@@ -262,6 +265,7 @@ pub struct Engine {
     max_payload: usize,
     seed: u64,
     counter: u64,
+    durable: bool,
     next_batch: u64,
     batch_in_flight: Option<u64>,
     uncommitted: Vec<Uncommitted>,
@@ -332,6 +336,7 @@ impl Engine {
             max_payload: settings.max_payload,
             seed: settings.seed,
             counter: 0,
+            durable: settings.durable,
             next_batch: 1,
             batch_in_flight: None,
             uncommitted: Vec::new(),
@@ -395,6 +400,54 @@ impl Engine {
         self.pending.len()
     }
 
+    /// What `m2mnode status` shows: a virtual resource `m2mnode-status`
+    /// below the CSEBase (not a oneM2M resource type; README "Operating
+    /// m2mnode" documents it). Registrees and descendants are also
+    /// available the oneM2M way: discovery `fu=1&ty=16`, `rcn=4`/`6`/`8`.
+    pub fn status(&self) -> serde_json::Value {
+        let store = self.registrar.store();
+        let registrar = self.registration.as_ref().map(|m| {
+            serde_json::json!({
+                "id": self.upstream.as_ref().map(CseId::as_str),
+                "registered": m.is_registered(),
+                "since": m.registered_since().map(|t| t.to_onem2m()),
+                "last_check": m.last_check().map(|t| t.to_onem2m()),
+            })
+        });
+        let registrees: Vec<serde_json::Value> = store
+            .registrees()
+            .filter_map(|(_, c)| c.csi())
+            .map(|csi| {
+                serde_json::json!({
+                    "csi": csi,
+                    "misses": self.liveness.misses(csi).unwrap_or(0),
+                    "last_ok": self.liveness.last_ok(csi).map(|t| t.to_onem2m()),
+                })
+            })
+            .collect();
+        serde_json::json!({ "m2mnode:status": {
+            "cse": self.own.as_str(),
+            "connected": self.connected,
+            "registrar": registrar,
+            "registrees": registrees,
+            "descendants": store.descendant_ids(),
+            "store": {
+                "durable": self.durable,
+                "unwritten": self.uncommitted.len(),
+            },
+        }})
+    }
+
+    fn is_status_target(&self, to: &str) -> bool {
+        let Ok(crate::id::Target::Local(path)) = crate::id::resolve(to, &self.own, None) else {
+            return false;
+        };
+        match path.split_once('/') {
+            Some((base, STATUS_RN)) => base == "-" || base == self.registrar.cse_base().rn,
+            _ => false,
+        }
+    }
+
     // ----- inputs -----
 
     /// The broker link came up or went down.
@@ -417,8 +470,7 @@ impl Engine {
                 .collect();
             for (rqi, csi) in probes {
                 self.take_pending(&rqi);
-                self.liveness
-                    .result(&csi, ProbeOutcome::NoConnection, now.mono);
+                self.liveness.result(&csi, ProbeOutcome::NoConnection, now);
             }
         }
         self.flush(now);
@@ -440,6 +492,21 @@ impl Engine {
 
     pub fn set_registree_check_interval(&mut self, interval: Duration) {
         self.liveness.set_interval(interval);
+    }
+
+    /// A new check interval of the own registration (config reload).
+    pub fn set_registrar_check_interval(&mut self, interval: Duration, now: Now) {
+        if let Some(m) = &mut self.registration {
+            m.set_check_interval(interval, now);
+        }
+        self.flush(now);
+    }
+
+    /// New limits (config reload); what is held already stays.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.max_forwards = limits.forwards_in_flight;
+        self.recent.set_max_bytes(limits.answer_cache_bytes);
+        self.registrar.set_limits(limits);
     }
 
     /// Begins deregistration; [`Event::Stopped`] follows when it is over.
@@ -513,7 +580,16 @@ impl Engine {
             }
             None => {}
         }
-        match self.registrar.handle(&req, &route.originator, now.wall) {
+        let outcome = if req.op == Operation::Retrieve && self.is_status_target(&req.to) {
+            let rsp = Response::new(Rsc::OK, "").with_pc(self.status());
+            Outcome::Respond {
+                response: self.registrar.answer(&req, rsp, now.wall),
+                changed: false,
+            }
+        } else {
+            self.registrar.handle(&req, &route.originator, now.wall)
+        };
+        match outcome {
             Outcome::Respond { response, .. } => {
                 let handled = Event::Handled {
                     op: req.op,
@@ -828,7 +904,7 @@ impl Engine {
                 } else {
                     ProbeOutcome::NoConnection
                 };
-                match self.liveness.result(&csi, outcome, now.mono) {
+                match self.liveness.result(&csi, outcome, now) {
                     Verdict::Gone => self.remove_registree(&csi, rsp.rsc),
                     Verdict::Missed(misses) => self.events.push_back(Event::ProbeMissed {
                         csi,
@@ -875,7 +951,22 @@ impl Engine {
 
     /// Queues the answer; returns its encoded size (for the answer cache).
     fn reply(&mut self, to: Route, format: Format, rsp: &Response, ack: Option<Ack>) -> usize {
-        match format.encode(rsp) {
+        let too_large = |size: usize| {
+            let mut r = Response::error(
+                Rsc::INTERNAL_SERVER_ERROR,
+                &rsp.rqi,
+                format!("the answer of {size} bytes exceeds mqtt.max_payload; narrow the request (discovery instead of rcn 4/8)"),
+            );
+            r.rvi.clone_from(&rsp.rvi);
+            r.to.clone_from(&rsp.to);
+            r.fr.clone_from(&rsp.fr);
+            r
+        };
+        let encoded = format.encode(rsp).and_then(|p| match p.len() {
+            n if n > self.max_payload => format.encode(&too_large(n)),
+            _ => Ok(p),
+        });
+        match encoded {
             Ok(payload) => {
                 let size = payload.len();
                 self.transmits
@@ -1139,14 +1230,12 @@ impl Engine {
         }
         while let Some(csi) = self.liveness.next_due(now.mono) {
             let Some((_, csr)) = self.registrar.store().by_csi(&csi) else {
-                self.liveness
-                    .result(&csi, ProbeOutcome::NoConnection, now.mono);
+                self.liveness.result(&csi, ProbeOutcome::NoConnection, now);
                 continue;
             };
             let cb = csr.cb.clone().unwrap_or_else(|| csi.clone());
             let Ok(peer) = CseId::new(csi.clone()) else {
-                self.liveness
-                    .result(&csi, ProbeOutcome::NoConnection, now.mono);
+                self.liveness.result(&csi, ProbeOutcome::NoConnection, now);
                 continue;
             };
             let rqi = self.next_rqi("live");
@@ -1165,8 +1254,7 @@ impl Engine {
                     });
                 }
                 Err(_) => {
-                    self.liveness
-                        .result(&csi, ProbeOutcome::NoConnection, now.mono);
+                    self.liveness.result(&csi, ProbeOutcome::NoConnection, now);
                 }
             }
         }

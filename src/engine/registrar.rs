@@ -123,6 +123,10 @@ impl Registrar {
         self.cfg.allowed = allowed;
     }
 
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
+        self.cfg.limits = limits;
+    }
+
     /// Handles one request that arrived from the hop `hop` (the topic's
     /// originator level).
     pub fn handle(&mut self, req: &Request, hop: &str, now: Timestamp) -> Outcome {
@@ -188,8 +192,7 @@ impl Registrar {
         let respond = |response, changed| Ok(Outcome::Respond { response, changed });
         match (self.address(path, &req.to)?, req.op) {
             (Addressed::CseBase, Operation::Retrieve) => {
-                check_rcn(req, &[1])?;
-                let pc = self.cfg.cse_base.to_content(&now.to_onem2m());
+                let pc = self.retrieve_base(req, now)?;
                 respond(
                     self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now),
                     false,
@@ -235,6 +238,62 @@ impl Registrar {
             (Addressed::Csr(_), Operation::Notify) => {
                 Err(Refusal::NotImplemented("NOTIFY is not supported".into()))
             }
+        }
+    }
+
+    /// RETRIEVE of the CSEBase: its attributes, or with `rcn` 4/6/8 its
+    /// registrees too, or with `fc.fu` = 1 a discovery (TS-0004 7.3.3.2,
+    /// 7.3.3.12; what ACME and oneM2M tools use to list CSRs).
+    fn retrieve_base(&self, req: &Request, now: Timestamp) -> Result<Value, Refusal> {
+        let children = || {
+            self.store
+                .iter()
+                .map(|(_, c)| c.to_content()["m2m:csr"].clone())
+                .collect::<Vec<Value>>()
+        };
+        let address = |rn: &str| format!("{}/{rn}", self.cfg.cse_base.rn);
+        if let Some(fc) = req
+            .other
+            .get("fc")
+            .filter(|fc| fc.get("fu").and_then(number) == Some(1))
+        {
+            let wanted = match fc.get("ty") {
+                None => true,
+                Some(Value::Array(tys)) => tys.iter().any(|t| number(t) == Some(16)),
+                Some(t) => number(t) == Some(16),
+            };
+            let uril: Vec<String> = if wanted {
+                self.store
+                    .iter()
+                    .map(|(ri, c)| address(c.rn.as_deref().unwrap_or(ri)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            return Ok(serde_json::json!({ "m2m:uril": uril }));
+        }
+        check_rcn(req, &[1, 4, 6, 8])?;
+        let mut base = self.cfg.cse_base.to_content(&now.to_onem2m());
+        match req.rcn {
+            Some(4) => {
+                if let Some(cb) = base.get_mut("m2m:cb").and_then(Value::as_object_mut) {
+                    cb.insert("m2m:csr".into(), Value::Array(children()));
+                }
+                Ok(base)
+            }
+            Some(6) => {
+                let rrf: Vec<Value> = self
+                    .store
+                    .iter()
+                    .map(|(ri, c)| {
+                        let rn = c.rn.as_deref().unwrap_or(ri);
+                        serde_json::json!({"nm": rn, "typ": 16, "val": address(rn)})
+                    })
+                    .collect();
+                Ok(serde_json::json!({ "m2m:rrl": { "rrf": rrf } }))
+            }
+            Some(8) => Ok(serde_json::json!({ "m2m:cb": { "m2m:csr": children() } })),
+            _ => Ok(base),
         }
     }
 
@@ -730,6 +789,17 @@ pub(crate) fn valid_name(rn: &str, max: usize) -> bool {
         && rn
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+}
+
+/// An integer filter value, as a number or a numeric string.
+fn number(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        })
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 /// A value quoted in an error message, cut short: an answer must not echo

@@ -203,6 +203,10 @@ pub struct Registration {
     want: Option<OwnCsr>,
     phase: Phase,
     registered: bool,
+    /// When the registration was made and last confirmed (wall time, for
+    /// `m2mnode status`).
+    since: Option<crate::time::Timestamp>,
+    last_check: Option<crate::time::Timestamp>,
     remote_rn: Option<String>,
     /// The own CSEBase changed while a request was outstanding.
     dirty: bool,
@@ -226,6 +230,8 @@ impl Registration {
             want: Some(want),
             phase: Phase::Idle,
             registered: false,
+            since: None,
+            last_check: None,
             remote_rn: None,
             dirty: false,
             after_conflict: false,
@@ -248,6 +254,24 @@ impl Registration {
 
     pub fn remote_rn(&self) -> Option<&str> {
         self.remote_rn.as_deref()
+    }
+
+    /// Since when this node is registered (wall time), if it is.
+    pub fn registered_since(&self) -> Option<crate::time::Timestamp> {
+        self.since.filter(|_| self.registered)
+    }
+
+    /// When the registrar last confirmed the own CSR (wall time).
+    pub fn last_check(&self) -> Option<crate::time::Timestamp> {
+        self.last_check
+    }
+
+    /// A new check interval (config reload); the next check moves with it.
+    pub fn set_check_interval(&mut self, interval: Duration, now: Now) {
+        self.cfg.check_interval = interval;
+        if self.phase == Phase::Registered {
+            self.timer = Some(now.mono + interval);
+        }
     }
 
     /// Checks the own CSR now instead of at the next interval (SIGUSR1).
@@ -447,8 +471,10 @@ impl Registration {
                         self.out.push_back(Action::StoreRegistrarCsr(csr));
                         if !self.registered {
                             self.registered = true;
+                            self.since = Some(now.wall);
                             self.out.push_back(Action::Registered);
                         }
+                        self.last_check = Some(now.wall);
                         self.settle_or_update(now);
                     }
                     _ => self.backoff(step, now),
@@ -466,6 +492,7 @@ impl Registration {
                         _ => false,
                     };
                     self.dirty |= differs;
+                    self.last_check = Some(now.wall);
                     self.settle_or_update(now)
                 }
                 _ if unreachable => self.settle(now),

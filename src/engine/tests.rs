@@ -1033,3 +1033,85 @@ fn an_own_update_over_the_payload_limit_is_reported_and_keeps_the_registration()
         .iter()
         .any(|ev| matches!(ev, Event::Deregistered { .. })));
 }
+
+// ----- what an operator can see -----
+
+#[test]
+fn status_discovery_and_rcn_list_the_registrees() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    register(&mut e, "/id-a", now);
+    register(&mut e, "/id-b", now);
+    let get = |to: &str, extra: Value| {
+        let mut r = Request::new(Operation::Retrieve, to, "Cadmin", format!("{to}{extra}"));
+        r.rvi = Some("3".into());
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                if k == "rcn" {
+                    r.rcn = v.as_u64().map(|n| n as u8);
+                } else {
+                    r.other.insert(k, v);
+                }
+            }
+        }
+        r
+    };
+    let st = ask(
+        &mut e,
+        "/Cadmin",
+        &get("/id-in/cse-in/m2mnode-status", json!({})),
+        now,
+    );
+    assert_eq!(st.rsc, Rsc::OK);
+    let st = &st.pc.expect("pc")["m2mnode:status"];
+    assert_eq!(st["connected"], json!(true));
+    assert_eq!(st["registrar"], Value::Null);
+    let csis: Vec<&str> = st["registrees"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["csi"].as_str())
+        .collect();
+    assert_eq!(csis, ["/id-a", "/id-b"]);
+    let d = ask(
+        &mut e,
+        "/Cadmin",
+        &get("/id-in/cse-in", json!({"fc": {"fu": 1, "ty": 16}})),
+        now,
+    );
+    assert_eq!(
+        d.pc.expect("pc")["m2m:uril"],
+        json!(["cse-in/id-a", "cse-in/id-b"])
+    );
+    let d = ask(
+        &mut e,
+        "/Cadmin",
+        &get("/id-in/cse-in", json!({"fc": {"fu": 1, "ty": [2]}})),
+        now,
+    );
+    assert_eq!(d.pc.expect("pc")["m2m:uril"], json!([]));
+    let r4 = ask(&mut e, "/Cadmin", &get("-", json!({"rcn": 4})), now);
+    let pc = r4.pc.expect("pc");
+    assert_eq!(pc["m2m:cb"]["csi"], json!("/id-in"));
+    assert_eq!(pc["m2m:cb"]["m2m:csr"].as_array().map(Vec::len), Some(2));
+    let r6 = ask(&mut e, "/Cadmin", &get("-", json!({"rcn": 6})), now);
+    assert_eq!(
+        r6.pc.expect("pc")["m2m:rrl"]["rrf"][1]["val"],
+        json!("cse-in/id-b")
+    );
+}
+
+#[test]
+fn an_answer_over_the_payload_limit_is_a_5000_not_silence() {
+    let mut s = in_cse("60s", false);
+    s.max_payload = 2048;
+    let (mut e, now) = connected(s);
+    for i in 0..20 {
+        register(&mut e, &format!("/id-r{i}"), now);
+    }
+    let mut r = Request::new(Operation::Retrieve, "-", "Cadmin", "big");
+    r.rvi = Some("3".into());
+    r.rcn = Some(4);
+    let rsp = ask(&mut e, "/Cadmin", &r, now);
+    assert_eq!(rsp.rsc, Rsc::INTERNAL_SERVER_ERROR);
+    assert!(rsp.debug_text().unwrap_or_default().contains("max_payload"));
+}

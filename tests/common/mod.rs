@@ -415,3 +415,20 @@ pub fn csr_body(csi: &str, extra: serde_json::Value) -> serde_json::Value {
     }
     serde_json::json!({ "m2m:csr": body })
 }
+
+impl Node {
+    /// Sends a signal (`HUP`, `USR1`, ...) to the running node.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// Replaces the node's config file (for a reload).
+    pub fn rewrite_config(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("rewrite config");
+    }
+}

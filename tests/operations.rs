@@ -1,0 +1,133 @@
+//! Issue "Operate it", the node side: reload on SIGHUP, check now on
+//! SIGUSR1, status and registree lists over a real Mosquitto.
+
+mod common;
+
+use common::*;
+use m2mnode::primitive::{Operation, ResourceType, Response, Rsc};
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn in_config(broker: &Mosquitto, allowed: &str, check: &str) -> String {
+    format!(
+        "{}allowed = {allowed}\n",
+        node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, check)
+    )
+}
+
+fn register(c: &Client) -> Response {
+    let mut r = c.req(Operation::Create, "/id-in/cse-in");
+    r.ty = Some(ResourceType::REMOTE_CSE);
+    r.pc = Some(json!({"m2m:csr": {
+        "csi": c.own, "cb": format!("{}/cb", c.own), "rr": true, "srv": ["3"],
+        "poa": ["mqtt://127.0.0.1:1883"]}}));
+    c.send(&r, "/id-in")
+}
+
+#[test]
+fn sighup_changes_the_allowed_registrees_and_a_bad_config_is_refused() {
+    let broker = Mosquitto::start();
+    let node = Node::start("reload", &in_config(&broker, r#"["/id-a"]"#, "60s"));
+    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    let b = Client::connect(&broker, "/id-b");
+    assert_eq!(register(&b).rsc, Rsc::SECURITY_ASSOCIATION_REQUIRED);
+    // A broken file is refused; the running config stays.
+    node.rewrite_config("[cse]\nid = \"/id-in\"\n");
+    node.signal("HUP");
+    node.wait_log("reload refused", Duration::from_secs(10));
+    assert_eq!(register(&b).rsc, Rsc::SECURITY_ASSOCIATION_REQUIRED);
+    node.rewrite_config(&in_config(&broker, r#"["/id-*"]"#, "60s"));
+    node.signal("HUP");
+    node.wait_log("reloaded the configuration", Duration::from_secs(10));
+    assert_eq!(register(&b).rsc, Rsc::CREATED);
+}
+
+#[test]
+fn sigusr1_checks_the_registrees_now() {
+    let broker = Mosquitto::start();
+    let node = Node::start("check-now", &in_config(&broker, r#"["/id-*"]"#, "1h"));
+    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    let mn = Client::connect(&broker, "/id-mn");
+    assert_eq!(register(&mn).rsc, Rsc::CREATED);
+    drop(mn);
+    // The registree answers its liveness probes and counts them.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let _r = answer_probes(&broker, "/id-mn", seen.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "no probe before an hour");
+    node.signal("USR1");
+    wait_until(Duration::from_secs(10), "a probe after SIGUSR1", || {
+        seen.load(Ordering::SeqCst) >= 1
+    });
+}
+
+#[test]
+fn status_and_discovery_list_the_registrees_over_mqtt() {
+    let broker = Mosquitto::start();
+    let node = Node::start("status", &in_config(&broker, r#"["/id-*"]"#, "60s"));
+    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    for id in ["/id-a", "/id-b"] {
+        assert_eq!(register(&Client::connect(&broker, id)).rsc, Rsc::CREATED);
+    }
+    let admin = Client::connect(&broker, "/Cadmin");
+    let st = admin.send(
+        &admin.req(Operation::Retrieve, "/id-in/cse-in/m2mnode-status"),
+        "/id-in",
+    );
+    assert_eq!(st.rsc, Rsc::OK, "{st:?}");
+    let st = &st.pc.expect("pc")["m2mnode:status"];
+    assert_eq!(st["connected"], json!(true));
+    let csis: Vec<&str> = st["registrees"]
+        .as_array()
+        .expect("registrees")
+        .iter()
+        .filter_map(|r| r["csi"].as_str())
+        .collect();
+    assert_eq!(csis, ["/id-a", "/id-b"]);
+    let mut d = admin.req(Operation::Retrieve, "/id-in/cse-in");
+    d.other.insert("fc".into(), json!({"fu": 1, "ty": 16}));
+    let rsp = admin.send(&d, "/id-in");
+    assert_eq!(
+        rsp.pc.expect("pc")["m2m:uril"],
+        json!(["cse-in/id-a", "cse-in/id-b"])
+    );
+    // Registrees come and go at INFO on the registrar side.
+    node.wait_log("registree /id-a registered", Duration::from_secs(5));
+}
+
+/// A registree that answers RETRIEVEs of its CSEBase and counts them.
+fn answer_probes(
+    broker: &Mosquitto,
+    own: &'static str,
+    seen: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    let url = broker.url();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async move {
+            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
+            let broker = m2mnode::config::BrokerUrl::parse(&url).expect("url");
+            let settings =
+                Settings::client(broker, format!("probe-{own}"), own, Duration::from_secs(5));
+            let (t, mut rx) = Transport::start(settings).expect("transport");
+            let end = tokio::time::Instant::now() + Duration::from_secs(30);
+            while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
+                if let Incoming::Request { route, payload, .. } = ev {
+                    let Ok(fmt) = route.format else { continue };
+                    let Ok(req) = fmt.decode_request(&payload) else {
+                        continue;
+                    };
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let rsp = Response::new(Rsc::OK, req.rqi)
+                        .with_pc(json!({"m2m:cb": {"csi": own, "rn": "cb"}}));
+                    t.publish(route.response_topic(), fmt.encode(&rsp).expect("encode"));
+                }
+            }
+        });
+    })
+}
