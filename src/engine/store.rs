@@ -11,14 +11,17 @@
 use crate::persist::{Snapshot, StoreChange};
 use crate::resource::RemoteCse;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Where a descendant CSE hangs (ACME `descendantCSR`: csi -> (CSR, registered-at csi)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Descendant {
     /// The ri of the local registree CSR through which it is reached.
-    pub via_ri: String,
+    /// Shared by every descendant of one registree: a subtree of thousands
+    /// costs one string, not thousands.
+    pub via_ri: Arc<str>,
     /// The CSE it is registered at.
-    pub registered_at: String,
+    pub registered_at: Arc<str>,
 }
 
 /// A registree came or went (not the registrar's own CSR).
@@ -41,7 +44,7 @@ pub enum Undo {
 }
 
 pub struct Store {
-    own: String,
+    own: Arc<str>,
     /// This node's registrar: its CSR is not a registree.
     upstream: Option<String>,
     csrs: BTreeMap<String, RemoteCse>,
@@ -98,7 +101,7 @@ impl Store {
     /// An empty store of CSE `own`; `durable`: record changes for a persister.
     pub fn new(own: &str, upstream: Option<&str>, durable: bool) -> Store {
         Store {
-            own: own.to_owned(),
+            own: Arc::from(own),
             upstream: upstream.map(str::to_owned),
             csrs: BTreeMap::new(),
             by_csi: HashMap::new(),
@@ -330,20 +333,22 @@ impl Store {
         }
         let Some(csi) = csr.csi() else { return };
         // A registree is reached directly; what it lists in dcse through it.
-        // A CSE listed twice keeps its first route (issue: dcse is checked
-        // against the tree when it is accepted).
+        // A CSE listed twice keeps its first route (dcse is checked against
+        // the tree when it is accepted).
+        let via: Arc<str> = Arc::from(ri);
+        let at: Arc<str> = Arc::from(csi);
         for d in csr.dcse() {
             self.descendants
                 .entry(d.clone())
                 .or_insert_with(|| Descendant {
-                    via_ri: ri.to_owned(),
-                    registered_at: csi.to_owned(),
+                    via_ri: via.clone(),
+                    registered_at: at.clone(),
                 });
         }
         self.descendants.insert(
             csi.to_owned(),
             Descendant {
-                via_ri: ri.to_owned(),
+                via_ri: via,
                 registered_at: self.own.clone(),
             },
         );
@@ -365,7 +370,7 @@ impl Store {
             return;
         }
         for d in csr.dcse().iter().map(String::as_str).chain(csr.csi()) {
-            if self.descendants.get(d).is_some_and(|x| x.via_ri == ri) {
+            if self.descendants.get(d).is_some_and(|x| &*x.via_ri == ri) {
                 self.descendants.remove(d);
             }
         }
@@ -393,17 +398,14 @@ mod tests {
         s.insert("id-in".into(), csr("/id-in", &["/id-other"]));
         assert_eq!(s.descendant_ids(), ["/id-asn1", "/id-asn2", "/id-mn1"]);
         assert_eq!(
-            s.descendant("/id-asn1").map(|d| d.registered_at.as_str()),
+            s.descendant("/id-asn1").map(|d| &*d.registered_at),
             Some("/id-mn1")
         );
         assert_eq!(
-            s.descendant("/id-mn1").map(|d| d.registered_at.as_str()),
+            s.descendant("/id-mn1").map(|d| &*d.registered_at),
             Some("/id-mn")
         );
-        assert_eq!(
-            s.descendant("/id-asn2").map(|d| d.via_ri.as_str()),
-            Some("id-mn1")
-        );
+        assert_eq!(s.descendant("/id-asn2").map(|d| &*d.via_ri), Some("id-mn1"));
         s.insert("id-mn1".into(), csr("/id-mn1", &["/id-asn2"]));
         assert_eq!(s.descendant_ids(), ["/id-asn2", "/id-mn1"]);
         s.remove("id-mn1");

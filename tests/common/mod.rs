@@ -320,6 +320,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(broker: &Mosquitto, own: &str) -> Client {
+        Client::connect_as(broker, own, None)
+    }
+
+    /// Connects with broker credentials (user, password).
+    pub fn connect_as(broker: &Mosquitto, own: &str, login: Option<(&str, &str)>) -> Client {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -334,6 +339,10 @@ impl Client {
         );
         // Big enough to send oversize test payloads.
         settings.max_payload = 4 << 20;
+        if let Some((user, pass)) = login {
+            settings.username = Some(user.to_owned());
+            settings.password = Some(pass.to_owned());
+        }
         let t = rt.block_on(async {
             let (t, mut rx) = Transport::connect(settings, Duration::from_secs(10))
                 .await
@@ -430,5 +439,16 @@ impl Node {
     /// Replaces the node's config file (for a reload).
     pub fn rewrite_config(&self, text: &str) {
         std::fs::write(&self.config, text).expect("rewrite config");
+    }
+}
+
+impl Node {
+    /// Resident memory of the running node in bytes (Linux /proc).
+    pub fn rss(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
     }
 }
