@@ -26,8 +26,6 @@ pub enum Refusal {
     #[error("serialization {0:?} is not supported (json, cbor)")]
     UnsupportedMediaType(String),
     #[error("{0}")]
-    Unreachable(String),
-    #[error("{0}")]
     Internal(String),
     /// A configured limit is reached.
     #[error("{0}")]
@@ -47,7 +45,6 @@ impl Refusal {
             Refusal::Conflict(_) => Rsc::CONFLICT,
             Refusal::NotImplemented(_) => Rsc::NOT_IMPLEMENTED,
             Refusal::UnsupportedMediaType(_) => Rsc::UNSUPPORTED_MEDIA_TYPE,
-            Refusal::Unreachable(_) => Rsc::TARGET_NOT_REACHABLE,
             Refusal::Internal(_) => Rsc::INTERNAL_SERVER_ERROR,
             // TS-0004 has no "not enough memory"; 5000 with a reason that
             // names the limit is what a registree can act on.

@@ -396,10 +396,6 @@ impl Engine {
         self.liveness.misses(csi)
     }
 
-    pub fn pending_requests(&self) -> usize {
-        self.pending.len()
-    }
-
     /// What `m2mnode status` shows: a virtual resource `m2mnode-status`
     /// below the CSEBase (not a oneM2M resource type; README "Operating
     /// m2mnode" documents it). Registrees and descendants are also

@@ -252,10 +252,6 @@ impl Registration {
         &self.phase
     }
 
-    pub fn remote_rn(&self) -> Option<&str> {
-        self.remote_rn.as_deref()
-    }
-
     /// Since when this node is registered (wall time), if it is.
     pub fn registered_since(&self) -> Option<crate::time::Timestamp> {
         self.since.filter(|_| self.registered)

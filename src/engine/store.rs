@@ -26,7 +26,7 @@ pub struct Descendant {
 
 /// A registree came or went (not the registrar's own CSR).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     RegistreeAdded(String),
     RegistreeRemoved(String),
     /// The set of descendants changed (the own `dcse` upward may need an UPDATE).
@@ -35,7 +35,7 @@ pub enum Notice {
 
 /// What puts a change back.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Undo {
+pub(crate) enum Undo {
     Csr {
         ri: String,
         old: Option<Box<RemoteCse>>,
@@ -62,7 +62,11 @@ pub struct Store {
 /// Checks what a persister kept as a request would be checked: a store
 /// that holds this node itself, a CSE twice, or an invalid ID is refused
 /// with the entry named, never loaded half-right.
-pub fn validate_snapshot(snapshot: &Snapshot, own: &str, name_length: usize) -> Result<(), String> {
+pub(crate) fn validate_snapshot(
+    snapshot: &Snapshot,
+    own: &str,
+    name_length: usize,
+) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for (ri, csr) in &snapshot.csrs {
         let at = |why: String| format!("entry {ri:?}: {why}");
@@ -99,7 +103,7 @@ pub fn validate_snapshot(snapshot: &Snapshot, own: &str, name_length: usize) -> 
 
 impl Store {
     /// An empty store of CSE `own`; `durable`: record changes for a persister.
-    pub fn new(own: &str, upstream: Option<&str>, durable: bool) -> Store {
+    pub(crate) fn new(own: &str, upstream: Option<&str>, durable: bool) -> Store {
         Store {
             own: Arc::from(own),
             upstream: upstream.map(str::to_owned),
@@ -115,7 +119,7 @@ impl Store {
     }
 
     /// Loads what a persister kept, recording no changes (it is durable already).
-    pub fn restore(&mut self, snapshot: Snapshot) {
+    pub(crate) fn restore(&mut self, snapshot: Snapshot) {
         for (ri, csr) in snapshot.csrs {
             self.apply(&ri, Some(csr));
         }
@@ -179,7 +183,7 @@ impl Store {
     }
 
     /// Creates or replaces a CSR; returns what it replaces.
-    pub fn insert(&mut self, ri: String, csr: RemoteCse) -> Option<RemoteCse> {
+    pub(crate) fn insert(&mut self, ri: String, csr: RemoteCse) -> Option<RemoteCse> {
         if let Some(c) = &mut self.changes {
             c.push(StoreChange::Put {
                 ri: ri.clone(),
@@ -196,7 +200,7 @@ impl Store {
         old
     }
 
-    pub fn remove(&mut self, ri: &str) -> Option<RemoteCse> {
+    pub(crate) fn remove(&mut self, ri: &str) -> Option<RemoteCse> {
         if !self.csrs.contains_key(ri) {
             return None;
         }
@@ -213,7 +217,7 @@ impl Store {
         old
     }
 
-    pub fn set_own_csr_rn(&mut self, rn: Option<String>) {
+    pub(crate) fn set_own_csr_rn(&mut self, rn: Option<String>) {
         if self.own_csr_rn == rn {
             return;
         }
@@ -226,7 +230,7 @@ impl Store {
 
     /// Records the present state of `ri` again (after a failed batch that
     /// must not be undone).
-    pub fn rewrite(&mut self, ri: &str) {
+    pub(crate) fn rewrite(&mut self, ri: &str) {
         let change = match self.csrs.get(ri) {
             Some(csr) => StoreChange::Put {
                 ri: ri.to_owned(),
@@ -243,7 +247,7 @@ impl Store {
         }
     }
 
-    pub fn rewrite_own_csr_rn(&mut self) {
+    pub(crate) fn rewrite_own_csr_rn(&mut self) {
         if let Some(c) = &mut self.changes {
             c.push(StoreChange::OwnCsrRn(self.own_csr_rn.clone()));
             self.undo.push(Undo::OwnRn(self.own_csr_rn.clone()));
@@ -251,22 +255,22 @@ impl Store {
     }
 
     /// How to undo the changes since the last call.
-    pub fn take_undo(&mut self) -> Vec<Undo> {
+    pub(crate) fn take_undo(&mut self) -> Vec<Undo> {
         std::mem::take(&mut self.undo)
     }
 
     /// Puts back what a failed write had changed, recording nothing (the
     /// persister never kept it).
-    pub fn revert(&mut self, ri: &str, old: Option<Box<RemoteCse>>) {
+    pub(crate) fn revert(&mut self, ri: &str, old: Option<Box<RemoteCse>>) {
         self.apply(ri, old.map(|b| *b));
     }
 
-    pub fn revert_own_csr_rn(&mut self, old: Option<String>) {
+    pub(crate) fn revert_own_csr_rn(&mut self, old: Option<String>) {
         self.own_csr_rn = old;
     }
 
     /// Changes since the last call, for the persister.
-    pub fn take_changes(&mut self) -> Vec<StoreChange> {
+    pub(crate) fn take_changes(&mut self) -> Vec<StoreChange> {
         self.changes
             .as_mut()
             .map(std::mem::take)
@@ -274,7 +278,7 @@ impl Store {
     }
 
     /// Drops changes not yet handed out (they were reverted).
-    pub fn discard_changes(&mut self) {
+    pub(crate) fn discard_changes(&mut self) {
         if let Some(c) = &mut self.changes {
             c.clear();
         }
@@ -285,7 +289,7 @@ impl Store {
         self.changes.as_ref().is_some_and(|c| !c.is_empty())
     }
 
-    pub fn take_notices(&mut self) -> std::vec::Drain<'_, Notice> {
+    pub(crate) fn take_notices(&mut self) -> std::vec::Drain<'_, Notice> {
         self.notices.drain(..)
     }
 

@@ -272,10 +272,6 @@ impl Transport {
             .clone()
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.settings.timeout
-    }
-
     /// Sends `req` to the CSE `receiver` (the next hop) and waits for the
     /// answer. Never fails: no broker is 5103, no answer in time is 4008.
     pub async fn request(&self, req: &Request, receiver: &str, format: Format) -> Response {
