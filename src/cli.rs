@@ -1,21 +1,41 @@
-//! `m2mnode request`: a oneM2M-over-MQTT client, like curl for this binding.
+//! `m2mnode request`: a oneM2M-over-MQTT client, like curl for this binding;
+//! `m2mnode status`: asks a running node how it is.
 
-use crate::config::BrokerUrl;
+use crate::config::{BrokerUrl, Config, PASSWORD_ENV};
 use crate::id::{resolve, CseId, Target};
 use crate::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
 use crate::time::Timestamp;
-use crate::transport::mqtt::{ConnectError, Settings, Transport};
+use crate::transport::mqtt::{Incoming, Settings, Transport};
+use std::io::Read;
+use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 #[derive(Debug, clap::Args)]
 pub struct RequestArgs {
+    /// The broker: mqtt://host[:port] or mqtts://host[:port] (TLS).
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub broker: String,
+    /// MQTT user name.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// MQTT password (default: $M2MNODE_MQTT_PASSWORD when --username is given).
+    #[arg(long)]
+    pub password: Option<String>,
+    /// CA certificates (PEM) for mqtts:// (default: /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mqtts://, with --key.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mqtts://, with --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Originator (fr), e.g. /id-x.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub from: String,
-    /// Target (to), e.g. /id-in/cse-in.
-    #[arg(long)]
+    /// Target (to), e.g. /id-in/cse-in or -/id-mn.
+    #[arg(long, allow_hyphen_values = true)]
     pub to: String,
     /// create, retrieve, update, delete or notify (or 1..5).
     #[arg(long)]
@@ -23,11 +43,13 @@ pub struct RequestArgs {
     /// Resource type (ty), e.g. 16 for <remoteCSE>.
     #[arg(long)]
     pub ty: Option<u32>,
-    /// Primitive content as JSON, or @file.
-    #[arg(long)]
+    /// Primitive content as JSON, @file, or - (or @-) for stdin.
+    #[arg(long, allow_hyphen_values = true)]
     pub content: Option<String>,
+    /// Serialization on the wire: json or cbor.
     #[arg(long, default_value = "json")]
     pub format: Format,
+    /// How long to wait for the answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// The CSE that receives the request on this hop (default: the CSE in --to).
@@ -39,9 +61,19 @@ pub struct RequestArgs {
     /// Release version indicator.
     #[arg(long, default_value = "3")]
     pub rvi: String,
-    #[arg(long, default_value_t = 1)]
+    /// MQTT QoS of the request: 0 or 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
+    /// Print only the response's content (pc), or nothing when it has none.
+    #[arg(long)]
+    pub body: bool,
+    /// Print the topics and the request primitive on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
+
+/// How long a CLI waits for the broker to accept it; a refusal ends it sooner.
+pub const CONNECT_WITHIN: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -51,14 +83,24 @@ pub enum CliError {
     NoBroker { url: String, why: String },
     #[error("no response from {0} within {1}")]
     Timeout(String, String),
+    /// The node answered, but not with what was asked for.
+    #[error("{0}")]
+    Refused(String),
 }
 
-/// Reads `--content`: inline JSON or `@file`.
+/// Reads `--content`: inline JSON, `@file`, or `-`/`@-` for stdin.
 pub fn read_content(arg: &str) -> Result<serde_json::Value, CliError> {
-    let text = match arg.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
+    let text = match arg.strip_prefix('@').unwrap_or(arg) {
+        "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| CliError::Usage(format!("--content {arg}: cannot read stdin: {e}")))?;
+            s
+        }
+        path if arg.starts_with('@') => std::fs::read_to_string(path)
             .map_err(|e| CliError::Usage(format!("--content {arg}: cannot read {path}: {e}")))?,
-        None => arg.to_owned(),
+        _ => arg.to_owned(),
     };
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| CliError::Usage(format!("--content is not valid JSON: {e}")))?;
@@ -128,13 +170,53 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
         args.timeout,
     );
     settings.qos = args.qos;
-    let (transport, _events) =
-        Transport::connect(settings, args.timeout)
-            .await
-            .map_err(|e| match e {
-                ConnectError::NoBroker { url, why } => CliError::NoBroker { url, why },
-                ConnectError::Setup(e) => CliError::Usage(e.to_string()),
-            })?;
+    settings.username = args.username.clone();
+    settings.password = args.password.clone().or_else(|| {
+        args.username
+            .as_ref()
+            .and_then(|_| std::env::var(PASSWORD_ENV).ok())
+    });
+    if settings.password.is_some()
+        && settings.username.is_none()
+        && settings.broker.username.is_none()
+    {
+        return Err(CliError::Usage("--password needs --username".into()));
+    }
+    if settings.broker.tls {
+        settings.ca_file = match &args.ca_file {
+            Some(f) => Some(f.clone()),
+            None => {
+                let system = PathBuf::from(SYSTEM_CA);
+                if !system.is_file() {
+                    return Err(CliError::Usage(format!(
+                        "mqtts:// needs --ca-file (there is no {SYSTEM_CA})"
+                    )));
+                }
+                Some(system)
+            }
+        };
+        settings.client_cert = args.cert.clone();
+        settings.client_key = args.key.clone();
+    } else if args.ca_file.is_some() || args.cert.is_some() {
+        return Err(CliError::Usage(
+            "--ca-file/--cert/--key need an mqtts:// broker".into(),
+        ));
+    }
+    if args.verbose {
+        let own = &settings.own;
+        eprintln!(
+            "> {}",
+            crate::topic::request_topic(own, &receiver, args.format)
+        );
+        eprintln!(
+            "< {}",
+            crate::topic::request_topic(own, &receiver, args.format).replacen("/req/", "/resp/", 1)
+        );
+        if let Ok(text) = serde_json::to_string_pretty(&req) {
+            eprintln!("{text}");
+        }
+    }
+    let (transport, _events) = connect(settings, CONNECT_WITHIN.min(args.timeout)).await?;
     let rsp = transport.request(&req, &receiver, args.format).await;
     transport.close().await;
     if rsp.rsc == Rsc::REQUEST_TIMEOUT && rsp.fr.is_none() && rsp.ot.is_none() {
@@ -144,4 +226,232 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
         ));
     }
     Ok(rsp)
+}
+
+/// The CA bundle `request` trusts for mqtts:// when given no --ca-file.
+pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Connects for a one-shot client: at most `within`, and no longer than the
+/// first refusal (connection refused, bad credentials, TLS failure).
+pub async fn connect(
+    settings: Settings,
+    within: Duration,
+) -> Result<(Transport, mpsc::Receiver<Incoming>), CliError> {
+    let url = settings.broker.poa();
+    let (t, mut rx) = Transport::start(settings).map_err(|e| CliError::Usage(e.to_string()))?;
+    let end = tokio::time::Instant::now() + within;
+    let failure = loop {
+        match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            Ok(Some(Incoming::Connected)) => return Ok((t, rx)),
+            Ok(None) => break t.last_error(),
+            _ => {}
+        }
+        if let Some(e) = t.last_error() {
+            break Some(e);
+        }
+        if tokio::time::Instant::now() >= end {
+            break None;
+        }
+    };
+    t.close().await;
+    let why = match failure {
+        Some(e) if e.contains("NotAuthorized") || e.contains("BadUserNamePassword") => {
+            format!("the broker refused the credentials ({e})")
+        }
+        Some(e) => e,
+        None => format!("no CONNACK within {}", humantime::format_duration(within)),
+    };
+    Err(CliError::NoBroker { url, why })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The node's config file: its [cse] id and name and its [mqtt] settings are used.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Print the status object as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the answer (default: the config's mqtt.timeout).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// The originator `status` asks as (an AE-ID: it is not a CSE).
+pub const STATUS_ORIGINATOR: &str = "Cm2mnode-status";
+/// The virtual resource under the CSEBase that answers `status`.
+pub const STATUS_RESOURCE: &str = "m2mnode-status";
+
+/// What `status` found out.
+#[derive(Debug)]
+pub struct Status {
+    /// The `m2mnode:status` object.
+    pub status: serde_json::Value,
+    /// Registered at the registrar, or registers nowhere.
+    pub healthy: bool,
+}
+
+/// Asks the node that `args.config` describes for its status.
+pub async fn status(args: &StatusArgs) -> Result<Status, CliError> {
+    let cfg = Config::load(&args.config).map_err(|e| CliError::Usage(e.to_string()))?;
+    let broker = cfg
+        .broker()
+        .map_err(|e| CliError::Usage(format!("mqtt.url: {e}")))?;
+    let timeout = args.timeout.unwrap_or(cfg.mqtt.timeout);
+    let mut settings = Settings::client(
+        broker,
+        format!("m2mnode-status-{}", std::process::id()),
+        STATUS_ORIGINATOR,
+        timeout,
+    );
+    settings.username = cfg.mqtt.username.clone();
+    settings.password = cfg.mqtt.password.clone();
+    settings.ca_file = cfg.mqtt.ca_file.clone();
+    settings.client_cert = cfg.mqtt.client_cert.clone();
+    settings.client_key = cfg.mqtt.client_key.clone();
+    settings.qos = cfg.mqtt.qos;
+    settings.keep_alive = cfg.mqtt.keep_alive;
+    let now = Timestamp::now();
+    let mut req = Request::new(
+        Operation::Retrieve,
+        format!("{}/{}/{STATUS_RESOURCE}", cfg.cse.id, cfg.cse.name),
+        STATUS_ORIGINATOR,
+        format!("status-{}-{:x}", std::process::id(), now.0),
+    );
+    req.rvi = Some("3".into());
+    req.ot = Some(now.to_onem2m());
+    let (transport, _events) = connect(settings, CONNECT_WITHIN.min(timeout)).await?;
+    let rsp = transport
+        .request(&req, cfg.cse.id.as_str(), Format::Json)
+        .await;
+    transport.close().await;
+    if rsp.rsc == Rsc::REQUEST_TIMEOUT && rsp.fr.is_none() && rsp.ot.is_none() {
+        return Err(CliError::Timeout(
+            cfg.cse.id.to_string(),
+            humantime::format_duration(timeout).to_string(),
+        ));
+    }
+    if rsp.rsc != Rsc::OK {
+        return Err(CliError::Refused(format!(
+            "{} answered {}{}",
+            cfg.cse.id,
+            rsp.rsc.code(),
+            rsp.debug_text()
+                .map(|t| format!(": {t}"))
+                .unwrap_or_default()
+        )));
+    }
+    let status = rsp
+        .pc
+        .as_ref()
+        .and_then(|pc| pc.get("m2mnode:status"))
+        .cloned()
+        .ok_or_else(|| {
+            CliError::Refused(format!("{} answered without m2mnode:status", cfg.cse.id))
+        })?;
+    let healthy = match status.get("registrar") {
+        None | Some(serde_json::Value::Null) => true,
+        Some(r) => r.get("registered").and_then(serde_json::Value::as_bool) == Some(true),
+    };
+    Ok(Status { status, healthy })
+}
+
+/// A oneM2M timestamp with how long ago it was, or "never".
+fn when(v: Option<&serde_json::Value>, now: Timestamp) -> String {
+    match v.and_then(serde_json::Value::as_str) {
+        None => "never".into(),
+        Some(s) => match Timestamp::parse(s) {
+            Some(t) if t.0 <= now.0 => format!(
+                "{s} ({} ago)",
+                humantime::format_duration(Duration::from_secs(now.since(t).as_secs()))
+            ),
+            _ => s.to_owned(),
+        },
+    }
+}
+
+/// The human summary of a `m2mnode:status` object.
+pub fn status_summary(s: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let now = Timestamp::now();
+    let str_of = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let mut out = String::new();
+    let connected = s.get("connected").and_then(serde_json::Value::as_bool);
+    let _ = writeln!(
+        out,
+        "{}: {}",
+        str_of(s, "cse"),
+        match connected {
+            Some(true) => "connected to the MQTT broker",
+            Some(false) => "NOT connected to the MQTT broker",
+            None => "connection state unknown",
+        }
+    );
+    match s.get("registrar") {
+        None | Some(serde_json::Value::Null) => {
+            let _ = writeln!(out, "registrar: none (registers nowhere)");
+        }
+        Some(r) => {
+            let id = str_of(r, "id");
+            if r.get("registered").and_then(serde_json::Value::as_bool) == Some(true) {
+                let _ = writeln!(
+                    out,
+                    "registered at {id} since {}",
+                    when(r.get("since"), now)
+                );
+            } else {
+                let _ = writeln!(out, "NOT registered at {id}");
+            }
+            let _ = writeln!(out, "last check: {}", when(r.get("last_check"), now));
+        }
+    }
+    let registrees = s
+        .get("registrees")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let _ = writeln!(out, "registrees: {}", registrees.len());
+    for r in &registrees {
+        let csi = r
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| str_of(r, "csi"));
+        let misses = r
+            .get("misses")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "  {csi}: last alive {}{}",
+            when(r.get("last_ok"), now),
+            if misses > 0 {
+                format!(", {misses} missed check(s)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let descendants = s
+        .get("descendants")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    let _ = writeln!(out, "descendants: {descendants}");
+    if let Some(st) = s.get("store") {
+        let durable = st.get("durable").and_then(serde_json::Value::as_bool) == Some(true);
+        let unwritten = st
+            .get("unwritten")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "store: {}, {unwritten} change(s) not yet written",
+            if durable { "on disk" } else { "in memory" }
+        );
+    }
+    out
 }

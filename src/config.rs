@@ -93,6 +93,9 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     #[serde(default = "default_max_payload")]
     pub max_payload: usize,
+    /// `password` came from `M2MNODE_MQTT_PASSWORD` (set by [`Config::load`]).
+    #[serde(skip)]
+    pub password_from_env: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -240,7 +243,40 @@ impl BrokerUrl {
     }
 }
 
+/// The environment variable that fills `mqtt.password` when the file has none.
+pub const PASSWORD_ENV: &str = "M2MNODE_MQTT_PASSWORD";
+
+/// One thing wrong with a config: the key it concerns (`mqtt.url`, or a
+/// section such as `registrar`), what is wrong, and where (1-based line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
 impl Config {
+    /// Parses and validates `text` as is (no environment, no path resolution).
     pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
@@ -252,10 +288,57 @@ impl Config {
         }
     }
 
+    /// Reads the config file `path`: relative paths in it (`data_dir`,
+    /// `ca_file`, `client_cert`, `client_key`) are taken relative to the
+    /// file's directory, and `M2MNODE_MQTT_PASSWORD` fills `mqtt.password`
+    /// when the file sets none.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
-        Config::from_str(&text, path)
+        let mut cfg: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
+        cfg.resolve(path, std::env::var(PASSWORD_ENV).ok());
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid(path.to_owned(), problems))
+        }
+    }
+
+    /// What [`Config::load`] does after parsing: paths relative to the
+    /// config file's directory, the password from the environment.
+    pub fn resolve(&mut self, path: &Path, env_password: Option<String>) {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let base = std::fs::canonicalize(&parent).unwrap_or(parent);
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(d) = &mut self.cse.data_dir {
+            fix(d);
+        }
+        for f in [
+            &mut self.mqtt.ca_file,
+            &mut self.mqtt.client_cert,
+            &mut self.mqtt.client_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(f);
+        }
+        let url_password = self.broker().ok().and_then(|b| b.password);
+        if self.mqtt.password.is_none() && url_password.is_none() {
+            if let Some(p) = env_password.filter(|p| !p.is_empty()) {
+                self.mqtt.password = Some(p);
+                self.mqtt.password_from_env = true;
+            }
+        }
     }
 
     /// The `<CSEBase>` this config describes (created at `now`).
@@ -336,91 +419,361 @@ impl Config {
         }
     }
 
-    /// Every semantic problem, not just the first.
+    /// Every semantic problem, not just the first, as `key: what`.
     pub fn problems(&self) -> Vec<String> {
+        self.problem_list().iter().map(Problem::to_string).collect()
+    }
+
+    /// Every semantic problem with the key it concerns (no line numbers:
+    /// [`check_file`] adds them).
+    pub fn problem_list(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        if let Err(e) = self.broker() {
-            p.push(format!("mqtt.url: {e}"));
+        let mut push = |k: &str, m: String| p.push(Problem::new(k, m));
+        let broker = self.broker();
+        if let Err(e) = &broker {
+            push("mqtt.url", e.clone());
         }
         if self.cse.name.is_empty() || self.cse.name.contains('/') {
-            p.push(format!(
-                "cse.name {:?} must be a non-empty name without '/'",
-                self.cse.name
-            ));
+            push(
+                "cse.name",
+                format!("{:?} must be a non-empty name without '/'", self.cse.name),
+            );
         }
         if let Some(sp) = &self.cse.sp_id {
             if sp.is_empty() || sp.contains('/') {
-                p.push(format!("cse.sp_id {sp:?} must be a domain name without '/' (e.g. \"acme.example.com\")"));
+                push(
+                    "cse.sp_id",
+                    format!("{sp:?} must be a domain name without '/' (e.g. \"acme.example.com\")"),
+                );
             }
         }
         if !matches!(self.mqtt.qos, 0 | 1) {
-            p.push(format!(
-                "mqtt.qos {} must be 0 or 1 (TS-0010: QoS 2 should not be used)",
-                self.mqtt.qos
-            ));
+            push(
+                "mqtt.qos",
+                format!(
+                    "{} must be 0 or 1 (TS-0010: QoS 2 should not be used)",
+                    self.mqtt.qos
+                ),
+            );
         }
         if self.mqtt.timeout.is_zero() {
-            p.push("mqtt.timeout must be more than 0".into());
+            push("mqtt.timeout", "must be more than 0".into());
         }
         if self.mqtt.keep_alive < Duration::from_secs(1) {
-            p.push("mqtt.keep_alive must be at least 1s".into());
+            push("mqtt.keep_alive", "must be at least 1s".into());
         }
         if self.mqtt.max_payload < 1024 {
-            p.push("mqtt.max_payload must be at least 1024 bytes".into());
+            push("mqtt.max_payload", "must be at least 1024 bytes".into());
         }
-        if self.mqtt.password.is_some() && self.mqtt.username.is_none() {
-            p.push("mqtt.password needs mqtt.username".into());
-        }
-        if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
-            p.push("mqtt.client_cert and mqtt.client_key go together".into());
-        }
-        if let Ok(b) = self.broker() {
-            if !b.tls && (self.mqtt.ca_file.is_some() || self.mqtt.client_cert.is_some()) {
-                p.push("mqtt.ca_file/client_cert need an mqtts:// url".into());
+        let url_user = broker.as_ref().ok().and_then(|b| b.username.clone());
+        if self.mqtt.password.is_some() && self.mqtt.username.is_none() && url_user.is_none() {
+            if self.mqtt.password_from_env {
+                push(
+                    "mqtt.username",
+                    format!("{PASSWORD_ENV} is set, so mqtt.username must be set too"),
+                );
+            } else {
+                push("mqtt.password", "needs mqtt.username".into());
             }
         }
-        for f in [
-            &self.mqtt.ca_file,
-            &self.mqtt.client_cert,
-            &self.mqtt.client_key,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if !f.is_file() {
-                p.push(format!("{} does not exist", f.display()));
+        if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
+            let k = if self.mqtt.client_cert.is_some() {
+                "mqtt.client_cert"
+            } else {
+                "mqtt.client_key"
+            };
+            push(k, "mqtt.client_cert and mqtt.client_key go together".into());
+        }
+        if let Ok(b) = &broker {
+            if !b.tls {
+                for (k, f) in [
+                    ("mqtt.ca_file", &self.mqtt.ca_file),
+                    ("mqtt.client_cert", &self.mqtt.client_cert),
+                ] {
+                    if f.is_some() {
+                        push(k, "needs an mqtts:// url".into());
+                    }
+                }
+            } else if self.mqtt.ca_file.is_none() {
+                push(
+                    "mqtt.ca_file",
+                    "an mqtts:// url needs the CA certificates to trust (e.g. \"/etc/ssl/certs/ca-certificates.crt\" for public CAs)".into(),
+                );
+            }
+        }
+        for (k, f, what) in [
+            ("mqtt.ca_file", &self.mqtt.ca_file, Pem::Certificates),
+            (
+                "mqtt.client_cert",
+                &self.mqtt.client_cert,
+                Pem::Certificates,
+            ),
+            ("mqtt.client_key", &self.mqtt.client_key, Pem::PrivateKey),
+        ] {
+            if let Some(f) = f {
+                if let Err(e) = check_pem(f, what) {
+                    push(k, e);
+                }
             }
         }
         if let Some(r) = &self.registrar {
             if r.id == self.cse.id {
-                p.push("registrar.id is this CSE's own id".into());
+                push("registrar.id", "is this CSE's own id".into());
             }
             if self.cse.cse_type == CseType::IN {
-                p.push(
+                push(
+                    "registrar",
                     "an IN-CSE registers nowhere: remove [registrar] or set cse.type = \"MN\""
                         .into(),
                 );
             }
             if r.check_interval < Duration::from_secs(1) {
-                p.push("registrar.check_interval must be at least 1s".into());
+                push("registrar.check_interval", "must be at least 1s".into());
             }
             if r.name.is_empty() || r.name.contains('/') {
-                p.push(format!(
-                    "registrar.name {:?} must be a non-empty name without '/'",
-                    r.name
-                ));
+                push(
+                    "registrar.name",
+                    format!("{:?} must be a non-empty name without '/'", r.name),
+                );
             }
         } else if self.cse.cse_type != CseType::IN {
-            p.push(format!(
-                "a {:?}-CSE needs a [registrar] section (only an IN-CSE registers nowhere)",
-                self.cse.cse_type
-            ));
+            push(
+                "cse.type",
+                format!(
+                    "a {:?}-CSE needs a [registrar] section (only an IN-CSE registers nowhere)",
+                    self.cse.cse_type
+                ),
+            );
         }
         if self.registrees.check_interval < Duration::from_secs(1) {
-            p.push("registrees.check_interval must be at least 1s".into());
+            push("registrees.check_interval", "must be at least 1s".into());
+        }
+        for a in &self.registrees.allowed {
+            if !a.starts_with(['/', '*', '?']) {
+                push(
+                    "registrees.allowed",
+                    format!("{a:?} can never match: CSE-IDs start with '/' (write \"/{a}\")"),
+                );
+            }
         }
         p
     }
+}
+
+#[derive(Clone, Copy)]
+enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// Whether `path` holds what TLS will load from it.
+fn check_pem(path: &Path, what: Pem) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match what {
+        Pem::Certificates => {
+            let mut n = 0;
+            for c in CertificateDer::pem_slice_iter(&bytes) {
+                c.map_err(|e| format!("{}: not PEM ({e:?})", path.display()))?;
+                n += 1;
+            }
+            if n == 0 {
+                let key = PrivateKeyDer::from_pem_slice(&bytes).is_ok();
+                return Err(format!(
+                    "{} holds no PEM certificate{}",
+                    path.display(),
+                    if key { " (it is a private key)" } else { "" }
+                ));
+            }
+        }
+        Pem::PrivateKey => {
+            PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+                format!(
+                    "{} holds no PEM private key ({})",
+                    path.display(),
+                    match e {
+                        rustls::pki_types::pem::Error::NoItemsFound => "none found".to_owned(),
+                        e => format!("{e:?}"),
+                    }
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+const SECTIONS: [&str; 6] = [
+    "cse",
+    "mqtt",
+    "registrar",
+    "registrees",
+    "security",
+    "limits",
+];
+
+/// One section deserialized on its own, so that an error in one does not
+/// hide the errors in the others (the rest of the document is ignored).
+macro_rules! section {
+    ($text:expr, $field:ident, $ty:ty) => {{
+        #[derive(Deserialize)]
+        struct Only {
+            #[serde(default)]
+            #[allow(dead_code)]
+            $field: Option<$ty>,
+        }
+        toml::from_str::<Only>($text).err()
+    }};
+}
+
+/// Everything `m2mnode run` would refuse or trip on in the config file
+/// `path`, each with the key and, where it can be found, the line: every
+/// TOML syntax error, every bad value or unknown key (the first per
+/// section), every semantic problem, TLS files that do not load and a
+/// `data_dir` that cannot be written. Empty: the config is good.
+pub fn check_file(path: &Path) -> Vec<Problem> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return vec![Problem::new("", format!("cannot read it: {e}"))],
+    };
+    check_text(&text, path, std::env::var(PASSWORD_ENV).ok())
+}
+
+/// [`check_file`] on `text` as read from `path`.
+pub fn check_text(text: &str, path: &Path, env_password: Option<String>) -> Vec<Problem> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let (_, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let mut found: Vec<Problem> = syntax
+            .iter()
+            .map(|e| Problem {
+                key: String::new(),
+                message: e.message().trim().to_owned(),
+                line: e.span().map(|s| line_of(s.start)),
+            })
+            .collect();
+        found.sort_by_key(|p| p.line);
+        return found;
+    }
+    let mut found = Vec::new();
+    // The key on the line a value error points at, else the section.
+    let locate = |section: &str, e: toml::de::Error| {
+        let line = e.span().map(|s| line_of(s.start));
+        let key = line
+            .and_then(|l| text.lines().nth(l - 1))
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !k.starts_with('['))
+            .map_or_else(|| section.to_owned(), |k| format!("{section}.{k}"));
+        Problem {
+            key,
+            message: e.message().trim().to_owned(),
+            line,
+        }
+    };
+    let errors = [
+        ("cse", section!(text, cse, CseConfig)),
+        ("mqtt", section!(text, mqtt, MqttConfig)),
+        ("registrar", section!(text, registrar, RegistrarConfig)),
+        ("registrees", section!(text, registrees, RegistreesConfig)),
+        ("security", section!(text, security, SecurityConfig)),
+        ("limits", section!(text, limits, LimitsConfig)),
+    ];
+    for (name, e) in errors {
+        if let Some(e) = e {
+            found.push(locate(name, e));
+        }
+    }
+    if let Ok(table) = toml::from_str::<toml::Table>(text) {
+        for k in table.keys() {
+            if !SECTIONS.contains(&k.as_str()) {
+                found.push(Problem {
+                    key: k.clone(),
+                    message: format!("unknown section or key (known: {})", SECTIONS.join(", ")),
+                    line: key_line(text, k),
+                });
+            }
+        }
+        for k in ["cse", "mqtt"] {
+            if !table.contains_key(k) {
+                found.push(Problem::new(k, format!("the [{k}] section is missing")));
+            }
+        }
+    }
+    if !found.is_empty() {
+        return found;
+    }
+    let mut cfg: Config = match toml::from_str(text) {
+        Ok(c) => c,
+        Err(e) => return vec![locate("", e)],
+    };
+    cfg.resolve(path, env_password);
+    for mut p in cfg.problem_list() {
+        p.line = key_line(text, &p.key);
+        found.push(p);
+    }
+    if let Some(dir) = &cfg.cse.data_dir {
+        if let Err(e) = probe_dir(dir) {
+            found.push(Problem {
+                key: "cse.data_dir".into(),
+                message: e,
+                line: key_line(text, "cse.data_dir"),
+            });
+        }
+    }
+    found
+}
+
+/// Creates `dir` if missing and writes (and removes) a file in it.
+fn probe_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let probe = dir.join(format!(".m2mnode-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// The line of `key` (`section.leaf`, or a section) in `text`; for a leaf
+/// that is not there, the line of its section's header.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let (section, leaf) = match key.split_once('.') {
+        Some((s, l)) => (s, Some(l)),
+        None => (key, None),
+    };
+    let mut current = String::new();
+    let mut header = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            current = h
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            if current == section {
+                header = Some(i + 1);
+                if leaf.is_none() {
+                    return header;
+                }
+            }
+            continue;
+        }
+        let Some((k, _)) = t.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().trim_matches('"');
+        let hit = match leaf {
+            Some(l) => (current == section && k == l) || (current.is_empty() && k == key),
+            None => current.is_empty() && (k == section || k.starts_with(&format!("{section}."))),
+        };
+        if hit {
+            return Some(i + 1);
+        }
+    }
+    header
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@ mod broker;
 mod demo;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use m2mnode::cli::{self, CliError, RequestArgs};
+use m2mnode::cli::{self, CliError, RequestArgs, StatusArgs};
 use m2mnode::config::Config;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,13 +32,17 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node until SIGINT/SIGTERM, then deregister.
+    /// Run a node until SIGINT/SIGTERM, then deregister (SIGHUP: reload; SIGUSR1: check now).
     Run {
+        /// The config file (relative paths in it are relative to its directory).
         #[arg(long)]
         config: PathBuf,
     },
     /// Send one request primitive and print the response as JSON; exit 0 iff rsc is 2xxx.
-    Request(RequestArgs),
+    Request(Box<RequestArgs>),
+    /// Ask the running node how it is; exit 0 iff it answers and is registered
+    /// (or registers nowhere), 1 if not registered, 3 if it does not answer.
+    Status(StatusArgs),
     /// A registrar and a registree on an in-process broker: a registration's life in a few seconds.
     Demo {
         /// Port of the in-process broker (0: any free port).
@@ -48,8 +52,20 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Validate a config file and print what is wrong.
-    CheckConfig { config: PathBuf },
+    /// Validate a config file and print every problem; exit 0 if good, 2 if not.
+    CheckConfig {
+        /// The config file.
+        #[arg(long = "config", value_name = "FILE", conflicts_with = "file")]
+        config: Option<PathBuf>,
+        /// The config file (as --config).
+        #[arg(value_name = "FILE", required_unless_present = "config")]
+        file: Option<PathBuf>,
+    },
+}
+
+/// Colours only for a terminal, and never with NO_COLOR set (no-color.org).
+fn use_ansi() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn init_logging(format: LogFormat) {
@@ -57,7 +73,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(use_ansi());
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -77,14 +94,47 @@ fn main() -> ExitCode {
         }
     };
     match args.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
+        Command::CheckConfig { config, file } => {
+            let Some(config) = config.or(file) else {
+                eprintln!("error: give the config file (--config FILE)");
+                return ExitCode::from(2);
+            };
+            let problems = m2mnode::config::check_file(&config);
+            if problems.is_empty() {
                 let _ = writeln!(std::io::stdout(), "{}: ok", config.display());
-                ExitCode::SUCCESS
+                return ExitCode::SUCCESS;
+            }
+            for p in &problems {
+                match p.line {
+                    Some(l) => eprintln!("{}:{l}: {p}", config.display()),
+                    None => eprintln!("{}: {p}", config.display()),
+                }
+            }
+            eprintln!(
+                "error: {}: {} problem{}",
+                config.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::from(2)
+        }
+        Command::Status(args) => match runtime.block_on(cli::status(&args)) {
+            Ok(st) => {
+                let text = if args.json {
+                    serde_json::to_string_pretty(&st.status).unwrap_or_default() + "\n"
+                } else {
+                    cli::status_summary(&st.status)
+                };
+                let _ = write!(std::io::stdout(), "{text}");
+                if st.healthy {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::from(2)
+                ExitCode::from(exit_code(&e))
             }
         },
         Command::Run { config } => {
@@ -120,10 +170,16 @@ fn main() -> ExitCode {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_logging(args.log_format);
             }
-            match runtime.block_on(cli::request(req)) {
+            let body = req.body;
+            match runtime.block_on(cli::request(*req)) {
                 Ok(rsp) => {
                     // A closed pipe (`| head`) is not worth a panic.
-                    if let Ok(text) = serde_json::to_string_pretty(&rsp) {
+                    let text = if body {
+                        rsp.pc.as_ref().map(serde_json::to_string_pretty)
+                    } else {
+                        Some(serde_json::to_string_pretty(&rsp))
+                    };
+                    if let Some(Ok(text)) = text {
                         let _ = writeln!(std::io::stdout(), "{text}");
                     }
                     if rsp.rsc.is_success() {
@@ -134,13 +190,18 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    ExitCode::from(match e {
-                        CliError::Usage(_) => 2,
-                        CliError::NoBroker { .. } | CliError::Timeout(..) => 3,
-                    })
+                    ExitCode::from(exit_code(&e))
                 }
             }
         }
+    }
+}
+
+fn exit_code(e: &CliError) -> u8 {
+    match e {
+        CliError::Usage(_) => 2,
+        CliError::Refused(_) => 1,
+        CliError::NoBroker { .. } | CliError::Timeout(..) => 3,
     }
 }
 
