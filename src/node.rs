@@ -431,6 +431,20 @@ fn log_event(e: &Event, throttle: &mut Throttle) {
                 }
             }
         }
+        Event::RegistrationLost { registrar, answer } => {
+            let (rsc, why) = answer
+                .as_ref()
+                .map(|(r, w)| (r.to_string(), w.as_str()))
+                .unwrap_or_default();
+            warn!(registrar = %registrar, rsc = %rsc, why = %why, "{registrar} no longer has this CSE's <remoteCSE> (a registrar reset?); registering again")
+        }
+        Event::CheckUnanswered { registrar, times } => {
+            // The first, then every tenth: a registrar that is away for an
+            // hour makes a handful of lines, not hundreds.
+            if *times == 1 || times % 10 == 0 {
+                warn!(registrar = %registrar, times, "{registrar} did not answer the check of the own <remoteCSE>; the registration is kept and checked again")
+            }
+        }
         Event::Squatted { rn, csi } => {
             error!(csr = %rn, holder = %csi, "the own <remoteCSE> name at the registrar is taken by {csi}; remove that CSR at the registrar or give this CSE another CSE-ID")
         }
@@ -453,7 +467,11 @@ fn log_event(e: &Event, throttle: &mut Throttle) {
             rsc,
             why,
         } => {
-            if !rsc.is_success() {
+            if *rsc == Rsc::NOT_FOUND {
+                // A registree's start-up clean-up of a stale CSR is a 4004
+                // by design: not news at the default level.
+                debug!(op = op.name(), to = %to, fr = %fr, rsc = %rsc, why = why.as_deref().unwrap_or(""), "request refused");
+            } else if !rsc.is_success() {
                 info!(op = op.name(), to = %to, fr = %fr, rsc = %rsc, why = why.as_deref().unwrap_or(""), "request refused");
             } else if *op != crate::primitive::Operation::Retrieve {
                 info!(op = op.name(), to = %to, fr = %fr, rsc = %rsc, "request handled");
@@ -531,16 +549,6 @@ impl PhaseLog {
         self.last = Some(now);
         match now {
             _ if quiet => debug!(phase = ?now, "registration"),
-            PhaseKind::Backoff(step) => {
-                let retry = m
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(std::time::Instant::now()))
-                    .map(|d| {
-                        humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
-                            .to_string()
-                    });
-                warn!(step = ?step, retry_in = retry.as_deref().unwrap_or("-"), "registrar did not answer; retrying")
-            }
             PhaseKind::Waiting(step) => info!(step = ?step, "registration: {}", describe(step)),
             _ => debug!(phase = ?now, "registration"),
         }

@@ -131,3 +131,150 @@ fn answer_probes(
         });
     })
 }
+
+/// `m2mnode status` against a real node: an IN lists its registrees, an MN
+/// reports its registration; exit codes make it a health check.
+#[test]
+fn m2mnode_status_reports_a_registered_mn_and_an_in_with_registrees() {
+    let broker = Mosquitto::start();
+    let inn = Node::start("status-in", &in_config(&broker, r#"["/id-*"]"#, "60s"));
+    inn.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    let mn = Node::start(
+        "status-mn",
+        &node_config(
+            "/id-mn",
+            "cse-mn",
+            "MN",
+            &broker.url(),
+            None,
+            Some(("/id-in", "cse-in")),
+            "60s",
+        ),
+    );
+    mn.wait_log("registered at /id-in", Duration::from_secs(10));
+    let status = |node: &Node| {
+        let out = std::process::Command::new(BIN)
+            .args(["status", "--json", "--config"])
+            .arg(node.config_path())
+            .output()
+            .expect("status");
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code(), v)
+    };
+    let (code, v) = status(&mn);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["registrar"]["registered"], json!(true), "{v}");
+    assert_eq!(v["registrar"]["id"], json!("/id-in"));
+    let (code, v) = status(&inn);
+    assert_eq!(code, Some(0), "{v}");
+    let list: Vec<&str> = v["registrees"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["csi"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(list, ["/id-mn"], "{v}");
+    // Not answering: non-zero.
+    drop(inn);
+    let mut mn = mn;
+    assert!(mn.terminate(Duration::from_secs(10)));
+    let (code, _) = status(&mn);
+    assert_ne!(code, Some(0));
+}
+
+/// The log is the feature here: what an operator sees at WARN when
+/// something is broken (issue "Operate it", the "Seen" list).
+fn warn_lines(node: &Node) -> Vec<String> {
+    node.log()
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn an_unreachable_broker_is_a_warning_with_the_reason() {
+    let port = free_port();
+    let node = Node::start(
+        "no-broker",
+        &node_config(
+            "/id-in",
+            "cse-in",
+            "IN",
+            &format!("mqtt://127.0.0.1:{port}"),
+            None,
+            None,
+            "60s",
+        ),
+    );
+    wait_until(Duration::from_secs(10), "a warning", || {
+        warn_lines(&node)
+            .iter()
+            .any(|l| l.contains("cannot reach the MQTT broker") && l.contains("refused"))
+    });
+}
+
+#[test]
+fn a_refusing_registrar_is_named_with_its_status_and_a_hint() {
+    let broker = Mosquitto::start();
+    let inn = Node::start("typo-in", &in_config(&broker, r#"["/id-*"]"#, "60s"));
+    inn.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    let mn = Node::start(
+        "typo-mn",
+        &node_config(
+            "/id-mn",
+            "cse-mn",
+            "MN",
+            &broker.url(),
+            None,
+            Some(("/id-in", "cse-typo")),
+            "60s",
+        ),
+    );
+    wait_until(Duration::from_secs(15), "a refusal warning", || {
+        warn_lines(&mn).iter().any(|l| {
+            l.contains("registrar refused the registration")
+                && l.contains("4004")
+                && l.contains("[registrar] name")
+        })
+    });
+    assert!(
+        !mn.log().contains("registrar did not answer"),
+        "it answered; the log must not say otherwise"
+    );
+}
+
+#[test]
+fn deregistration_is_only_claimed_when_confirmed_and_lost_checks_are_warned() {
+    let mut broker = Mosquitto::start();
+    let mut inn = Node::start("dereg-in", &in_config(&broker, r#"["/id-*"]"#, "60s"));
+    inn.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    let mut mn = Node::start(
+        "dereg-mn",
+        &node_config(
+            "/id-mn",
+            "cse-mn",
+            "MN",
+            &broker.url(),
+            None,
+            Some(("/id-in", "cse-in")),
+            "2s",
+        ),
+    );
+    mn.wait_log("registered at /id-in", Duration::from_secs(10));
+    // The registrar goes away: its silence on the checks is a warning.
+    assert!(inn.terminate(Duration::from_secs(10)));
+    wait_until(Duration::from_secs(20), "a check warning", || {
+        warn_lines(&mn)
+            .iter()
+            .any(|l| l.contains("did not answer the check of the own <remoteCSE>"))
+    });
+    // The broker goes too; SIGTERM cannot deregister, and says so.
+    broker.stop();
+    assert!(mn.terminate(Duration::from_secs(15)));
+    assert!(
+        mn.log().contains("could not deregister from /id-in"),
+        "{}",
+        mn.log()
+    );
+    assert!(!mn.log().contains("deregistered from /id-in"));
+}

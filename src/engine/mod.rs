@@ -145,6 +145,16 @@ pub enum Event {
         retry_in: Duration,
         answer: Option<(Rsc, String)>,
     },
+    /// The registrar no longer has the own CSR; registering again.
+    RegistrationLost {
+        registrar: CseId,
+        answer: Option<(Rsc, String)>,
+    },
+    /// The check of the own CSR went unanswered `times` in a row.
+    CheckUnanswered {
+        registrar: CseId,
+        times: u32,
+    },
     /// The own CSR's name at the registrar is held by another CSE.
     Squatted {
         rn: String,
@@ -1203,6 +1213,12 @@ impl Engine {
                 answer,
             }),
             Action::Squatted { rn, csi } => self.events.push_back(Event::Squatted { rn, csi }),
+            Action::Lost { answer } => self
+                .events
+                .push_back(Event::RegistrationLost { registrar, answer }),
+            Action::CheckUnanswered { times } => self
+                .events
+                .push_back(Event::CheckUnanswered { registrar, times }),
             Action::Stopped => {
                 self.stopped = true;
                 self.events.push_back(Event::Stopped);

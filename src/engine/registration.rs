@@ -163,6 +163,16 @@ pub enum Action {
         rn: String,
         csi: String,
     },
+    /// The registrar no longer has the own CSR (e.g. 4004 after its reset):
+    /// no longer registered; registering again follows.
+    Lost {
+        answer: Option<(Rsc, String)>,
+    },
+    /// The check of the own CSR went unanswered `times` in a row; the
+    /// registration is kept (notes §5.5).
+    CheckUnanswered {
+        times: u32,
+    },
     /// Deregistration is over; the driver may exit.
     Stopped,
 }
@@ -213,6 +223,8 @@ pub struct Registration {
     /// The last CREATE met a conflict; an adopt that then finds nothing must
     /// not loop straight back to CREATE.
     after_conflict: bool,
+    /// Checks of the own CSR unanswered in a row.
+    unanswered_checks: u32,
     /// The registrar's last refusal, reported with the retry it causes.
     refusal: Option<(Rsc, String)>,
     timer: Option<Instant>,
@@ -235,6 +247,7 @@ impl Registration {
             remote_rn: None,
             dirty: false,
             after_conflict: false,
+            unanswered_checks: 0,
             refusal: None,
             timer: None,
             failures: 0,
@@ -489,9 +502,16 @@ impl Registration {
                     };
                     self.dirty |= differs;
                     self.last_check = Some(now.wall);
+                    self.unanswered_checks = 0;
                     self.settle_or_update(now)
                 }
-                _ if unreachable => self.settle(now),
+                _ if unreachable => {
+                    self.unanswered_checks += 1;
+                    self.out.push_back(Action::CheckUnanswered {
+                        times: self.unanswered_checks,
+                    });
+                    self.settle(now)
+                }
                 _ => self.lost(now),
             },
         }
@@ -509,7 +529,9 @@ impl Registration {
         self.remote_rn = None;
         if self.registered {
             self.registered = false;
-            self.out.push_back(Action::Deregistered { confirmed: true });
+            self.out.push_back(Action::Lost {
+                answer: self.refusal.take(),
+            });
             self.begin(Step::Create, now);
         } else {
             self.backoff(Step::Create, now);

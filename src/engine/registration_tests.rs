@@ -227,6 +227,11 @@ fn target_not_reachable_keeps_state_too() {
         w.now,
     );
     assert!(w.m.is_registered());
+    assert_eq!(
+        w.m.poll_action(),
+        Some(Action::CheckUnanswered { times: 1 }),
+        "said, not acted on"
+    );
     assert_eq!(w.m.poll_action(), None);
 }
 
@@ -246,7 +251,12 @@ fn a_registrar_reset_means_register_again() {
         w.ops(),
         [Operation::Retrieve, Operation::Create, Operation::Retrieve]
     );
-    assert!(w.events.contains(&Action::Deregistered { confirmed: true }));
+    assert!(w.events.iter().any(|a| matches!(
+        a,
+        Action::Lost {
+            answer: Some((Rsc::NOT_FOUND, _))
+        }
+    )));
     assert!(w.events.contains(&Action::Registered));
     assert!(w.m.is_registered());
     assert_eq!(w.own_csrs_at_peer(), 1);

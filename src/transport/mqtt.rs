@@ -134,6 +134,8 @@ pub struct Transport {
 /// A connection closed by the broker sooner than this after it was accepted
 /// counts towards a suspected client-id takeover.
 const TAKEOVER_WINDOW: Duration = Duration::from_secs(3);
+/// How often an unreachable broker is mentioned again at WARN.
+const UNREACHABLE_REMINDER: Duration = Duration::from_secs(60);
 /// The reconnect backoff while a takeover is suspected.
 const TAKEOVER_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -419,6 +421,10 @@ impl Transport {
         // mark of a client-id takeover (another client with this id).
         let mut connected_at: Option<std::time::Instant> = None;
         let mut quick_drops: u32 = 0;
+        // Failed attempts since the last connection, and when that was last
+        // said at WARN: once per state change, then a reminder a minute.
+        let mut attempts: u32 = 0;
+        let mut last_warned: Option<std::time::Instant> = None;
         let mut awaiting_subacks = 0usize;
         let mut seed = crate::time::Timestamp::now().0 | 1;
         loop {
@@ -429,6 +435,8 @@ impl Transport {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     failures = 0;
+                    attempts = 0;
+                    last_warned = None;
                     connected_at = Some(std::time::Instant::now());
                     // Back to the persistent session after a purge (below).
                     eventloop
@@ -504,7 +512,14 @@ impl Transport {
                         warn!(error = %e, "lost the MQTT broker; reconnecting");
                         let _ = tx.send(Incoming::Disconnected).await;
                     } else if !matches!(e, ConnectionError::RequestsDone) {
-                        debug!(error = %e, "MQTT connection attempt failed");
+                        attempts += 1;
+                        let due = last_warned.is_none_or(|t| t.elapsed() >= UNREACHABLE_REMINDER);
+                        if due && !*shutdown.borrow() {
+                            last_warned = Some(std::time::Instant::now());
+                            warn!(broker = %self.settings.broker.poa(), error = %e, attempts, "cannot reach the MQTT broker at {}: {e}; retrying", self.settings.broker.poa());
+                        } else {
+                            debug!(error = %e, "MQTT connection attempt failed");
+                        }
                     }
                     if *shutdown.borrow() {
                         break;

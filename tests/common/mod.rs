@@ -452,3 +452,9 @@ impl Node {
         Some(kb * 1024)
     }
 }
+
+impl Node {
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+}
