@@ -141,17 +141,22 @@ impl Swarm {
         (topic, Format::Json.encode(req).expect("encode"))
     }
 
-    /// Publishes every request, as fast as the client takes them (QoS 1).
+    /// Publishes every request, as fast as the client takes them (QoS 1);
+    /// at most 120 s (the client's queue stops taking them without a broker).
     fn publish_all(&self, reqs: &[Request]) {
         let msgs: Vec<_> = reqs.iter().map(Swarm::message).collect();
-        self.rt.block_on(async {
+        let n = msgs.len();
+        let publish = async {
             for (topic, payload) in msgs {
                 self.client
                     .publish(topic, QoS::AtLeastOnce, false, payload)
                     .await
                     .expect("publish");
             }
-        });
+        };
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(120), publish).await })
+            .unwrap_or_else(|_| panic!("the swarm could not publish {n} requests within 120 s"));
     }
 
     /// Publishes in the background; returns at once.
@@ -459,13 +464,27 @@ fn a_burst_of_three_thousand_requests_is_all_answered() {
 // ---------------------------------------------------------------------------
 // 3. SIGKILL in a CREATE storm.
 
-#[test]
-fn sigkill_in_a_create_storm_keeps_exactly_what_was_acknowledged() {
+/// A CREATE storm cut short by SIGKILL, then the node back on the same
+/// data_dir and broker session until every request has an answer.
+struct Storm {
+    swarm: Swarm,
+    rqis: Vec<String>,
+    /// rqi -> (CSE-ID, expired: rqet in the past)
+    csis: HashMap<String, (String, bool)>,
+    /// Answers from the killed node.
+    before: HashMap<String, Vec<Response>>,
+    /// Every answer, before the kill and after the restart.
+    all: HashMap<String, Vec<Response>>,
+    _node: Node,
+    _broker: Mosquitto,
+}
+
+fn create_storm_with_sigkill(name: &str) -> Storm {
     const TOTAL: usize = 5_000;
     let broker = Mosquitto::start();
-    let data = scratch("storm-data");
-    let mut node = Node::start("storm", &in_config(&broker, Some(&data)));
-    let swarm = Swarm::connect(&broker, "storm", false);
+    let data = scratch(&format!("{name}-data"));
+    let mut node = Node::start(name, &in_config(&broker, Some(&data)));
+    let swarm = Swarm::connect(&broker, name, false);
     swarm.ping(Duration::from_secs(30));
 
     // Every 10th has an rqet in the past: refused (4008), never created.
@@ -485,7 +504,7 @@ fn sigkill_in_a_create_storm_keeps_exactly_what_was_acknowledged() {
     swarm.publish_in_background(&reqs);
     let created = |a: &HashMap<String, Vec<Response>>| {
         a.values()
-            .filter(|v| v[0].rsc == Rsc::CREATED && v[0].rqi.starts_with("storm-"))
+            .filter(|v| v[0].rsc == Rsc::CREATED && csis.contains_key(&v[0].rqi))
             .count()
     };
     // Kill as soon as some are acknowledged: most of the storm is still
@@ -512,11 +531,35 @@ fn sigkill_in_a_create_storm_keeps_exactly_what_was_acknowledged() {
     // killed node had not acknowledged, and every request gets an answer.
     node.restart();
     let all = swarm.wait_answers(&rqis, Duration::from_secs(120));
+    Storm {
+        swarm,
+        rqis,
+        csis,
+        before,
+        all,
+        _node: node,
+        _broker: broker,
+    }
+}
 
+#[test]
+fn sigkill_in_a_create_storm_keeps_exactly_what_was_acknowledged() {
+    // Bound by name: the node and the broker must live to the end.
+    let Storm {
+        swarm,
+        rqis,
+        csis,
+        before,
+        all,
+        _node,
+        _broker,
+    } = create_storm_with_sigkill("storm");
     let mut checks: Vec<(Request, Rsc, String)> = Vec::new();
     let mut unacknowledged = 0;
     for rqi in &rqis {
         let (csi, expired) = &csis[rqi];
+        // What the killed node said: 2001 only once durable, 4008 for the
+        // expired ones, nothing else.
         let pre = before.get(rqi).map(Vec::as_slice).unwrap_or_default();
         for a in pre {
             let ok = if *expired {
@@ -541,8 +584,8 @@ fn sigkill_in_a_create_storm_keeps_exactly_what_was_acknowledged() {
             );
             Rsc::NOT_FOUND
         } else {
-            // Created by the killed node but not acknowledged before it died:
-            // the redelivery finds it there.
+            // Created by the killed node but not answered before it died:
+            // the redelivery finds it there (see the test below).
             assert!(
                 answers.iter().all(|a| a.rsc == Rsc::CONFLICT),
                 "{csi}: {answers:?}"
@@ -567,6 +610,36 @@ fn sigkill_in_a_create_storm_keeps_exactly_what_was_acknowledged() {
     assert!(
         wrong.is_empty(),
         "{} CSRs in the wrong state, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+/// The strict reading of "nothing answered 4xxx/5xxx was created": a CREATE
+/// whose batch was committed just before the SIGKILL, but whose 2001 never
+/// left, is redelivered by the broker after the restart; the node must
+/// answer it as the first execution would have (2001), not 4105 for the CSR
+/// that very request created. The duplicate cache (engine::dedupe) lives in
+/// memory only, so a crash forgets it.
+#[test]
+#[ignore = "bug: a CREATE redelivered after a crash is answered 4105 although it created the CSR (the duplicate cache is not durable)"]
+fn a_create_redelivered_after_sigkill_gets_its_original_answer() {
+    let storm = create_storm_with_sigkill("storm-strict");
+    let (rqis, csis, all) = (&storm.rqis, &storm.csis, &storm.all);
+    let wrong: Vec<_> = rqis
+        .iter()
+        .filter(|rqi| !csis[*rqi].1)
+        .filter(|rqi| all[*rqi].iter().any(|a| a.rsc != Rsc::CREATED))
+        .map(|rqi| {
+            (
+                csis[rqi].0.clone(),
+                all[rqi].iter().map(|a| a.rsc).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} CREATEs were answered other than 2001, e.g. {:?}",
         wrong.len(),
         &wrong[..wrong.len().min(5)]
     );
