@@ -622,7 +622,6 @@ fn sigkill_in_a_create_storm_keeps_exactly_what_was_acknowledged() {
 /// that very request created. The duplicate cache (engine::dedupe) lives in
 /// memory only, so a crash forgets it.
 #[test]
-#[ignore = "bug: a CREATE redelivered after a crash is answered 4105 although it created the CSR (the duplicate cache is not durable)"]
 fn a_create_redelivered_after_sigkill_gets_its_original_answer() {
     let storm = create_storm_with_sigkill("storm-strict");
     let (rqis, csis, all) = (&storm.rqis, &storm.csis, &storm.all);

@@ -287,7 +287,7 @@ pub struct Engine {
 
 impl Engine {
     /// An engine over what the persister kept.
-    pub fn new(settings: EngineSettings, snapshot: Snapshot, now: Now) -> Engine {
+    pub fn new(settings: EngineSettings, mut snapshot: Snapshot, now: Now) -> Engine {
         let own = settings.registrar.cse_base.csi.clone();
         let limits = settings.registrar.limits.clone();
         let upstream = settings.registrar.upstream.clone();
@@ -296,6 +296,7 @@ impl Engine {
             upstream.as_ref().map(CseId::as_str),
             settings.durable,
         );
+        let answered = std::mem::take(&mut snapshot.answered);
         store.restore(snapshot);
         let adopt = upstream
             .as_ref()
@@ -355,6 +356,15 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
+        // Answers of changes made before a crash, for their redeliveries.
+        for a in answered {
+            if let Ok(rsp) = serde_json::from_str::<Response>(&a.response) {
+                let size = a.response.len();
+                engine
+                    .recent
+                    .remember(dedupe::key(&a.hop, &a.fr, &a.rqi), rsp, size);
+            }
+        }
         // Restored registrees are watched like new ones (spread over the
         // first interval); that is not news, so no events.
         let added: Vec<String> = engine
@@ -617,6 +627,18 @@ impl Engine {
                         undo,
                         internal: false,
                     }));
+                // The answer goes into the same batch as the change, so a
+                // redelivery after a crash is answered as it was.
+                if let Ok(json) = serde_json::to_string(&response) {
+                    self.registrar
+                        .store_mut()
+                        .record_answer(crate::persist::Answered {
+                            hop: key.0.clone(),
+                            fr: key.1.clone(),
+                            rqi: key.2.clone(),
+                            response: json,
+                        });
+                }
                 self.recent.in_flight(key.clone());
                 self.parked.push(Parked {
                     batch: None,

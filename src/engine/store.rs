@@ -228,6 +228,14 @@ impl Store {
         self.own_csr_rn = rn;
     }
 
+    /// Writes the answer of a change with it (durable only; nothing to undo:
+    /// a failed batch takes it along).
+    pub(crate) fn record_answer(&mut self, answer: crate::persist::Answered) {
+        if let Some(c) = &mut self.changes {
+            c.push(StoreChange::Answered(answer));
+        }
+    }
+
     /// Records the present state of `ri` again (after a failed batch that
     /// must not be undone).
     pub(crate) fn rewrite(&mut self, ri: &str) {
@@ -424,6 +432,7 @@ mod tests {
         let ok = Snapshot {
             csrs: vec![("id-a".into(), csr("/id-a", &[]))],
             own_csr_rn: None,
+            answered: Vec::new(),
         };
         assert_eq!(validate_snapshot(&ok, "/id-in", 64), Ok(()));
         for (ri, c, what) in [
@@ -434,6 +443,7 @@ mod tests {
             let s = Snapshot {
                 csrs: vec![(ri.into(), c)],
                 own_csr_rn: None,
+                answered: Vec::new(),
             };
             let e = validate_snapshot(&s, "/id-in", 64).expect_err(what);
             assert!(e.contains(what), "{e}");
@@ -444,6 +454,7 @@ mod tests {
                 ("id-a".into(), csr("/id-a", &[])),
             ],
             own_csr_rn: None,
+            answered: Vec::new(),
         };
         assert!(validate_snapshot(&twice, "/id-in", 64).is_err());
     }

@@ -371,7 +371,11 @@ fn a_change_is_answered_only_once_durable() {
     );
     assert_eq!(out.batches.len(), 1);
     let batch = &out.batches[0];
-    assert!(matches!(&batch.changes[..], [StoreChange::Put { ri, .. }] if ri == "id-a"));
+    assert!(
+        matches!(&batch.changes[..], [StoreChange::Put { ri, .. }, StoreChange::Answered(a)] if ri == "id-a" && a.rqi == "c1"),
+        "the change and its answer, in one batch: {:?}",
+        batch.changes
+    );
     // A duplicate delivery meanwhile is neither executed nor answered.
     e.handle_request(
         from("/id-a", "/id-in"),
@@ -391,6 +395,40 @@ fn a_change_is_answered_only_once_durable() {
         Some(Ack(7)),
         "acknowledged with its answer"
     );
+}
+
+#[test]
+fn a_redelivery_after_a_crash_gets_the_answer_that_was_written() {
+    let (mut e, now) = connected(in_cse("60s", true));
+    e.handle_request(
+        from("/id-a", "/id-in"),
+        &csr_create("/id-a", "c1"),
+        None,
+        now,
+    );
+    let batch = drain(&mut e).batches.remove(0);
+    // The node dies after the commit, before the 2001 went out; it restarts
+    // from what the persister kept.
+    let mut snapshot = Snapshot::default();
+    for c in &batch.changes {
+        match c {
+            StoreChange::Put { ri, csr } => snapshot.csrs.push((ri.clone(), csr.clone())),
+            StoreChange::Answered(a) => snapshot.answered.push(a.clone()),
+            _ => {}
+        }
+    }
+    let mut e = Engine::new(in_cse("60s", true), snapshot, now);
+    e.connection(true, now);
+    e.handle_request(
+        from("/id-a", "/id-in"),
+        &csr_create("/id-a", "c1"),
+        None,
+        now,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(out.responses[0].1.rsc, Rsc::CREATED, "not 4105");
+    assert!(out.batches.is_empty(), "not executed again");
 }
 
 #[test]
@@ -416,7 +454,11 @@ fn changes_wait_for_one_write_at_a_time_and_share_the_next() {
     let out = drain(&mut e);
     assert_eq!(out.responses.len(), 1);
     assert_eq!(out.batches.len(), 1);
-    assert_eq!(out.batches[0].changes.len(), 10, "group commit");
+    assert_eq!(
+        out.batches[0].changes.len(),
+        20,
+        "group commit: ten changes and their answers"
+    );
     e.store_committed(out.batches[0].seq, now);
     assert_eq!(drain(&mut e).responses.len(), 10);
 }

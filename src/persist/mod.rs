@@ -29,7 +29,25 @@ pub enum StoreChange {
     Remove { ri: String },
     /// The rn of this node's own CSR at its registrar (None: not registered).
     OwnCsrRn(Option<String>),
+    /// The answer to a request that changed the store, written with the
+    /// change: a request redelivered after a crash (QoS 1) is answered as it
+    /// was, not executed again (which would say 4105 to a CREATE that
+    /// succeeded). Only the newest [`ANSWERS_KEPT`] are kept.
+    Answered(Answered),
 }
+
+/// A remembered answer: to the request (hop, fr, rqi), the response
+/// primitive as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answered {
+    pub hop: String,
+    pub fr: String,
+    pub rqi: String,
+    pub response: String,
+}
+
+/// Durable answers kept, newest first.
+pub const ANSWERS_KEPT: i64 = 1024;
 
 /// What a node starts from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -37,6 +55,8 @@ pub struct Snapshot {
     /// ri -> CSR, ordered by ri.
     pub csrs: Vec<(String, RemoteCse)>,
     pub own_csr_rn: Option<String>,
+    /// Answers of the latest changes, oldest first.
+    pub answered: Vec<Answered>,
 }
 
 /// Why the store could not be opened, read or written. Every message names

@@ -1,11 +1,14 @@
 //! The [`Persistence`] of one node: an SQLite database in `data_dir`.
 //!
-//! Layout (schema 1, kept in `PRAGMA user_version`):
+//! Layout (schema 2, kept in `PRAGMA user_version`; schema 1 lacked
+//! `answered` and is migrated on open):
 //! - `csr(ri TEXT PRIMARY KEY, body TEXT NOT NULL)`: one row per `<remoteCSE>`,
 //!   `body` the JSON of [`RemoteCse`], so an operator can read it with the
 //!   `sqlite3` tool (`SELECT ri, body FROM csr`);
 //! - `meta(key TEXT PRIMARY KEY, value TEXT)`: `own_csr_rn`, and `imported`
-//!   once an old `m2mnode-store.json` was taken over.
+//!   once an old `m2mnode-store.json` was taken over;
+//! - `answered(seq, hop, fr, rqi, rsp)`: the answers of the latest changes,
+//!   for requests redelivered after a crash.
 //!
 //! Durability: WAL with `synchronous=FULL`, so every COMMIT syncs the WAL
 //! before it returns. With `synchronous=NORMAL` a WAL commit is only synced
@@ -18,7 +21,7 @@
 //! never deleted, because deleting it would let a third process lock a new
 //! file while the second still holds the old one.
 
-use super::{PersistError, Persistence, Snapshot, StoreChange};
+use super::{Answered, PersistError, Persistence, Snapshot, StoreChange, ANSWERS_KEPT};
 use crate::resource::RemoteCse;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
@@ -38,7 +41,7 @@ pub const OLD_JSON_IMPORTED: &str = "m2mnode-store.json.imported";
 
 /// The schema this version writes and reads. A later version that changes
 /// the tables bumps it and migrates older stores in [`Sqlite::open`].
-const SCHEMA: i64 = 1;
+const SCHEMA: i64 = 2;
 /// The only format version [`OLD_JSON_FILE`] ever had.
 const OLD_JSON_VERSION: u32 = 1;
 
@@ -48,6 +51,12 @@ const META_IMPORTED: &str = "imported";
 const SQL_PUT: &str = "INSERT INTO csr(ri, body) VALUES (?1, ?2) \
                        ON CONFLICT(ri) DO UPDATE SET body = excluded.body";
 const SQL_REMOVE: &str = "DELETE FROM csr WHERE ri = ?1";
+const SQL_ANSWERED_TABLE: &str = "CREATE TABLE answered(seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+    hop TEXT NOT NULL, fr TEXT NOT NULL, rqi TEXT NOT NULL, rsp TEXT NOT NULL, UNIQUE(hop, fr, rqi));";
+const SQL_ANSWER: &str =
+    "INSERT OR REPLACE INTO answered(hop, fr, rqi, rsp) VALUES (?1, ?2, ?3, ?4)";
+const SQL_TRIM_ANSWERS: &str =
+    "DELETE FROM answered WHERE seq <= (SELECT MAX(seq) FROM answered) - ?1";
 const SQL_SET_META: &str = "INSERT INTO meta(key, value) VALUES (?1, ?2) \
                             ON CONFLICT(key) DO UPDATE SET value = excluded.value";
 const SQL_DEL_META: &str = "DELETE FROM meta WHERE key = ?1";
@@ -133,6 +142,17 @@ impl Sqlite {
         if version == SCHEMA {
             return Ok(());
         }
+        if version == 1 {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql_err(path, "write", e))?;
+            tx.execute_batch(&format!(
+                "{SQL_ANSWERED_TABLE} PRAGMA user_version = {SCHEMA};"
+            ))
+            .map_err(|e| sql_err(path, "write", e))?;
+            return tx.commit().map_err(|e| sql_err(path, "write", e));
+        }
         // version 0: a new, empty file, unless someone else's database sits
         // at our path; then refuse rather than add tables to it.
         let tables: i64 = self
@@ -154,6 +174,7 @@ impl Sqlite {
         tx.execute_batch(&format!(
             "CREATE TABLE csr(ri TEXT PRIMARY KEY, body TEXT NOT NULL);
              CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+             {SQL_ANSWERED_TABLE}
              PRAGMA user_version = {SCHEMA};"
         ))
         .map_err(|e| sql_err(path, "write", e))?;
@@ -272,7 +293,31 @@ impl Persistence for Sqlite {
                 reason: format!("meta {META_OWN_CSR_RN}: {e}"),
             })?
             .flatten();
-        Ok(Snapshot { csrs, own_csr_rn })
+        let mut answered = Vec::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT hop, fr, rqi, rsp FROM answered ORDER BY seq")
+                .map_err(rerr)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Answered {
+                        hop: r.get(0)?,
+                        fr: r.get(1)?,
+                        rqi: r.get(2)?,
+                        response: r.get(3)?,
+                    })
+                })
+                .map_err(rerr)?;
+            for row in rows {
+                answered.push(row.map_err(rerr)?);
+            }
+        }
+        Ok(Snapshot {
+            csrs,
+            own_csr_rn,
+            answered,
+        })
     }
 
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), PersistError> {
@@ -303,6 +348,7 @@ fn apply(tx: &Connection, path: &Path, changes: &[StoreChange]) -> Result<(), Pe
     let werr = |e| sql_err(path, "write", e);
     let mut put = tx.prepare_cached(SQL_PUT).map_err(werr)?;
     let mut remove = tx.prepare_cached(SQL_REMOVE).map_err(werr)?;
+    let mut answered = false;
     for change in changes {
         match change {
             StoreChange::Put { ri, csr } => {
@@ -326,7 +372,18 @@ fn apply(tx: &Connection, path: &Path, changes: &[StoreChange]) -> Result<(), Pe
                     .and_then(|mut s| s.execute([META_OWN_CSR_RN]))
                     .map_err(werr)?;
             }
+            StoreChange::Answered(a) => {
+                tx.prepare_cached(SQL_ANSWER)
+                    .and_then(|mut s| s.execute((&a.hop, &a.fr, &a.rqi, &a.response)))
+                    .map_err(werr)?;
+                answered = true;
+            }
         }
+    }
+    if answered {
+        tx.prepare_cached(SQL_TRIM_ANSWERS)
+            .and_then(|mut s| s.execute([ANSWERS_KEPT]))
+            .map_err(werr)?;
     }
     Ok(())
 }
@@ -440,6 +497,7 @@ mod tests {
                 .map(|(ri, csi)| (ri.to_string(), csr(csi)))
                 .collect(),
             own_csr_rn: own.map(str::to_owned),
+            answered: Vec::new(),
         }
     }
 
@@ -631,6 +689,59 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_1_store_is_migrated_and_keeps_its_rows() {
+        let dir = TempDir::new();
+        {
+            std::fs::create_dir_all(&dir.0).expect("dir");
+            let conn = Connection::open(dir.0.join(DB_FILE)).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE csr(ri TEXT PRIMARY KEY, body TEXT NOT NULL);
+                 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+                 INSERT INTO csr VALUES ('id-a', '{\"csi\":\"/id-a\"}');
+                 PRAGMA user_version = 1;",
+            )
+            .expect("schema 1");
+        }
+        let mut db = Sqlite::open(&dir.0).expect("migrates");
+        let snap = db.load().expect("load");
+        assert_eq!(snap.csrs.len(), 1);
+        let a = Answered {
+            hop: "/id-a".into(),
+            fr: "/id-a".into(),
+            rqi: "r".into(),
+            response: "{}".into(),
+        };
+        db.commit(&[StoreChange::Answered(a.clone())])
+            .expect("answer");
+        drop(db);
+        let mut db = Sqlite::open(&dir.0).expect("reopen");
+        assert_eq!(db.load().expect("load").answered, vec![a]);
+    }
+
+    #[test]
+    fn only_the_newest_answers_are_kept() {
+        let dir = TempDir::new();
+        let mut db = Sqlite::open(&dir.0).expect("open");
+        let answers: Vec<StoreChange> = (0..ANSWERS_KEPT + 10)
+            .map(|i| {
+                StoreChange::Answered(Answered {
+                    hop: "/h".into(),
+                    fr: "/h".into(),
+                    rqi: i.to_string(),
+                    response: "{}".into(),
+                })
+            })
+            .collect();
+        db.commit(&answers).expect("commit");
+        let kept = db.load().expect("load").answered;
+        assert_eq!(kept.len() as i64, ANSWERS_KEPT);
+        assert_eq!(
+            kept.last().map(|a| a.rqi.clone()),
+            Some((ANSWERS_KEPT + 9).to_string())
+        );
+    }
+
+    #[test]
     fn a_newer_schema_is_not_called_corrupt() {
         let dir = TempDir::new();
         let db = Sqlite::open(&dir.0).expect("open");
@@ -641,7 +752,9 @@ mod tests {
         let err = Sqlite::open(&dir.0).expect_err("must refuse");
         let msg = err.to_string();
         assert!(
-            msg.contains("written by a newer m2mnode (schema 99, this one reads 1)"),
+            msg.contains(&format!(
+                "written by a newer m2mnode (schema 99, this one reads {SCHEMA})"
+            )),
             "{msg}"
         );
         assert!(msg.contains(DB_FILE), "{msg}");
