@@ -13,6 +13,8 @@ use crate::time::Now;
 use crate::topic;
 use crate::transport::mqtt::{Incoming, Settings, Transport, TransportError};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -49,6 +51,23 @@ pub fn transport_settings(cfg: &Config) -> Result<Settings, NodeError> {
         persistent_session: true,
         node: true,
     })
+}
+
+/// Incoming messages handled between two drains of the outputs, at most.
+const BURST: usize = 64;
+
+fn feed(engine: &mut Engine, msg: Incoming, now: Now) {
+    match msg {
+        Incoming::Request {
+            route,
+            payload,
+            ack,
+        } => engine.handle_request(route, &payload, ack.map(Ack), now),
+        Incoming::Response { route, payload } => engine.handle_response(&route, &payload, now),
+        Incoming::Connected => engine.connection(true, now),
+        Incoming::Disconnected => engine.connection(false, now),
+        Incoming::Acked(token) => engine.acked(Ack(token)),
+    }
 }
 
 /// What the publisher task is handed, in order.
@@ -126,16 +145,23 @@ async fn run_inner(
     // Publishing may wait for room in the client's queue; it does so here,
     // never in the engine's loop and never in the MQTT event loop.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+    let backlog = Arc::new(AtomicUsize::new(0));
     let publisher = {
-        let transport = transport.clone();
+        let (transport, backlog) = (transport.clone(), backlog.clone());
         tokio::spawn(async move {
             while let Some(out) = out_rx.recv().await {
                 match out {
                     Out::Publish { topic, payload } => transport.publish_wait(topic, payload).await,
                     Out::Ack(token) => transport.ack(token).await,
                 }
+                backlog.fetch_sub(1, Ordering::AcqRel);
             }
         })
+    };
+    let out = Outbox {
+        queue: out_tx,
+        backlog,
+        transport: transport.clone(),
     };
 
     let mut phase_log = PhaseLog::default();
@@ -145,7 +171,7 @@ async fn run_inner(
     let mut usr1 = unix_signal(Sig::User1);
     tokio::pin!(shutdown);
     loop {
-        drain(&mut engine, &batch_tx, &out_tx, &transport, &mut throttle);
+        drain(&mut engine, &batch_tx, &out, &mut throttle);
         phase_log.update(&engine);
         if engine.is_stopped() {
             break;
@@ -154,16 +180,15 @@ async fn run_inner(
         tokio::select! {
             msg = incoming.recv() => {
                 let now = Now::system();
-                match msg {
-                    Some(Incoming::Request { route, payload, ack }) => {
-                        engine.handle_request(route, &payload, ack.map(Ack), now)
+                let Some(msg) = msg else { break };
+                feed(&mut engine, msg, now);
+                // Take what else is waiting before the outputs go out: one
+                // wake-up for a burst, not one per message.
+                for _ in 0..BURST {
+                    match incoming.try_recv() {
+                        Ok(msg) => feed(&mut engine, msg, now),
+                        Err(_) => break,
                     }
-                    Some(Incoming::Response { route, payload }) => {
-                        engine.handle_response(&route, &payload, now)
-                    }
-                    Some(Incoming::Connected) => engine.connection(true, now),
-                    Some(Incoming::Disconnected) => engine.connection(false, now),
-                    None => break,
                 }
             }
             Some((seq, result)) = done_rx.recv() => {
@@ -194,9 +219,9 @@ async fn run_inner(
             }
         }
     }
-    drain(&mut engine, &batch_tx, &out_tx, &transport, &mut throttle);
+    drain(&mut engine, &batch_tx, &out, &mut throttle);
     // What was answered goes out; what is being written is finished.
-    drop(out_tx);
+    drop(out);
     let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
     drop(batch_tx);
     let _ = tokio::task::spawn_blocking(move || persist_thread.join()).await;
@@ -308,14 +333,47 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
     }
 }
 
+/// Where transmits go: straight into the MQTT client while it has room
+/// (no task hop on the common path), else, and then in order, through the
+/// publisher task, which waits for room. Nothing is dropped.
+struct Outbox {
+    queue: mpsc::UnboundedSender<Out>,
+    /// Messages handed to the publisher task and not yet sent by it.
+    backlog: Arc<AtomicUsize>,
+    transport: Transport,
+}
+
+impl Outbox {
+    fn send(&self, out: Out) {
+        let out = if self.backlog.load(Ordering::Acquire) > 0 {
+            out
+        } else {
+            match out {
+                Out::Publish { topic, payload } => {
+                    match self.transport.try_publish_now(&topic, payload) {
+                        Ok(()) => return,
+                        Err(payload) => Out::Publish { topic, payload },
+                    }
+                }
+                // Acks always take the queue, behind the answer they follow.
+                ack => ack,
+            }
+        };
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        if self.queue.send(out).is_err() {
+            self.backlog.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// Carries out everything the engine has to say after an input.
 fn drain(
     engine: &mut Engine,
     batches: &std::sync::mpsc::Sender<StoreBatch>,
-    out: &mpsc::UnboundedSender<Out>,
-    transport: &Transport,
+    out: &Outbox,
     throttle: &mut Throttle,
 ) {
+    let transport = &out.transport;
     if let Some(batch) = engine.poll_store() {
         if batches.send(batch).is_err() {
             error!("the store thread is gone");
@@ -339,10 +397,10 @@ fn drain(
             Transmit::Ack(a) => (None, Some(a)),
         };
         if let Some((topic, payload)) = publish {
-            let _ = out.send(Out::Publish { topic, payload });
+            out.send(Out::Publish { topic, payload });
         }
         if let Some(Ack(token)) = ack {
-            let _ = out.send(Out::Ack(token));
+            out.send(Out::Ack(token));
         }
     }
     while let Some(e) = engine.poll_event() {

@@ -87,6 +87,10 @@ const STATUS_RN: &str = "m2mnode-status";
 /// Liveness probes outstanding at once, at least (more when the population
 /// needs it to be probed once per interval even if every probe times out).
 const PROBES_IN_FLIGHT: usize = 64;
+/// Acks whose durable answer is tracked for forgetting; beyond, the
+/// persister's count bound trims them.
+const DURABLE_ANSWERS_TRACKED: usize = 65_536;
+
 /// Recent answers kept for duplicate deliveries (also bounded in bytes).
 const RECENT_ANSWERS: usize = 4096;
 
@@ -263,6 +267,12 @@ pub struct Engine {
     upstream: Option<CseId>,
     liveness: Liveness,
     recent: RecentRequests,
+    /// Answers written with their change whose request is not acknowledged
+    /// yet: once it is, the durable copy goes.
+    durable_answers: HashMap<Ack, dedupe::Key>,
+    /// Answers kept by the persister from before a restart, for requests
+    /// the broker redelivers; each is used once.
+    restored: HashMap<dedupe::Key, Response>,
     /// Forwards awaiting their answer, and how many may.
     forwards: usize,
     max_forwards: usize,
@@ -336,6 +346,8 @@ impl Engine {
                 settings.seed,
             ),
             recent: RecentRequests::new(RECENT_ANSWERS, limits.answer_cache_bytes),
+            durable_answers: HashMap::new(),
+            restored: HashMap::new(),
             forwards: 0,
             max_forwards: limits.forwards_in_flight,
             pending: HashMap::new(),
@@ -356,13 +368,13 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
-        // Answers of changes made before a crash, for their redeliveries.
+        // Answers of changes made before a crash whose requests were not
+        // acknowledged: the broker redelivers those.
         for a in answered {
             if let Ok(rsp) = serde_json::from_str::<Response>(&a.response) {
-                let size = a.response.len();
                 engine
-                    .recent
-                    .remember(dedupe::key(&a.hop, &a.fr, &a.rqi), rsp, size);
+                    .restored
+                    .insert(dedupe::key(&a.hop, &a.fr, &a.rqi), rsp);
             }
         }
         // Restored registrees are watched like new ones (spread over the
@@ -409,6 +421,11 @@ impl Engine {
 
     pub fn registree_count(&self) -> usize {
         self.registrar.store().registree_count()
+    }
+
+    /// Requests this node sent and still waits on (own, probes, forwards).
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
     }
 
     /// Consecutive failed probes of registree `csi`.
@@ -469,6 +486,11 @@ impl Engine {
     /// The broker link came up or went down.
     pub fn connection(&mut self, up: bool, now: Now) {
         self.connected = up;
+        if !up {
+            // Acks of the old connection will never be written now; the
+            // broker redelivers those requests and the answers stay.
+            self.durable_answers.clear();
+        }
         if up && !self.stopping {
             if let (Some(m), Some(start)) = (&mut self.registration, self.start.take()) {
                 m.handle(start, now);
@@ -490,6 +512,14 @@ impl Engine {
             }
         }
         self.flush(now);
+    }
+
+    /// The broker has the PUBACK of the request handed over with `ack`: it
+    /// will not come again, and the durable copy of its answer can go.
+    pub fn acked(&mut self, ack: Ack) {
+        if let Some((hop, fr, rqi)) = self.durable_answers.remove(&ack) {
+            self.registrar.store_mut().forget_answer(&hop, &fr, &rqi);
+        }
     }
 
     /// Runs every registree's liveness check now (SIGUSR1).
@@ -583,6 +613,15 @@ impl Engine {
         };
         let fr = req.fr.clone().unwrap_or_default();
         let key = dedupe::key(&route.originator, &fr, &req.rqi);
+        if let Some(previous) = self.restored.remove(&key) {
+            debug!(rqi = %req.rqi, fr = %fr, "redelivery after a restart; answering as before");
+            self.reply(route, format, &previous, ack);
+            self.registrar
+                .store_mut()
+                .forget_answer(&key.0, &key.1, &key.2);
+            self.recent.remember(key, previous, 0);
+            return;
+        }
         match self.recent.get(&key) {
             Some(Seen::Answered(previous)) => {
                 debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery; answering again");
@@ -779,6 +818,12 @@ impl Engine {
             .partition(|p| p.batch.is_some_and(|b| b <= seq));
         self.parked = rest;
         for p in done {
+            match p.ack {
+                Some(a) if self.durable_answers.len() < DURABLE_ANSWERS_TRACKED => {
+                    self.durable_answers.insert(a, p.key.clone());
+                }
+                _ => {}
+            }
             self.events.push_back(p.handled);
             let size = self.reply(p.reply, p.format, &p.response, p.ack);
             self.recent.remember(p.key, p.response, size);

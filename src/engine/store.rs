@@ -47,7 +47,8 @@ pub struct Store {
     own: Arc<str>,
     /// This node's registrar: its CSR is not a registree.
     upstream: Option<String>,
-    csrs: BTreeMap<String, RemoteCse>,
+    /// Boxed: a 400-byte value inline would leave tree nodes half empty.
+    csrs: BTreeMap<String, Box<RemoteCse>>,
     by_csi: HashMap<String, String>,
     by_rn: HashMap<String, String>,
     descendants: BTreeMap<String, Descendant>,
@@ -127,21 +128,21 @@ impl Store {
     }
 
     pub fn get(&self, ri: &str) -> Option<&RemoteCse> {
-        self.csrs.get(ri)
+        self.csrs.get(ri).map(|b| &**b)
     }
 
     pub fn by_rn(&self, rn: &str) -> Option<(&String, &RemoteCse)> {
         let ri = self.by_rn.get(rn)?;
-        self.csrs.get_key_value(ri)
+        self.csrs.get_key_value(ri).map(|(k, v)| (k, &**v))
     }
 
     pub fn by_csi(&self, csi: &str) -> Option<(&String, &RemoteCse)> {
         let ri = self.by_csi.get(csi)?;
-        self.csrs.get_key_value(ri)
+        self.csrs.get_key_value(ri).map(|(k, v)| (k, &**v))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &RemoteCse)> {
-        self.csrs.iter()
+        self.csrs.iter().map(|(k, v)| (k, &**v))
     }
 
     pub fn len(&self) -> usize {
@@ -171,7 +172,7 @@ impl Store {
 
     /// The registree CSRs: all but the registrar's.
     pub fn registrees(&self) -> impl Iterator<Item = (&String, &RemoteCse)> {
-        self.csrs.iter().filter(|(_, c)| self.is_registree(c))
+        self.iter().filter(|(_, c)| self.is_registree(c))
     }
 
     pub fn registree_count(&self) -> usize {
@@ -236,13 +237,24 @@ impl Store {
         }
     }
 
+    /// The answer of `key` need not be kept: its request was acknowledged.
+    pub(crate) fn forget_answer(&mut self, hop: &str, fr: &str, rqi: &str) {
+        if let Some(c) = &mut self.changes {
+            c.push(StoreChange::ForgetAnswer {
+                hop: hop.to_owned(),
+                fr: fr.to_owned(),
+                rqi: rqi.to_owned(),
+            });
+        }
+    }
+
     /// Records the present state of `ri` again (after a failed batch that
     /// must not be undone).
     pub(crate) fn rewrite(&mut self, ri: &str) {
         let change = match self.csrs.get(ri) {
             Some(csr) => StoreChange::Put {
                 ri: ri.to_owned(),
-                csr: csr.clone(),
+                csr: (**csr).clone(),
             },
             None => StoreChange::Remove { ri: ri.to_owned() },
         };
@@ -250,7 +262,7 @@ impl Store {
             c.push(change);
             self.undo.push(Undo::Csr {
                 ri: ri.to_owned(),
-                old: self.csrs.get(ri).cloned().map(Box::new),
+                old: self.csrs.get(ri).cloned(),
             });
         }
     }
@@ -303,15 +315,13 @@ impl Store {
 
     /// Sets `ri` to `new`, keeping every index right. O(log n + |dcse|).
     fn apply(&mut self, ri: &str, new: Option<RemoteCse>) -> Option<RemoteCse> {
-        let old = match new {
-            Some(csr) => self.csrs.insert(ri.to_owned(), csr),
-            None => self.csrs.remove(ri),
-        };
+        let old = self.csrs.remove(ri).map(|b| *b);
         if let Some(o) = &old {
             self.unindex(ri, o);
         }
-        if let Some(n) = self.csrs.get(ri).cloned() {
+        if let Some(n) = new {
             self.index(ri, &n);
+            self.csrs.insert(ri.to_owned(), Box::new(n));
         }
         let was = old
             .as_ref()

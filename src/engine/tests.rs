@@ -428,7 +428,40 @@ fn a_redelivery_after_a_crash_gets_the_answer_that_was_written() {
     let out = drain(&mut e);
     assert_eq!(out.responses.len(), 1);
     assert_eq!(out.responses[0].1.rsc, Rsc::CREATED, "not 4105");
-    assert!(out.batches.is_empty(), "not executed again");
+    assert!(
+        out.batches
+            .iter()
+            .flat_map(|b| &b.changes)
+            .all(|c| matches!(c, StoreChange::ForgetAnswer { .. })),
+        "not executed again: {:?}",
+        out.batches
+    );
+}
+
+#[test]
+fn an_answer_is_kept_durable_until_its_request_is_acknowledged() {
+    let (mut e, now) = connected(in_cse("60s", true));
+    e.handle_request(
+        from("/id-a", "/id-in"),
+        &csr_create("/id-a", "c1"),
+        Some(Ack(9)),
+        now,
+    );
+    let batch = drain(&mut e).batches.remove(0);
+    e.store_committed(batch.seq, now);
+    let out = drain(&mut e);
+    assert_eq!(out.responses[0].2, Some(Ack(9)));
+    assert!(
+        out.batches.is_empty(),
+        "nothing to forget before the PUBACK is out"
+    );
+    e.acked(Ack(9));
+    let out = drain(&mut e);
+    assert!(
+        matches!(&out.batches[0].changes[..], [StoreChange::ForgetAnswer { rqi, .. }] if rqi == "c1"),
+        "{:?}",
+        out.batches
+    );
 }
 
 #[test]

@@ -34,6 +34,13 @@ pub enum StoreChange {
     /// was, not executed again (which would say 4105 to a CREATE that
     /// succeeded). Only the newest [`ANSWERS_KEPT`] are kept.
     Answered(Answered),
+    /// The request (hop, fr, rqi) was acknowledged to the broker, which
+    /// will not redeliver it: its answer need not be kept any more.
+    ForgetAnswer {
+        hop: String,
+        fr: String,
+        rqi: String,
+    },
 }
 
 /// A remembered answer: to the request (hop, fr, rqi), the response
@@ -46,8 +53,9 @@ pub struct Answered {
     pub response: String,
 }
 
-/// Durable answers kept, newest first.
-pub const ANSWERS_KEPT: i64 = 1024;
+/// Durable answers kept at most, newest first. Answers are forgotten once
+/// their request is acknowledged; this bounds the table if acks never come.
+pub const ANSWERS_KEPT: i64 = 65_536;
 
 /// What a node starts from.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -55,6 +55,7 @@ const SQL_ANSWERED_TABLE: &str = "CREATE TABLE answered(seq INTEGER PRIMARY KEY 
     hop TEXT NOT NULL, fr TEXT NOT NULL, rqi TEXT NOT NULL, rsp TEXT NOT NULL, UNIQUE(hop, fr, rqi));";
 const SQL_ANSWER: &str =
     "INSERT OR REPLACE INTO answered(hop, fr, rqi, rsp) VALUES (?1, ?2, ?3, ?4)";
+const SQL_FORGET_ANSWER: &str = "DELETE FROM answered WHERE hop = ?1 AND fr = ?2 AND rqi = ?3";
 const SQL_TRIM_ANSWERS: &str =
     "DELETE FROM answered WHERE seq <= (SELECT MAX(seq) FROM answered) - ?1";
 const SQL_SET_META: &str = "INSERT INTO meta(key, value) VALUES (?1, ?2) \
@@ -370,6 +371,11 @@ fn apply(tx: &Connection, path: &Path, changes: &[StoreChange]) -> Result<(), Pe
             StoreChange::OwnCsrRn(None) => {
                 tx.prepare_cached(SQL_DEL_META)
                     .and_then(|mut s| s.execute([META_OWN_CSR_RN]))
+                    .map_err(werr)?;
+            }
+            StoreChange::ForgetAnswer { hop, fr, rqi } => {
+                tx.prepare_cached(SQL_FORGET_ANSWER)
+                    .and_then(|mut s| s.execute((hop, fr, rqi)))
                     .map_err(werr)?;
             }
             StoreChange::Answered(a) => {

@@ -98,6 +98,10 @@ pub enum Incoming {
     /// Connected (again) and subscribed.
     Connected,
     Disconnected,
+    /// The PUBACK of a request handed over with this `ack` token has been
+    /// written to the broker (node mode): only now will the broker not
+    /// redeliver it.
+    Acked(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +142,14 @@ const TAKEOVER_WINDOW: Duration = Duration::from_secs(3);
 const UNREACHABLE_REMINDER: Duration = Duration::from_secs(60);
 /// The reconnect backoff while a takeover is suspected.
 const TAKEOVER_BACKOFF: Duration = Duration::from_secs(30);
+
+/// QoS 1 publishes of this client awaiting the broker's PUBACK, at most.
+/// rumqttc takes nothing from its queue while this is full, and the node's
+/// PUBACKs of requests wait in that queue behind its answers. Even so, under
+/// a flood of requests rumqttc writes one queued packet per batch it reads,
+/// so PUBACKs can lag far behind answers: the node keeps the answer of every
+/// change durable until the PUBACK is written ([`Incoming::Acked`]).
+const OUTGOING_INFLIGHT: u16 = 4096;
 
 /// Incoming messages the node may hold before the event loop stops reading
 /// the socket (backpressure: the broker keeps the rest).
@@ -182,7 +194,7 @@ impl Transport {
                 settings.max_payload + 1024,
             )
             .set_request_channel_capacity(256)
-            .set_inflight(100)
+            .set_inflight(OUTGOING_INFLIGHT)
             .set_manual_acks(settings.node);
         let user = settings
             .username
@@ -339,6 +351,41 @@ impl Transport {
         }
     }
 
+    /// Publishes `payload` if the client's queue has room now; gives it back
+    /// if not (the caller then waits with [`Transport::publish_wait`]).
+    pub fn try_publish_now(&self, topic: &str, payload: Vec<u8>) -> Result<(), Vec<u8>> {
+        if payload.len() > self.settings.max_payload {
+            warn!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
+            return Ok(());
+        }
+        match self
+            .client
+            .try_publish(topic, qos(self.settings.qos), false, payload)
+        {
+            Ok(()) => Ok(()),
+            Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p))) => {
+                Err(p.payload.to_vec())
+            }
+            Err(e) => {
+                warn!(%topic, error = %e, "cannot publish");
+                Ok(())
+            }
+        }
+    }
+
+    /// Acknowledges now if the client's queue has room; false if not.
+    pub fn try_ack_now(&self, token: u64) -> bool {
+        if token >> 16 != self.epoch.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
+        p.pkid = (token & 0xffff) as u16;
+        !matches!(
+            self.client.try_ack(&p),
+            Err(rumqttc::ClientError::TryRequest(_))
+        )
+    }
+
     /// Publishes `payload`, waiting while the client's queue is full (never
     /// dropping it). Call from a task that is not the event loop's.
     pub async fn publish_wait(&self, topic: String, payload: Vec<u8>) {
@@ -468,6 +515,10 @@ impl Transport {
                         .then(|| ack_token(self.epoch.load(Ordering::Acquire), p.pkid));
                     self.on_publish(&p.topic, p.payload.to_vec(), ack, &tx)
                         .await
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::PubAck(pkid))) if self.settings.node => {
+                    let token = ack_token(self.epoch.load(Ordering::Acquire), pkid);
+                    let _ = tx.send(Incoming::Acked(token)).await;
                 }
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                     self.connected.store(false, Ordering::Release);
