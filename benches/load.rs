@@ -10,12 +10,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
-use common::{node_config, Mosquitto, Node};
+use common::{node_config, Mosquitto};
 use m2mnode::config::BrokerUrl;
 use m2mnode::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
 use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
 use std::time::{Duration, Instant};
+use support::NodeProc;
 
 async fn connect(
     broker: &Mosquitto,
@@ -110,11 +112,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 200 } else { 5000 });
     let broker = Mosquitto::start();
-    let node = Node::start(
+    // At the production log level (the test harness's node logs at debug).
+    let node = NodeProc::start(
         "load-in",
         &node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "60s"),
     );
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -172,10 +174,8 @@ fn main() {
             failed += ours.errors;
         }
         responder.abort();
-        if let Some(pid) = node.pid() {
-            if let Some(kib) = rss_kib(pid) {
-                println!("  m2mnode resident memory after the run: {} KiB", kib);
-            }
+        if let Some(kib) = rss_kib(node.pid()) {
+            println!("  m2mnode resident memory after the run: {} KiB", kib);
         }
         assert_eq!(failed, 0, "the node failed requests under load");
     });
