@@ -15,8 +15,7 @@ use m2mnode::time::Timestamp;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -646,58 +645,6 @@ fn a_create_redelivered_after_sigkill_gets_its_original_answer() {
 
 // ---------------------------------------------------------------------------
 // 4. A full disk.
-
-/// A small tmpfs, unmounted (and its mount point removed) when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = std::env::temp_dir().join(format!("m2mnode-robust-tmpfs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Ok(Tmpfs(dir)),
-            Ok(o) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(String::from_utf8_lossy(&o.stderr).trim().to_owned())
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(format!("cannot run mount: {e}"))
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Writes to `path` until the file system says it is full.
-fn fill(path: &Path) {
-    let mut f = std::fs::File::create(path).expect("create filler");
-    for chunk in [64 * 1024, 4096, 512, 1] {
-        let buf = vec![0xa5u8; chunk];
-        while let Ok(n) = f.write(&buf) {
-            if n == 0 {
-                break;
-            }
-        }
-    }
-    let _ = f.sync_all();
-}
 
 #[test]
 fn a_full_disk_refuses_changes_with_5000_and_keeps_the_acknowledged_state() {

@@ -683,27 +683,12 @@ fn the_registrar_csr_is_completed_and_stored_by_the_engine() {
     );
     e.connection(true, now);
     let mut now = now;
-    let mut registrar = Registrar::new(
-        Config::from_str(
-            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
-            std::path::Path::new("in.toml"),
-        )
-        .expect("config")
-        .registrar_settings(now.wall),
-    );
+    let mut registrar = upstream_registrar(now);
     for _ in 0..10 {
         let out = drain(&mut e);
         for (to, req, _) in out.requests {
             assert_eq!(to.as_str(), "/id-in");
-            let Outcome::Respond { response, .. } = registrar.handle(&req, "/id-mn", now.wall)
-            else {
-                panic!("forwarded")
-            };
-            e.handle_response(
-                &answer_from("/id-in", "/id-mn"),
-                &serde_json::to_vec(&response).expect("json"),
-                now,
-            );
+            answer_upstream(&mut e, &mut registrar, &req, now);
         }
         now = now.plus(Duration::from_millis(10));
     }
@@ -724,14 +709,7 @@ fn a_storm_of_registrations_is_carried_up_in_few_updates() {
     let now = start();
     let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
     e.connection(true, now);
-    let mut registrar = Registrar::new(
-        Config::from_str(
-            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
-            std::path::Path::new("in.toml"),
-        )
-        .expect("config")
-        .registrar_settings(now.wall),
-    );
+    let mut registrar = upstream_registrar(now);
     let mut updates = 0;
     let mut pending: Vec<Request> = Vec::new();
     let step = |e: &mut Engine, pending: &mut Vec<Request>, updates: &mut usize| {
@@ -746,14 +724,7 @@ fn a_storm_of_registrations_is_carried_up_in_few_updates() {
     step(&mut e, &mut pending, &mut updates);
     // Registration completes, one request at a time.
     while let Some(req) = pending.pop() {
-        let Outcome::Respond { response, .. } = registrar.handle(&req, "/id-mn", now.wall) else {
-            panic!()
-        };
-        e.handle_response(
-            &answer_from("/id-in", "/id-mn"),
-            &serde_json::to_vec(&response).expect("json"),
-            now,
-        );
+        answer_upstream(&mut e, &mut registrar, &req, now);
         step(&mut e, &mut pending, &mut updates);
     }
     assert!(e.is_registered());
@@ -775,15 +746,7 @@ fn a_storm_of_registrations_is_carried_up_in_few_updates() {
         step(&mut e, &mut pending, &mut updates);
         if i % 100 == 99 {
             while let Some(req) = pending.pop() {
-                let Outcome::Respond { response, .. } = registrar.handle(&req, "/id-mn", now.wall)
-                else {
-                    panic!()
-                };
-                e.handle_response(
-                    &answer_from("/id-in", "/id-mn"),
-                    &serde_json::to_vec(&response).expect("json"),
-                    now,
-                );
+                answer_upstream(&mut e, &mut registrar, &req, now);
                 step(&mut e, &mut pending, &mut updates);
             }
         }
@@ -791,7 +754,30 @@ fn a_storm_of_registrations_is_carried_up_in_few_updates() {
     assert!(updates <= 10, "{updates} UPDATEs for 500 registrations");
     let (_, own) = registrar.store().by_csi("/id-mn").expect("own CSR");
     assert_eq!(own.dcse().len(), 500, "every descendant is carried up");
-    let _: Value = json!(null);
+}
+
+/// The real registrar core, as the MN's registrar `/id-in`.
+fn upstream_registrar(now: Now) -> Registrar {
+    Registrar::new(
+        Config::from_str(
+            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
+            std::path::Path::new("in.toml"),
+        )
+        .expect("config")
+        .registrar_settings(now.wall),
+    )
+}
+
+/// `registrar` answers the MN's request `req`, and the answer goes in.
+fn answer_upstream(e: &mut Engine, registrar: &mut Registrar, req: &Request, now: Now) {
+    let Outcome::Respond { response, .. } = registrar.handle(req, "/id-mn", now.wall) else {
+        panic!("the registrar forwarded a registration request")
+    };
+    e.handle_response(
+        &answer_from("/id-in", "/id-mn"),
+        &serde_json::to_vec(&response).expect("json"),
+        now,
+    );
 }
 
 // ----- trust and limits -----
@@ -1051,14 +1037,7 @@ fn an_own_update_over_the_payload_limit_is_reported_and_keeps_the_registration()
     s.max_payload = 4096;
     let mut e = Engine::new(s, Snapshot::default(), now);
     e.connection(true, now);
-    let mut registrar = Registrar::new(
-        Config::from_str(
-            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
-            std::path::Path::new("in.toml"),
-        )
-        .expect("config")
-        .registrar_settings(now.wall),
-    );
+    let mut registrar = upstream_registrar(now);
     let mut events = Vec::new();
     let pump = |e: &mut Engine, registrar: &mut Registrar, events: &mut Vec<Event>| {
         for _ in 0..20 {
@@ -1068,15 +1047,7 @@ fn an_own_update_over_the_payload_limit_is_reported_and_keeps_the_registration()
                 break;
             }
             for (_, req, _) in out.requests {
-                let Outcome::Respond { response, .. } = registrar.handle(&req, "/id-mn", now.wall)
-                else {
-                    panic!()
-                };
-                e.handle_response(
-                    &answer_from("/id-in", "/id-mn"),
-                    &serde_json::to_vec(&response).expect("json"),
-                    now,
-                );
+                answer_upstream(e, registrar, &req, now);
             }
         }
     };

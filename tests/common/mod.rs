@@ -8,7 +8,7 @@ pub mod acme;
 
 use m2mnode::primitive::{Format, Operation, Request, Response};
 use m2mnode::transport::mqtt::{Settings, Transport};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -457,4 +457,63 @@ impl Node {
     pub fn config_path(&self) -> &Path {
         &self.config
     }
+}
+
+/// A tiny tmpfs, unmounted (and its mount point removed) when dropped, also
+/// when the test fails.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "m2mnode-tmpfs-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(Tmpfs(dir)),
+            Ok(o) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(String::from_utf8_lossy(&o.stderr).trim().to_owned())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(format!("cannot run mount: {e}"))
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (e.g. a panic left a file open): detach it anyway.
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Writes to `path` until the file system says it is full.
+pub fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).expect("create filler");
+    for chunk in [64 * 1024, 4096, 512, 1] {
+        let buf = vec![0xa5u8; chunk];
+        while let Ok(n) = f.write(&buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let _ = f.sync_all();
 }
