@@ -54,7 +54,7 @@ fn sigusr1_checks_the_registrees_now() {
     drop(mn);
     // The registree answers its liveness probes and counts them.
     let seen = Arc::new(AtomicUsize::new(0));
-    let _r = answer_probes(&broker, "/id-mn", seen.clone());
+    let _r = responder_counting(&broker, "/id-mn", "cb", seen.clone());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(seen.load(Ordering::SeqCst), 0, "no probe before an hour");
     node.signal("USR1");
@@ -95,41 +95,6 @@ fn status_and_discovery_list_the_registrees_over_mqtt() {
     );
     // Registrees come and go at INFO on the registrar side.
     node.wait_log("registree /id-a registered", Duration::from_secs(5));
-}
-
-/// A registree that answers RETRIEVEs of its CSEBase and counts them.
-fn answer_probes(
-    broker: &Mosquitto,
-    own: &'static str,
-    seen: Arc<AtomicUsize>,
-) -> std::thread::JoinHandle<()> {
-    let url = broker.url();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async move {
-            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
-            let broker = m2mnode::config::BrokerUrl::parse(&url).expect("url");
-            let settings =
-                Settings::client(broker, format!("probe-{own}"), own, Duration::from_secs(5));
-            let (t, mut rx) = Transport::start(settings).expect("transport");
-            let end = tokio::time::Instant::now() + Duration::from_secs(30);
-            while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-                if let Incoming::Request { route, payload, .. } = ev {
-                    let Ok(fmt) = route.format else { continue };
-                    let Ok(req) = fmt.decode_request(&payload) else {
-                        continue;
-                    };
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    let rsp = Response::new(Rsc::OK, req.rqi)
-                        .with_pc(json!({"m2m:cb": {"csi": own, "rn": "cb"}}));
-                    t.publish(route.response_topic(), fmt.encode(&rsp).expect("encode"));
-                }
-            }
-        });
-    })
 }
 
 /// `m2mnode status` against a real node: an IN lists its registrees, an MN

@@ -649,59 +649,6 @@ fn a_corrupt_store_is_a_clear_error_not_an_empty_store() {
     assert!(err.contains("corrupt"), "{err}");
 }
 
-/// A registree simulated by a test client that answers requests addressed to it.
-fn responder(
-    broker: &Mosquitto,
-    own: &'static str,
-    cb_rn: &'static str,
-) -> std::thread::JoinHandle<()> {
-    responder_counting(broker, own, cb_rn, Default::default())
-}
-
-/// The same, counting the requests it receives.
-fn responder_counting(
-    broker: &Mosquitto,
-    own: &'static str,
-    cb_rn: &'static str,
-    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> std::thread::JoinHandle<()> {
-    let url = broker.url();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async move {
-            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
-            let broker = m2mnode::config::BrokerUrl::parse(&url).expect("url");
-            let settings = Settings::client(
-                broker,
-                format!("responder-{own}"),
-                own,
-                Duration::from_secs(5),
-            );
-            let (t, mut rx) = Transport::start(settings).expect("transport");
-            let end = tokio::time::Instant::now() + Duration::from_secs(30);
-            while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-                if let Incoming::Request { route, payload, .. } = ev {
-                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Ok(fmt) = route.format else { continue };
-                    let Ok(req) = fmt.decode_request(&payload) else {
-                        continue;
-                    };
-                    let rsp = if req.to == format!("{own}/{cb_rn}") {
-                        Response::new(Rsc::OK, req.rqi)
-                            .with_pc(json!({"m2m:cb": {"csi": own, "rn": cb_rn, "ri": "x"}}))
-                    } else {
-                        Response::error(Rsc::NOT_FOUND, req.rqi, "nothing here")
-                    };
-                    t.publish(route.response_topic(), fmt.encode(&rsp).expect("encode"));
-                }
-            }
-        });
-    })
-}
-
 #[test]
 fn a_request_for_a_registree_is_forwarded_and_the_answer_relayed() {
     let s = setup();
