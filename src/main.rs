@@ -83,7 +83,11 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the node is one event loop (the engine) beside the MQTT
+    // loop, and the store writes on a thread of its own. A single thread
+    // saves the cross-thread wake-ups of every request and an allocator
+    // arena (a gateway's memory).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

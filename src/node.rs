@@ -355,7 +355,7 @@ impl Outbox {
                         Err(payload) => Out::Publish { topic, payload },
                     }
                 }
-                // Acks always take the queue, behind the answer they follow.
+                Out::Ack(token) if self.transport.try_ack_now(token) => return,
                 ack => ack,
             }
         };

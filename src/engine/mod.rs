@@ -92,7 +92,7 @@ const PROBES_IN_FLIGHT: usize = 64;
 const DURABLE_ANSWERS_TRACKED: usize = 65_536;
 
 /// Recent answers kept for duplicate deliveries (also bounded in bytes).
-const RECENT_ANSWERS: usize = 4096;
+const RECENT_ANSWERS: usize = 1024;
 
 /// A message the driver must acknowledge to the broker (an opaque token it
 /// chose), once what the engine says about it has been handed on.
@@ -657,7 +657,11 @@ impl Engine {
                 if undo.is_empty() {
                     self.events.push_back(handled);
                     let size = self.reply(route, format, &response, ack);
-                    self.recent.remember(key, response, size);
+                    // A local RETRIEVE changes nothing: a repeat is answered
+                    // anew, and the cache keeps what must not run twice.
+                    if req.op != Operation::Retrieve {
+                        self.recent.remember(key, response, size);
+                    }
                     return;
                 }
                 self.uncommitted

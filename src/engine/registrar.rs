@@ -70,7 +70,7 @@ impl Default for Limits {
             dcse_entries: 10_000,
             value_length: 512,
             name_length: 64,
-            answer_cache_bytes: 4 << 20,
+            answer_cache_bytes: 1 << 20,
             forwards_in_flight: 256,
         }
     }
