@@ -104,7 +104,11 @@ fn drain(e: &mut Engine) -> Out {
                 to, payload, ack, ..
             } => out.requests.push((to, decode_req(&payload), ack)),
             Transmit::Response { to, payload, ack } => {
-                out.responses.push((to, decode_rsp(&payload), ack))
+                let rsp = match to.format {
+                    Ok(Format::Cbor) => Format::Cbor.decode_response(&payload).expect("cbor"),
+                    _ => decode_rsp(&payload),
+                };
+                out.responses.push((to, rsp, ack))
             }
             Transmit::Ack(a) => out.acks.push(a),
         }
@@ -1160,4 +1164,61 @@ fn an_answer_over_the_payload_limit_is_a_5000_not_silence() {
     let rsp = ask(&mut e, "/Cadmin", &r, now);
     assert_eq!(rsp.rsc, Rsc::INTERNAL_SERVER_ERROR);
     assert!(rsp.debug_text().unwrap_or_default().contains("max_payload"));
+}
+
+// ----- a hostile corpus -----
+
+/// CBOR that lies about itself: lengths far beyond the payload, deep
+/// nesting, tags, indefinite lengths, byte strings where text belongs.
+const HOSTILE_CBOR: &[&[u8]] = &[
+    &[0xbb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+    &[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00],
+    &[0x7b, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, b'a'],
+    &[0xbf, 0x63, b'r', b'q', b'i', 0x5f, 0x41, b'x', 0xff, 0xff],
+    &[0xa1, 0x63, b'r', b'q', b'i', 0xc1, 0x1a, 0, 0, 0, 1],
+    &[
+        0xa2, 0x63, b'r', b'q', b'i', 0x62, b'h', b'1', 0x62, b'o', b'p', 0xfb, 0x7f, 0xf8, 0, 0,
+        0, 0, 0, 0,
+    ],
+    &[0xa1, 0x63, b'r', b'q', b'i', 0x43, b'r', b'q', b'1'],
+    &[0xf7],
+    &[],
+];
+
+#[test]
+fn hostile_cbor_is_answered_or_dropped_never_a_panic() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    let mut nested = vec![0x81u8; 100_000];
+    nested.push(0x00);
+    for (i, payload) in HOSTILE_CBOR
+        .iter()
+        .copied()
+        .chain([nested.as_slice()])
+        .enumerate()
+    {
+        let route = topic::parse("/oneM2M/req/id-x/id-in/cbor").expect("route");
+        e.handle_request(route, payload, Some(Ack(i as u64)), now);
+        let out = drain(&mut e);
+        let answered = out.responses.len() + out.acks.len();
+        assert_eq!(answered, 1, "case {i}: answered or dropped, with its ack");
+    }
+    // And the node still answers.
+    assert_eq!(register(&mut e, "/id-a", now).rsc, Rsc::CREATED);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_bytes_in_either_format_never_panic(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        cbor in proptest::prelude::any::<bool>(),
+    ) {
+        let (mut e, now) = connected(in_cse("60s", false));
+        let t = if cbor { "/oneM2M/req/id-x/id-in/cbor" } else { "/oneM2M/req/id-x/id-in/json" };
+        e.handle_request(topic::parse(t).expect("route"), &bytes, Some(Ack(1)), now);
+        let out = drain(&mut e);
+        let acked = out.acks.len() + out.responses.iter().filter(|(_, _, a)| a.is_some()).count();
+        proptest::prop_assert_eq!(acked, 1);
+    }
 }
