@@ -1,6 +1,10 @@
-//! Issue "Registrar": CSR requests over a real Mosquitto against an
-//! `m2mnode run` IN-CSE. Test names follow the ETSI ATS case IDs (notes §7.1)
-//! and ACME's testRemote cases.
+//! Issue "Registrar": CSR requests against an IN-CSE. Test names follow the
+//! ETSI ATS case IDs (notes §7.1) and ACME's testRemote cases. The request
+//! handling cases run against the engine in this process (the same
+//! primitives as bytes on the same routes, no broker: milliseconds); those
+//! about the node as a process (duplicates, forwarding, persistence,
+//! liveness, the broker's URL as poa) run over a real Mosquitto against
+//! `m2mnode run`.
 
 mod common;
 
@@ -9,28 +13,55 @@ use m2mnode::primitive::{Format, Operation, Request, ResourceType, Response, Rsc
 use serde_json::{json, Value};
 use std::time::Duration;
 
-struct Setup {
-    broker: Mosquitto,
-    node: Node,
-}
-
-fn setup_with(ty: &str, extra: &str) -> Setup {
-    let broker = Mosquitto::start();
-    let mut cfg = node_config("/id-in", "cse-in", ty, &broker.url(), None, None, "60s");
+fn config(ty: &str, url: &str, extra: &str) -> String {
+    let mut cfg = node_config("/id-in", "cse-in", ty, url, None, None, "60s");
     if ty != "IN" {
         cfg = cfg.replace(
             "[registrees]",
             "[registrar]\nid = \"/id-up\"\nname = \"cse-up\"\n\n[registrees]",
         );
     }
-    cfg += extra;
-    let node = Node::start("registrar", &cfg);
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
-    Setup { broker, node }
+    cfg + extra
+}
+
+/// The engine of an IN-CSE (or `ty`) in this process.
+struct Setup {
+    host: InProcess,
+}
+
+impl Setup {
+    fn connect(&self, own: &str) -> Client {
+        self.host.connect(own)
+    }
+}
+
+fn setup_with(ty: &str, extra: &str) -> Setup {
+    Setup {
+        host: InProcess::new(&config(ty, "mqtt://127.0.0.1:1883", extra)),
+    }
 }
 
 fn setup() -> Setup {
     setup_with("IN", "")
+}
+
+/// An `m2mnode run` IN-CSE on a real Mosquitto.
+struct Live {
+    broker: Mosquitto,
+    node: Node,
+}
+
+impl Live {
+    fn connect(&self, own: &str) -> Client {
+        Client::connect(&self.broker, own)
+    }
+}
+
+fn live() -> Live {
+    let broker = Mosquitto::start();
+    let node = Node::start("registrar", &config("IN", &broker.url(), ""));
+    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    Live { broker, node }
 }
 
 fn create(c: &Client, body: Value) -> Response {
@@ -63,7 +94,7 @@ fn retrieve(c: &Client, to: &str) -> Response {
 #[test]
 fn registree_lifecycle_create_retrieve_update_delete() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     let rsp = register(
         &c,
         json!({"rn": "id-mn", "cst": 2, "poa": ["mqtt://127.0.0.1:1"]}),
@@ -100,7 +131,7 @@ fn registree_lifecycle_create_retrieve_update_delete() {
 #[test]
 fn a_csr_is_addressed_in_every_id_form() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     register(&c, json!({}));
     for to in [
         "/id-in/cse-in/id-mn",
@@ -130,7 +161,7 @@ fn tc_cse_reg_cre_013_optional_attributes_are_echoed() {
     .into_iter()
     .enumerate()
     {
-        let c = Client::connect(&s.broker, &format!("/id-o{i}"));
+        let c = s.connect(&format!("/id-o{i}"));
         let rsp = register(&c, json!({ k: v.clone() }));
         assert_eq!(csr(&rsp)[k], v, "{k}");
     }
@@ -139,7 +170,7 @@ fn tc_cse_reg_cre_013_optional_attributes_are_echoed() {
 #[test]
 fn tc_cse_reg_cre_018_multiplicity_one_attributes_only() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     let rsp = create(
         &c,
         json!({"m2m:csr": {"rn": "id-mn", "cb": "/id-mn/cse-mn", "csi": "/id-mn", "rr": true, "srv": ["3"]}}),
@@ -150,7 +181,7 @@ fn tc_cse_reg_cre_018_multiplicity_one_attributes_only() {
 #[test]
 fn tc_cse_reg_cre_019_without_preconfigured_cse_id() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-new");
+    let c = s.connect("/id-new");
     let rsp = create(
         &c,
         json!({"m2m:csr": {"cb": "/id-new/cse", "csi": "/id-new", "rr": true, "srv": ["3"]}}),
@@ -162,7 +193,7 @@ fn tc_cse_reg_cre_019_without_preconfigured_cse_id() {
 #[test]
 fn tc_cse_reg_cre_021_ae_creating_a_cse_base_is_not_allowed() {
     let s = setup();
-    let c = Client::connect(&s.broker, "Cae01");
+    let c = s.connect("Cae01");
     let mut r = c.req(Operation::Create, "/id-in/cse-in");
     r.ty = Some(ResourceType::CSE_BASE);
     r.pc = Some(json!({"m2m:cb": {"csi": "/x", "rn": "x"}}));
@@ -172,14 +203,14 @@ fn tc_cse_reg_cre_021_ae_creating_a_cse_base_is_not_allowed() {
 #[test]
 fn tc_cse_reg_cre_025_mandatory_attributes() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     assert!(create(&c, csr_body("/id-mn", json!({}))).rsc.is_success());
 }
 
 #[test]
 fn tc_cse_reg_cre_027_cst_mn_is_kept() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     let rsp = register(&c, json!({"cst": 2}));
     assert_eq!(csr(&rsp)["cst"], 2);
     assert_eq!(csr(&retrieve(&c, "/id-in/cse-in/id-mn"))["cst"], 2);
@@ -201,7 +232,7 @@ fn tc_cse_reg_cre_028_optional_attributes_are_kept() {
     .into_iter()
     .enumerate()
     {
-        let c = Client::connect(&s.broker, &format!("/id-k{i}"));
+        let c = s.connect(&format!("/id-k{i}"));
         let rsp = register(&c, json!({ k: v.clone() }));
         let rn = csr(&rsp)["rn"].as_str().expect("rn").to_owned();
         let got = retrieve(&c, &format!("/id-in/cse-in/{rn}"));
@@ -212,7 +243,7 @@ fn tc_cse_reg_cre_028_optional_attributes_are_kept() {
 #[test]
 fn tc_cse_reg_ret_001_cse_base_with_all_mandatory_attributes() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-x");
+    let c = s.connect("/id-x");
     let rsp = retrieve(&c, "/id-in/cse-in");
     assert_eq!(rsp.rsc, Rsc::OK);
     let cb = &rsp.pc.as_ref().expect("pc")["m2m:cb"];
@@ -226,7 +257,7 @@ fn tc_cse_reg_ret_001_cse_base_with_all_mandatory_attributes() {
 #[test]
 fn tc_cse_reg_ret_002_cse_base_contains_cst_and_nl() {
     let s = setup_with("IN", "");
-    let c = Client::connect(&s.broker, "/id-x");
+    let c = s.connect("/id-x");
     let cb = retrieve(&c, "/id-in/cse-in").pc.expect("pc");
     assert_eq!(cb["m2m:cb"]["cst"], 1);
     drop(s);
@@ -245,7 +276,7 @@ fn tc_cse_reg_ret_002_cse_base_contains_cst_and_nl() {
 #[test]
 fn tc_cse_reg_ret_005_cse_base_contains_cst() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-x");
+    let c = s.connect("/id-x");
     assert_eq!(
         retrieve(&c, "/id-in/cse-in").pc.expect("pc")["m2m:cb"]["cst"],
         1
@@ -254,8 +285,8 @@ fn tc_cse_reg_ret_005_cse_base_contains_cst() {
 
 #[test]
 fn tc_cse_reg_ret_008_cse_base_srt_and_poa() {
-    let s = setup();
-    let c = Client::connect(&s.broker, "/id-x");
+    let s = live();
+    let c = s.connect("/id-x");
     let cb = retrieve(&c, "/id-in/cse-in").pc.expect("pc");
     assert_eq!(cb["m2m:cb"]["srt"], json!([5, 16]));
     assert_eq!(cb["m2m:cb"]["poa"], json!([s.broker.url()]));
@@ -264,7 +295,7 @@ fn tc_cse_reg_ret_008_cse_base_srt_and_poa() {
 #[test]
 fn tc_cse_reg_ret_006_registered_cse_retrieves_its_csr() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     register(&c, json!({}));
     let rsp = retrieve(&c, "/id-in/cse-in/id-mn");
     assert_eq!(rsp.rsc, Rsc::OK);
@@ -283,7 +314,7 @@ fn tc_cse_reg_ret_007_retrieved_csr_contains_the_attribute() {
     .into_iter()
     .enumerate()
     {
-        let c = Client::connect(&s.broker, &format!("/id-r{i}"));
+        let c = s.connect(&format!("/id-r{i}"));
         register(&c, json!({ k: v.clone() }));
         let got = retrieve(&c, &format!("/id-in/cse-in/id-r{i}"));
         assert_eq!(csr(&got)[k], v, "{k}");
@@ -293,16 +324,16 @@ fn tc_cse_reg_ret_007_retrieved_csr_contains_the_attribute() {
 #[test]
 fn tc_cse_reg_ret_010_another_cse_retrieves_the_csr() {
     let s = setup();
-    let mn = Client::connect(&s.broker, "/id-mn");
+    let mn = s.connect("/id-mn");
     register(&mn, json!({}));
-    let other = Client::connect(&s.broker, "/id-other");
+    let other = s.connect("/id-other");
     assert_eq!(retrieve(&other, "/id-in/cse-in/id-mn").rsc, Rsc::OK);
 }
 
 #[test]
 fn tc_cse_reg_upd_001_update_of_cse_base_is_not_allowed() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-x");
+    let c = s.connect("/id-x");
     let mut r = c.req(Operation::Update, "/id-in/cse-in");
     r.pc = Some(json!({"m2m:cb": {"lbl": ["x"]}}));
     assert_eq!(c.send(&r, "/id-in").rsc, Rsc::OPERATION_NOT_ALLOWED);
@@ -311,7 +342,7 @@ fn tc_cse_reg_upd_001_update_of_cse_base_is_not_allowed() {
 #[test]
 fn tc_cse_reg_upd_002_attributes_are_updated() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     register(&c, json!({}));
     let et = m2mnode::time::Timestamp::now()
         .plus(Duration::from_secs(3600))
@@ -332,7 +363,7 @@ fn tc_cse_reg_upd_002_attributes_are_updated() {
 #[test]
 fn tc_cse_reg_del_001_delete_of_cse_base_is_not_allowed() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-x");
+    let c = s.connect("/id-x");
     assert_eq!(
         c.send(&c.req(Operation::Delete, "/id-in/cse-in"), "/id-in")
             .rsc,
@@ -343,7 +374,7 @@ fn tc_cse_reg_del_001_delete_of_cse_base_is_not_allowed() {
 #[test]
 fn tc_cse_reg_del_002_registered_cse_deletes_its_csr() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     register(&c, json!({}));
     assert_eq!(
         c.send(&c.req(Operation::Delete, "/id-in/cse-in/id-mn"), "/id-in")
@@ -357,7 +388,7 @@ fn tc_cse_reg_del_002_registered_cse_deletes_its_csr() {
 #[test]
 fn acme_create_csr_with_ae_originator_is_not_allowed() {
     let s = setup();
-    let c = Client::connect(&s.broker, "Cmyself");
+    let c = s.connect("Cmyself");
     assert_eq!(
         create(&c, csr_body("/id-mn", json!({}))).rsc,
         Rsc::OPERATION_NOT_ALLOWED
@@ -367,7 +398,7 @@ fn acme_create_csr_with_ae_originator_is_not_allowed() {
 #[test]
 fn acme_create_csr_missing_csi_is_a_bad_request() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     assert_eq!(
         create(&c, csr_body("/id-mn", json!({"csi": null}))).rsc,
         Rsc::BAD_REQUEST
@@ -377,7 +408,7 @@ fn acme_create_csr_missing_csi_is_a_bad_request() {
 #[test]
 fn acme_create_csr_missing_cb_is_a_bad_request() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     assert_eq!(
         create(&c, csr_body("/id-mn", json!({"cb": null}))).rsc,
         Rsc::BAD_REQUEST
@@ -387,9 +418,9 @@ fn acme_create_csr_missing_cb_is_a_bad_request() {
 #[test]
 fn acme_create_csr_with_a_taken_rn_is_a_conflict() {
     let s = setup();
-    let a = Client::connect(&s.broker, "/id-a");
+    let a = s.connect("/id-a");
     register(&a, json!({"rn": "taken"}));
-    let b = Client::connect(&s.broker, "/id-b");
+    let b = s.connect("/id-b");
     assert_eq!(
         create(&b, csr_body("/id-b", json!({"rn": "taken"}))).rsc,
         Rsc::CONFLICT
@@ -404,7 +435,7 @@ fn acme_create_csr_with_a_taken_rn_is_a_conflict() {
 #[test]
 fn acme_retrieve_local_csr_has_the_expected_csi() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     register(&c, json!({}));
     assert_eq!(csr(&retrieve(&c, "cse-in/id-mn"))["csi"], "/id-mn");
 }
@@ -414,7 +445,7 @@ fn acme_retrieve_local_csr_has_the_expected_csi() {
 #[test]
 fn missing_fr_ty_or_rqi_is_a_bad_request() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     let no_fr = br#"{"op":2,"to":"/id-in/cse-in","rqi":"nofr","rvi":"3"}"#.to_vec();
     assert_eq!(
         c.raw(
@@ -450,7 +481,7 @@ fn missing_fr_ty_or_rqi_is_a_bad_request() {
 #[test]
 fn unsupported_release_version_is_4001() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     for rvi in [Some("9"), Some("1"), None] {
         let mut r = c.req(Operation::Retrieve, "/id-in/cse-in");
         r.rvi = rvi.map(Into::into);
@@ -472,7 +503,7 @@ fn unsupported_release_version_is_4001() {
 #[test]
 fn an_expired_request_is_4008_and_not_executed() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     let mut r = c.req(Operation::Create, "/id-in/cse-in");
     r.ty = Some(ResourceType::REMOTE_CSE);
     r.pc = Some(csr_body("/id-mn", json!({})));
@@ -484,7 +515,7 @@ fn an_expired_request_is_4008_and_not_executed() {
 #[test]
 fn an_asn_cse_refuses_registrations() {
     let s = setup_with("ASN", "");
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     assert_eq!(
         create(&c, csr_body("/id-mn", json!({}))).rsc,
         Rsc::OPERATION_NOT_ALLOWED
@@ -494,15 +525,15 @@ fn an_asn_cse_refuses_registrations() {
 #[test]
 fn originators_outside_the_allow_list() {
     let s = setup_with("IN", "allowed = [\"/id-ok*\"]\n");
-    let bad = Client::connect(&s.broker, "/id-bad");
+    let bad = s.connect("/id-bad");
     assert_eq!(
         create(&bad, csr_body("/id-bad", json!({}))).rsc,
         Rsc::SECURITY_ASSOCIATION_REQUIRED
     );
-    let ok = Client::connect(&s.broker, "/id-ok1");
+    let ok = s.connect("/id-ok1");
     register(&ok, json!({}));
     // Someone else's CSR: 4103 for update and delete.
-    let other = Client::connect(&s.broker, "/id-ok2");
+    let other = s.connect("/id-ok2");
     assert_eq!(
         update(&other, "/id-in/cse-in/id-ok1", json!({"lbl": ["x"]})).rsc,
         Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
@@ -521,7 +552,7 @@ fn originators_outside_the_allow_list() {
 #[test]
 fn invalid_content_is_a_bad_request() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     for (what, extra) in [
         ("missing rr", json!({"rr": null})),
         ("missing srv", json!({"srv": null})),
@@ -547,7 +578,7 @@ fn invalid_content_is_a_bad_request() {
 #[test]
 fn duplicate_cse_id_is_a_conflict_and_csi_is_forced_to_fr() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     let rsp = register(&c, json!({"csi": "/id-liar"}));
     assert_eq!(csr(&rsp)["csi"], "/id-mn", "csi is the originator");
     assert_eq!(
@@ -559,7 +590,7 @@ fn duplicate_cse_id_is_a_conflict_and_csi_is_forced_to_fr() {
 #[test]
 fn read_only_attributes_in_an_update_are_a_bad_request() {
     let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let c = s.connect("/id-mn");
     register(&c, json!({}));
     for (k, v) in [
         ("csi", json!("/id-x")),
@@ -574,7 +605,7 @@ fn read_only_attributes_in_an_update_are_a_bad_request() {
             "{k}"
         );
     }
-    let ae = Client::connect(&s.broker, "Cae");
+    let ae = s.connect("Cae");
     assert_eq!(
         update(&ae, "/id-in/cse-in/id-mn", json!({"lbl": []})).rsc,
         Rsc::OPERATION_NOT_ALLOWED
@@ -583,8 +614,8 @@ fn read_only_attributes_in_an_update_are_a_bad_request() {
 
 #[test]
 fn a_duplicate_delivery_is_executed_once_and_answered_twice() {
-    let s = setup();
-    let c = Client::connect(&s.broker, "/id-mn");
+    let s = live();
+    let c = s.connect("/id-mn");
     let mut r: Request = c.req(Operation::Create, "/id-in/cse-in");
     r.ty = Some(ResourceType::REMOTE_CSE);
     r.pc = Some(csr_body("/id-mn", json!({})));
@@ -651,13 +682,13 @@ fn a_corrupt_store_is_a_clear_error_not_an_empty_store() {
 
 #[test]
 fn a_request_for_a_registree_is_forwarded_and_the_answer_relayed() {
-    let s = setup();
-    let mn = Client::connect(&s.broker, "/id-mn");
+    let s = live();
+    let mn = s.connect("/id-mn");
     register(&mn, json!({"cb": "/id-mn/cse-mn", "dcse": ["/id-deep"]}));
     drop(mn);
     let _r = responder(&s.broker, "/id-mn", "cse-mn");
     std::thread::sleep(Duration::from_millis(300));
-    let x = Client::connect(&s.broker, "/id-x");
+    let x = s.connect("/id-x");
     let mut r = x.req(Operation::Retrieve, "/id-mn/cse-mn");
     r.rqi = "fwd-1".into();
     // Sent to the registrar, which knows the way.
@@ -683,13 +714,13 @@ fn a_request_for_a_registree_is_forwarded_and_the_answer_relayed() {
 
 #[test]
 fn a_duplicate_of_a_forwarded_request_is_forwarded_once() {
-    let s = setup();
-    let mn = Client::connect(&s.broker, "/id-mn");
+    let s = live();
+    let mn = s.connect("/id-mn");
     register(&mn, json!({"cb": "/id-mn/cse-mn"}));
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let _r = responder_counting(&s.broker, "/id-mn", "cse-mn", seen.clone());
     std::thread::sleep(Duration::from_millis(300));
-    let x = Client::connect(&s.broker, "/id-x");
+    let x = s.connect("/id-x");
     let req = x.req(Operation::Retrieve, "/id-mn/cse-mn");
     let first = x.send(&req, "/id-in");
     let again = x.send(&req, "/id-in");
@@ -704,8 +735,8 @@ fn a_duplicate_of_a_forwarded_request_is_forwarded_once() {
 
 #[test]
 fn a_forward_to_a_silent_registree_ends_in_4008() {
-    let s = setup();
-    let mn = Client::connect(&s.broker, "/id-mute");
+    let s = live();
+    let mn = s.connect("/id-mute");
     register(&mn, json!({}));
     let rsp = mn.send(&mn.req(Operation::Retrieve, "/id-mute/cse"), "/id-in");
     // The node's own MQTT timeout (2 s) ends the forward; the client's is 5 s.

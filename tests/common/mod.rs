@@ -312,10 +312,92 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
 
 /// A oneM2M client on the broker with originator `own`.
 pub struct Client {
-    pub t: Transport,
+    link: Link,
     pub own: String,
-    rt: tokio::runtime::Runtime,
     n: AtomicU32,
+}
+
+/// How a test client reaches the node.
+enum Link {
+    /// Over the real broker, as peers do.
+    Mqtt {
+        t: Transport,
+        rt: tokio::runtime::Runtime,
+    },
+    /// Straight into an engine in this process: the same primitives, as
+    /// bytes on the same routes, without a broker (issue: tests that hit the
+    /// core).
+    Engine(std::rc::Rc<std::cell::RefCell<m2mnode::engine::Engine>>),
+}
+
+/// A node's engine in this process, connected and not durable: the
+/// registrar's request handling, checked in microseconds.
+pub struct InProcess {
+    engine: std::rc::Rc<std::cell::RefCell<m2mnode::engine::Engine>>,
+}
+
+impl InProcess {
+    pub fn new(config: &str) -> InProcess {
+        let cfg = m2mnode::config::Config::from_str(config, Path::new("in-process.toml"))
+            .expect("config");
+        let now = m2mnode::time::Now::system();
+        let mut e = m2mnode::engine::Engine::new(
+            cfg.engine_settings(now.wall, now.wall.0),
+            Default::default(),
+            now,
+        );
+        e.connection(true, now);
+        while e.poll_transmit().is_some() {}
+        InProcess {
+            engine: std::rc::Rc::new(std::cell::RefCell::new(e)),
+        }
+    }
+
+    pub fn connect(&self, own: &str) -> Client {
+        Client {
+            link: Link::Engine(self.engine.clone()),
+            own: own.to_owned(),
+            n: AtomicU32::new(0),
+        }
+    }
+}
+
+/// Hands `payload` to the engine as a publish on `topic` and returns the
+/// answer that carries `rqi`, if any (4008 when none: e.g. a forward).
+fn engine_exchange(
+    engine: &std::cell::RefCell<m2mnode::engine::Engine>,
+    topic: &str,
+    rqi: &str,
+    format: Format,
+    payload: &[u8],
+) -> Response {
+    use m2mnode::engine::Transmit;
+    let route = m2mnode::topic::parse(topic).expect("a oneM2M topic");
+    let now = m2mnode::time::Now::system();
+    let mut e = engine.borrow_mut();
+    e.handle_request(route, payload, None, now);
+    let mut answer = None;
+    loop {
+        while let Some(b) = e.poll_store() {
+            e.store_committed(b.seq, now);
+        }
+        let Some(t) = e.poll_transmit() else { break };
+        if let Transmit::Response { payload, .. } = t {
+            if let Ok(rsp) = format.decode_response(&payload) {
+                if rsp.rqi == rqi {
+                    answer = Some(rsp);
+                }
+            }
+        }
+    }
+    while e.poll_event().is_some() {}
+    answer.unwrap_or_else(|| {
+        Response::error(
+            m2mnode::primitive::Rsc::REQUEST_TIMEOUT,
+            rqi,
+            "no answer in process",
+        )
+    })
 }
 
 impl Client {
@@ -352,9 +434,8 @@ impl Client {
             t
         });
         Client {
-            t,
+            link: Link::Mqtt { t, rt },
             own: own.to_owned(),
-            rt,
             n: AtomicU32::new(0),
         }
     }
@@ -378,7 +459,14 @@ impl Client {
     }
 
     pub fn send_as(&self, req: &Request, receiver: &str, format: Format) -> Response {
-        self.rt.block_on(self.t.request(req, receiver, format))
+        match &self.link {
+            Link::Mqtt { t, rt } => rt.block_on(t.request(req, receiver, format)),
+            Link::Engine(e) => {
+                let topic = m2mnode::topic::request_topic(&self.own, receiver, format);
+                let payload = format.encode(req).expect("encode");
+                engine_exchange(e, &topic, &req.rqi, format, &payload)
+            }
+        }
     }
 
     pub fn raw(
@@ -389,19 +477,35 @@ impl Client {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Response {
-        self.rt
-            .block_on(self.t.exchange(receiver, rqi, format, payload, timeout))
+        match &self.link {
+            Link::Mqtt { t, rt } => {
+                rt.block_on(t.exchange(receiver, rqi, format, payload, timeout))
+            }
+            Link::Engine(e) => {
+                let topic = m2mnode::topic::request_topic(&self.own, receiver, format);
+                engine_exchange(e, &topic, rqi, format, &payload)
+            }
+        }
     }
 
     pub fn publish(&self, topic: &str, payload: Vec<u8>) {
-        let _g = self.rt.enter();
-        self.t.publish(topic.to_owned(), payload);
+        match &self.link {
+            Link::Mqtt { t, rt } => {
+                let _g = rt.enter();
+                t.publish(topic.to_owned(), payload);
+            }
+            Link::Engine(e) => {
+                engine_exchange(e, topic, "", Format::Json, &payload);
+            }
+        }
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.rt.block_on(self.t.close());
+        if let Link::Mqtt { t, rt } = &self.link {
+            rt.block_on(t.close());
+        }
     }
 }
 
