@@ -569,68 +569,76 @@ fn mqtt_problems(m: &MqttConfig, sec: &str, push: &mut impl FnMut(&str, String))
     if let Err(e) = crate::topic::check_prefix(&m.topic_prefix) {
         push(&format!("{sec}.topic_prefix"), e);
     }
-        if !matches!(m.qos, 0 | 1) {
-            push(&format!("{sec}.qos"),
-                format!(
-                    "{} must be 0 or 1 (TS-0010: QoS 2 should not be used)",
-                    m.qos
-                ),
-            );
-        }
-        if m.timeout.is_zero() {
-            push(&format!("{sec}.timeout"), "must be more than 0".into());
-        }
-        if m.keep_alive < Duration::from_secs(1) {
-            push(&format!("{sec}.keep_alive"), "must be at least 1s".into());
-        }
-        if m.max_payload < 1024 {
-            push(&format!("{sec}.max_payload"), "must be at least 1024 bytes".into());
-        }
-        let url_user = broker.as_ref().ok().and_then(|b| b.username.clone());
-        if m.password.is_some() && m.username.is_none() && url_user.is_none() {
-            if m.password_from_env {
-                push(&format!("{sec}.username"),
-                    format!("{PASSWORD_ENV} is set, so mqtt.username must be set too"),
-                );
-            } else {
-                push(&format!("{sec}.password"), format!("needs {sec}.username"));
-            }
-        }
-        if m.client_cert.is_some() != m.client_key.is_some() {
-            let k = if m.client_cert.is_some() {
-                "client_cert"
-            } else {
-                "client_key"
-            };
+    if !matches!(m.qos, 0 | 1) {
+        push(
+            &format!("{sec}.qos"),
+            format!(
+                "{} must be 0 or 1 (TS-0010: QoS 2 should not be used)",
+                m.qos
+            ),
+        );
+    }
+    if m.timeout.is_zero() {
+        push(&format!("{sec}.timeout"), "must be more than 0".into());
+    }
+    if m.keep_alive < Duration::from_secs(1) {
+        push(&format!("{sec}.keep_alive"), "must be at least 1s".into());
+    }
+    if m.max_payload < 1024 {
+        push(
+            &format!("{sec}.max_payload"),
+            "must be at least 1024 bytes".into(),
+        );
+    }
+    let url_user = broker.as_ref().ok().and_then(|b| b.username.clone());
+    if m.password.is_some() && m.username.is_none() && url_user.is_none() {
+        if m.password_from_env {
             push(
-                &format!("{sec}.{k}"),
-                format!("{sec}.client_cert and {sec}.client_key go together"),
+                &format!("{sec}.username"),
+                format!("{PASSWORD_ENV} is set, so mqtt.username must be set too"),
             );
+        } else {
+            push(&format!("{sec}.password"), format!("needs {sec}.username"));
         }
-        if let Ok(b) = &broker {
-            if !b.tls {
-                for (k, f) in [("ca_file", &m.ca_file), ("client_cert", &m.client_cert)] {
-                    if f.is_some() {
-                        push(&format!("{sec}.{k}"), "needs an mqtts:// or wss:// url".into());
-                    }
+    }
+    if m.client_cert.is_some() != m.client_key.is_some() {
+        let k = if m.client_cert.is_some() {
+            "client_cert"
+        } else {
+            "client_key"
+        };
+        push(
+            &format!("{sec}.{k}"),
+            format!("{sec}.client_cert and {sec}.client_key go together"),
+        );
+    }
+    if let Ok(b) = &broker {
+        if !b.tls {
+            for (k, f) in [("ca_file", &m.ca_file), ("client_cert", &m.client_cert)] {
+                if f.is_some() {
+                    push(
+                        &format!("{sec}.{k}"),
+                        "needs an mqtts:// or wss:// url".into(),
+                    );
                 }
-            } else if m.ca_file.is_none() {
-                push(&format!("{sec}.ca_file"),
+            }
+        } else if m.ca_file.is_none() {
+            push(&format!("{sec}.ca_file"),
                     "an mqtts:// or wss:// url needs the CA certificates to trust (e.g. \"/etc/ssl/certs/ca-certificates.crt\" for public CAs)".into(),
                 );
+        }
+    }
+    for (k, f, what) in [
+        ("ca_file", &m.ca_file, Pem::Certificates),
+        ("client_cert", &m.client_cert, Pem::Certificates),
+        ("client_key", &m.client_key, Pem::PrivateKey),
+    ] {
+        if let Some(f) = f {
+            if let Err(e) = check_pem(f, what) {
+                push(&format!("{sec}.{k}"), e);
             }
         }
-        for (k, f, what) in [
-            ("ca_file", &m.ca_file, Pem::Certificates),
-            ("client_cert", &m.client_cert, Pem::Certificates),
-            ("client_key", &m.client_key, Pem::PrivateKey),
-        ] {
-            if let Some(f) = f {
-                if let Err(e) = check_pem(f, what) {
-                    push(&format!("{sec}.{k}"), e);
-                }
-            }
-        }
+    }
 }
 
 #[derive(Clone, Copy)]

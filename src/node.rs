@@ -4,13 +4,13 @@
 //! engine's next timeout, and logs the engine's events. It decides nothing
 //! (the driver contract is on [`Engine`]).
 
+use crate::config::BrokerUrl;
 use crate::config::{Config, MqttConfig};
 use crate::engine::store::validate_snapshot;
 use crate::engine::{Ack, Engine, Event, Link, Phase, Removal, StoreBatch, Transmit};
 use crate::persist::{Memory, PersistError, Persistence, Sqlite};
 use crate::primitive::Rsc;
 use crate::time::Now;
-use crate::config::BrokerUrl;
 use crate::transport::mqtt::{token_link, Incoming, Settings, Transport, TransportError};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -514,9 +514,11 @@ fn drain(
                 let topic = links.get(link).request_topic(to.as_str(), format);
                 (link, Some((topic, payload)), ack)
             }
-            Transmit::Response { to, payload, ack } => {
-                (links.norm(to.link), Some((to.response_topic(), payload)), ack)
-            }
+            Transmit::Response { to, payload, ack } => (
+                links.norm(to.link),
+                Some((to.response_topic(), payload)),
+                ack,
+            ),
             Transmit::Ack(a) => (links.norm(token_link(a.0)), None, Some(a)),
         };
         if let Some((topic, payload)) = publish {

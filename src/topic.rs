@@ -182,7 +182,10 @@ mod tests {
         let r = parse_prefixed("site/a", "site/a/oneM2M/req/id-mn/id-in/json").expect("route");
         assert_eq!(r.receiver, "/id-in");
         assert_eq!(r.response_topic(), "site/a/oneM2M/resp/id-mn/id-in/json");
-        assert_eq!(parse_prefixed("site/a", "/oneM2M/req/id-mn/id-in/json"), None);
+        assert_eq!(
+            parse_prefixed("site/a", "/oneM2M/req/id-mn/id-in/json"),
+            None
+        );
         assert_eq!(parse("site/a/oneM2M/req/id-mn/id-in/json"), None);
         assert_eq!(
             subscriptions_prefixed("p", "/id-mn")[0],

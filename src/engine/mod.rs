@@ -45,9 +45,9 @@ pub mod registrar;
 pub mod registration;
 pub mod store;
 
+pub use crate::topic::Link;
 pub use liveness::MISSES as LIVENESS_MISSES;
 pub use registrar::{Limits, Outcome, Registrar, RegistrarSettings};
-pub use crate::topic::Link;
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
 
 use crate::error::Refusal;

@@ -567,10 +567,13 @@ impl Transport {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let ack = (self.settings.node && p.qos != QoS::AtMostOnce)
-                        .then(|| {
-                            ack_token(self.settings.link, self.epoch.load(Ordering::Acquire), p.pkid)
-                        });
+                    let ack = (self.settings.node && p.qos != QoS::AtMostOnce).then(|| {
+                        ack_token(
+                            self.settings.link,
+                            self.epoch.load(Ordering::Acquire),
+                            p.pkid,
+                        )
+                    });
                     self.on_publish(&p.topic, p.payload.to_vec(), ack, &tx)
                         .await
                 }
