@@ -924,6 +924,52 @@ check_interval = "5s"
     }
 
     #[test]
+    fn websocket_urls() {
+        let b = BrokerUrl::parse("ws://broker.example/mqtt").expect("ok");
+        assert_eq!(
+            (b.ws, b.tls, b.port, b.path.as_str()),
+            (true, false, 80, "/mqtt")
+        );
+        assert_eq!(b.poa(), "ws://broker.example:80/mqtt");
+        let b = BrokerUrl::parse("wss://u:p@broker.example:8443").expect("ok");
+        assert_eq!(
+            (b.ws, b.tls, b.port, b.path.as_str()),
+            (true, true, 8443, "")
+        );
+        assert_eq!(b.poa(), "wss://broker.example:8443");
+        assert!(BrokerUrl::parse("http://x").is_err());
+    }
+
+    #[test]
+    fn a_registrar_broker_of_its_own() {
+        let two = format!(
+            "{GOOD}[registrar.mqtt]\nurl = \"mqtts://up.example\"\ntopic_prefix = \"op/\"\n"
+        );
+        let e = Config::from_str(&two, Path::new("x.toml"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            e.contains("registrar.mqtt.ca_file") && e.contains("registrar.mqtt.topic_prefix"),
+            "{e}"
+        );
+        let two = format!(
+            "{GOOD}[registrar.mqtt]\nurl = \"mqtt://up.example:1884\"\ntopic_prefix = \"op\"\n"
+        );
+        let c = Config::from_str(&two, Path::new("x.toml")).expect("valid");
+        assert_eq!(c.poa(), vec!["mqtt://127.0.0.1:1883"]);
+        assert_eq!(
+            c.upstream_poa(),
+            Some(vec!["mqtt://up.example:1884".to_string()])
+        );
+        assert_eq!(
+            c.upstream_mqtt().map(|m| m.topic_prefix.as_str()),
+            Some("op")
+        );
+        let one = Config::from_str(GOOD, Path::new("x.toml")).expect("valid");
+        assert_eq!(one.upstream_poa(), None);
+    }
+
+    #[test]
     fn globs() {
         assert!(glob_match("/id-*", "/id-mn"));
         assert!(glob_match("*", "/x"));

@@ -69,6 +69,7 @@ impl WsProxy {
 
 async fn bridge<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, broker_port: u16) {
     // MQTT over WebSocket: the server names the subprotocol "mqtt".
+    #[allow(clippy::result_large_err)] // tungstenite's callback signature
     let callback = |_: &WsRequest, mut rsp: WsResponse| -> Result<WsResponse, ErrorResponse> {
         rsp.headers_mut()
             .insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("header"));
@@ -84,14 +85,13 @@ async fn bridge<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, b
     let (mut ws_tx, mut ws_rx) = ws.split();
     let up = async move {
         while let Some(Ok(m)) = ws_rx.next().await {
-            match m {
-                Message::Binary(b) => {
-                    if tcp_tx.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
+            let gone = match m {
+                Message::Binary(b) => tcp_tx.write_all(&b).await.is_err(),
+                Message::Close(_) => true,
+                _ => false,
+            };
+            if gone {
+                break;
             }
         }
         let _ = tcp_tx.shutdown().await;
