@@ -49,6 +49,9 @@ pub struct RequestArgs {
     /// Serialization on the wire: json or cbor.
     #[arg(long, default_value = "json")]
     pub format: Format,
+    /// Put in front of `/oneM2M/...` in the topics (as `mqtt.topic_prefix`).
+    #[arg(long, default_value = "")]
+    pub topic_prefix: String,
     /// How long to wait for the answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -170,6 +173,7 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
         args.timeout,
     );
     settings.qos = args.qos;
+    settings.topic_prefix = args.topic_prefix.clone();
     settings.username = args.username.clone();
     settings.password = args.password.clone().or_else(|| {
         args.username
@@ -203,15 +207,10 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
         ));
     }
     if args.verbose {
-        let own = &settings.own;
-        eprintln!(
-            "> {}",
-            crate::topic::request_topic(own, &receiver, args.format)
-        );
-        eprintln!(
-            "< {}",
-            crate::topic::request_topic(own, &receiver, args.format).replacen("/req/", "/resp/", 1)
-        );
+        let (own, prefix) = (&settings.own, &settings.topic_prefix);
+        let topic = crate::topic::request_topic_prefixed(prefix, own, &receiver, args.format);
+        eprintln!("> {topic}");
+        eprintln!("< {}", topic.replacen("/oneM2M/req/", "/oneM2M/resp/", 1));
         if let Ok(text) = serde_json::to_string_pretty(&req) {
             eprintln!("{text}");
         }
@@ -311,6 +310,7 @@ pub async fn status(args: &StatusArgs) -> Result<Status, CliError> {
     settings.client_key = cfg.mqtt.client_key.clone();
     settings.qos = cfg.mqtt.qos;
     settings.keep_alive = cfg.mqtt.keep_alive;
+    settings.topic_prefix = cfg.mqtt.topic_prefix.clone();
     let now = Timestamp::now();
     let mut req = Request::new(
         Operation::Retrieve,

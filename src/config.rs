@@ -93,6 +93,10 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     #[serde(default = "default_max_payload")]
     pub max_payload: usize,
+    /// Put in front of `/oneM2M/...` in every topic this connection
+    /// subscribes or publishes (ACME's `topicPrefix`). Default: none.
+    #[serde(default)]
+    pub topic_prefix: String,
     /// `password` came from `M2MNODE_MQTT_PASSWORD` (set by [`Config::load`]).
     #[serde(skip)]
     pub password_from_env: bool,
@@ -105,6 +109,12 @@ pub struct RegistrarConfig {
     pub name: String,
     #[serde(default = "default_check_interval", deserialize_with = "duration")]
     pub check_interval: Duration,
+    /// The broker toward the registrar, when it is not `[mqtt]` (a gateway
+    /// between a local broker and the operator's): the own registration and
+    /// everything to and from the registrar go there; registrees stay on
+    /// `[mqtt]`.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -170,26 +180,48 @@ pub enum ConfigError {
     Invalid(PathBuf, Vec<String>),
 }
 
-/// A broker address taken apart (TS-0010 6.6: no port means 1883/8883).
+/// A broker address taken apart (TS-0010 6.6: no port means 1883/8883;
+/// `ws://` and `wss://`, MQTT over WebSocket, default to 80/443).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerUrl {
+    /// TLS: `mqtts://` or `wss://`.
     pub tls: bool,
+    /// MQTT over WebSocket: `ws://` or `wss://`.
+    pub ws: bool,
     pub host: String,
     pub port: u16,
+    /// The WebSocket path (`/mqtt`, say), with its leading `/`; empty for
+    /// plain MQTT and for a WebSocket URL without one.
+    pub path: String,
     pub username: Option<String>,
     pub password: Option<String>,
 }
 
 impl BrokerUrl {
     pub fn parse(url: &str) -> Result<BrokerUrl, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
-            (false, r)
-        } else if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else {
-            return Err(format!("{url:?} must start with mqtt:// or mqtts://"));
+        let schemes = [
+            ("mqtt://", false, false),
+            ("mqtts://", true, false),
+            ("ws://", false, true),
+            ("wss://", true, true),
+        ];
+        let Some((tls, ws, rest)) = schemes
+            .iter()
+            .find_map(|(p, tls, ws)| url.strip_prefix(p).map(|r| (*tls, *ws, r)))
+        else {
+            return Err(format!(
+                "{url:?} must start with mqtt://, mqtts://, ws:// or wss://"
+            ));
         };
-        let authority = rest.split('/').next().unwrap_or_default();
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let path = if ws && path != "/" {
+            path.to_owned()
+        } else {
+            String::new()
+        };
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
@@ -201,7 +233,12 @@ impl BrokerUrl {
             },
             None => (None, None),
         };
-        let default_port = if tls { 8883 } else { 1883 };
+        let default_port = match (ws, tls) {
+            (false, false) => 1883,
+            (false, true) => 8883,
+            (true, false) => 80,
+            (true, true) => 443,
+        };
         let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
             let (h, after) = h
                 .split_once(']')
@@ -225,8 +262,10 @@ impl BrokerUrl {
         }
         Ok(BrokerUrl {
             tls,
+            ws,
             host,
             port,
+            path,
             username,
             password,
         })
@@ -234,11 +273,16 @@ impl BrokerUrl {
 
     /// The URL as advertised in `poa`: no credentials.
     pub fn poa(&self) -> String {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        let scheme = match (self.ws, self.tls) {
+            (false, false) => "mqtt",
+            (false, true) => "mqtts",
+            (true, false) => "ws",
+            (true, true) => "wss",
+        };
         if self.host.contains(':') {
-            format!("{scheme}://[{}]:{}", self.host, self.port)
+            format!("{scheme}://[{}]:{}{}", self.host, self.port, self.path)
         } else {
-            format!("{scheme}://{}:{}", self.host, self.port)
+            format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
         }
     }
 }
@@ -322,14 +366,16 @@ impl Config {
         if let Some(d) = &mut self.cse.data_dir {
             fix(d);
         }
-        for f in [
+        let up = self.registrar.as_mut().and_then(|r| r.mqtt.as_mut());
+        let mut files = vec![
             &mut self.mqtt.ca_file,
             &mut self.mqtt.client_cert,
             &mut self.mqtt.client_key,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        ];
+        if let Some(m) = up {
+            files.extend([&mut m.ca_file, &mut m.client_cert, &mut m.client_key]);
+        }
+        for f in files.into_iter().flatten() {
             fix(f);
         }
         let url_password = self.broker().ok().and_then(|b| b.password);
@@ -398,6 +444,7 @@ impl Config {
             registration: self.registrar.as_ref().map(|r| UpstreamSettings {
                 registrar_rn: r.name.clone(),
                 check_interval: r.check_interval,
+                poa: self.upstream_poa(),
             }),
             registree_check_interval: self.registrees.check_interval,
             request_timeout: self.mqtt.timeout,
@@ -411,12 +458,30 @@ impl Config {
         BrokerUrl::parse(&self.mqtt.url)
     }
 
+    /// The CSEBase's `poa`, toward registrees: `cse.poa`, else the
+    /// `[mqtt]` broker.
     pub fn poa(&self) -> Vec<String> {
         match (&self.cse.poa, self.broker()) {
             (Some(p), _) => p.clone(),
             (None, Ok(b)) => vec![b.poa()],
             (None, Err(_)) => Vec::new(),
         }
+    }
+
+    /// The broker toward the registrar, when `[registrar.mqtt]` sets one.
+    pub fn upstream_mqtt(&self) -> Option<&MqttConfig> {
+        self.registrar.as_ref().and_then(|r| r.mqtt.as_ref())
+    }
+
+    /// The `poa` of the own `<remoteCSE>` at the registrar when it differs
+    /// from the CSEBase's: the `[registrar.mqtt]` broker (unless `cse.poa`
+    /// says otherwise).
+    pub fn upstream_poa(&self) -> Option<Vec<String>> {
+        if self.cse.poa.is_some() {
+            return None;
+        }
+        let up = self.upstream_mqtt()?;
+        BrokerUrl::parse(&up.url).ok().map(|b| vec![b.poa()])
     }
 
     /// Every semantic problem, not just the first, as `key: what`.
@@ -447,74 +512,12 @@ impl Config {
                 );
             }
         }
-        if !matches!(self.mqtt.qos, 0 | 1) {
-            push(
-                "mqtt.qos",
-                format!(
-                    "{} must be 0 or 1 (TS-0010: QoS 2 should not be used)",
-                    self.mqtt.qos
-                ),
-            );
-        }
-        if self.mqtt.timeout.is_zero() {
-            push("mqtt.timeout", "must be more than 0".into());
-        }
-        if self.mqtt.keep_alive < Duration::from_secs(1) {
-            push("mqtt.keep_alive", "must be at least 1s".into());
-        }
-        if self.mqtt.max_payload < 1024 {
-            push("mqtt.max_payload", "must be at least 1024 bytes".into());
-        }
-        let url_user = broker.as_ref().ok().and_then(|b| b.username.clone());
-        if self.mqtt.password.is_some() && self.mqtt.username.is_none() && url_user.is_none() {
-            if self.mqtt.password_from_env {
-                push(
-                    "mqtt.username",
-                    format!("{PASSWORD_ENV} is set, so mqtt.username must be set too"),
-                );
-            } else {
-                push("mqtt.password", "needs mqtt.username".into());
+        mqtt_problems(&self.mqtt, "mqtt", &mut push);
+        if let Some(m) = self.upstream_mqtt() {
+            if let Err(e) = BrokerUrl::parse(&m.url) {
+                push("registrar.mqtt.url", e);
             }
-        }
-        if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
-            let k = if self.mqtt.client_cert.is_some() {
-                "mqtt.client_cert"
-            } else {
-                "mqtt.client_key"
-            };
-            push(k, "mqtt.client_cert and mqtt.client_key go together".into());
-        }
-        if let Ok(b) = &broker {
-            if !b.tls {
-                for (k, f) in [
-                    ("mqtt.ca_file", &self.mqtt.ca_file),
-                    ("mqtt.client_cert", &self.mqtt.client_cert),
-                ] {
-                    if f.is_some() {
-                        push(k, "needs an mqtts:// url".into());
-                    }
-                }
-            } else if self.mqtt.ca_file.is_none() {
-                push(
-                    "mqtt.ca_file",
-                    "an mqtts:// url needs the CA certificates to trust (e.g. \"/etc/ssl/certs/ca-certificates.crt\" for public CAs)".into(),
-                );
-            }
-        }
-        for (k, f, what) in [
-            ("mqtt.ca_file", &self.mqtt.ca_file, Pem::Certificates),
-            (
-                "mqtt.client_cert",
-                &self.mqtt.client_cert,
-                Pem::Certificates,
-            ),
-            ("mqtt.client_key", &self.mqtt.client_key, Pem::PrivateKey),
-        ] {
-            if let Some(f) = f {
-                if let Err(e) = check_pem(f, what) {
-                    push(k, e);
-                }
-            }
+            mqtt_problems(m, "registrar.mqtt", &mut push);
         }
         if let Some(r) = &self.registrar {
             if r.id == self.cse.id {
@@ -557,6 +560,84 @@ impl Config {
             }
         }
         p
+    }
+}
+
+/// The checks of one broker section (`[mqtt]` or `[registrar.mqtt]`).
+fn mqtt_problems(m: &MqttConfig, sec: &str, push: &mut impl FnMut(&str, String)) {
+    let broker = BrokerUrl::parse(&m.url);
+    if let Err(e) = crate::topic::check_prefix(&m.topic_prefix) {
+        push(&format!("{sec}.topic_prefix"), e);
+    }
+    if !matches!(m.qos, 0 | 1) {
+        push(
+            &format!("{sec}.qos"),
+            format!(
+                "{} must be 0 or 1 (TS-0010: QoS 2 should not be used)",
+                m.qos
+            ),
+        );
+    }
+    if m.timeout.is_zero() {
+        push(&format!("{sec}.timeout"), "must be more than 0".into());
+    }
+    if m.keep_alive < Duration::from_secs(1) {
+        push(&format!("{sec}.keep_alive"), "must be at least 1s".into());
+    }
+    if m.max_payload < 1024 {
+        push(
+            &format!("{sec}.max_payload"),
+            "must be at least 1024 bytes".into(),
+        );
+    }
+    let url_user = broker.as_ref().ok().and_then(|b| b.username.clone());
+    if m.password.is_some() && m.username.is_none() && url_user.is_none() {
+        if m.password_from_env {
+            push(
+                &format!("{sec}.username"),
+                format!("{PASSWORD_ENV} is set, so mqtt.username must be set too"),
+            );
+        } else {
+            push(&format!("{sec}.password"), format!("needs {sec}.username"));
+        }
+    }
+    if m.client_cert.is_some() != m.client_key.is_some() {
+        let k = if m.client_cert.is_some() {
+            "client_cert"
+        } else {
+            "client_key"
+        };
+        push(
+            &format!("{sec}.{k}"),
+            format!("{sec}.client_cert and {sec}.client_key go together"),
+        );
+    }
+    if let Ok(b) = &broker {
+        if !b.tls {
+            for (k, f) in [("ca_file", &m.ca_file), ("client_cert", &m.client_cert)] {
+                if f.is_some() {
+                    push(
+                        &format!("{sec}.{k}"),
+                        "needs an mqtts:// or wss:// url".into(),
+                    );
+                }
+            }
+        } else if m.ca_file.is_none() {
+            push(&format!("{sec}.ca_file"),
+                    "an mqtts:// or wss:// url needs the CA certificates to trust (e.g. \"/etc/ssl/certs/ca-certificates.crt\" for public CAs)".into(),
+                );
+        }
+    }
+    for (k, f, what) in [
+        ("ca_file", &m.ca_file, Pem::Certificates),
+        ("client_cert", &m.client_cert, Pem::Certificates),
+        ("client_key", &m.client_key, Pem::PrivateKey),
+    ] {
+        if let Some(f) = f {
+            if let Err(e) = check_pem(f, what) {
+                push(&format!("{sec}.{k}"), e);
+            }
+        }
     }
 }
 
@@ -840,6 +921,52 @@ check_interval = "5s"
         assert_eq!(b.poa(), "mqtts://broker.example:8883");
         assert!(BrokerUrl::parse("mqtt://:1883").is_err());
         assert!(BrokerUrl::parse("mqtt://h:x").is_err());
+    }
+
+    #[test]
+    fn websocket_urls() {
+        let b = BrokerUrl::parse("ws://broker.example/mqtt").expect("ok");
+        assert_eq!(
+            (b.ws, b.tls, b.port, b.path.as_str()),
+            (true, false, 80, "/mqtt")
+        );
+        assert_eq!(b.poa(), "ws://broker.example:80/mqtt");
+        let b = BrokerUrl::parse("wss://u:p@broker.example:8443").expect("ok");
+        assert_eq!(
+            (b.ws, b.tls, b.port, b.path.as_str()),
+            (true, true, 8443, "")
+        );
+        assert_eq!(b.poa(), "wss://broker.example:8443");
+        assert!(BrokerUrl::parse("http://x").is_err());
+    }
+
+    #[test]
+    fn a_registrar_broker_of_its_own() {
+        let two = format!(
+            "{GOOD}[registrar.mqtt]\nurl = \"mqtts://up.example\"\ntopic_prefix = \"op/\"\n"
+        );
+        let e = Config::from_str(&two, Path::new("x.toml"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            e.contains("registrar.mqtt.ca_file") && e.contains("registrar.mqtt.topic_prefix"),
+            "{e}"
+        );
+        let two = format!(
+            "{GOOD}[registrar.mqtt]\nurl = \"mqtt://up.example:1884\"\ntopic_prefix = \"op\"\n"
+        );
+        let c = Config::from_str(&two, Path::new("x.toml")).expect("valid");
+        assert_eq!(c.poa(), vec!["mqtt://127.0.0.1:1883"]);
+        assert_eq!(
+            c.upstream_poa(),
+            Some(vec!["mqtt://up.example:1884".to_string()])
+        );
+        assert_eq!(
+            c.upstream_mqtt().map(|m| m.topic_prefix.as_str()),
+            Some("op")
+        );
+        let one = Config::from_str(GOOD, Path::new("x.toml")).expect("valid");
+        assert_eq!(one.upstream_poa(), None);
     }
 
     #[test]

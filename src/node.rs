@@ -4,14 +4,14 @@
 //! engine's next timeout, and logs the engine's events. It decides nothing
 //! (the driver contract is on [`Engine`]).
 
-use crate::config::Config;
+use crate::config::BrokerUrl;
+use crate::config::{Config, MqttConfig};
 use crate::engine::store::validate_snapshot;
-use crate::engine::{Ack, Engine, Event, Phase, Removal, StoreBatch, Transmit};
+use crate::engine::{Ack, Engine, Event, Link, Phase, Removal, StoreBatch, Transmit};
 use crate::persist::{Memory, PersistError, Persistence, Sqlite};
 use crate::primitive::Rsc;
 use crate::time::Now;
-use crate::topic;
-use crate::transport::mqtt::{Incoming, Settings, Transport, TransportError};
+use crate::transport::mqtt::{token_link, Incoming, Settings, Transport, TransportError};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub enum NodeError {
     Store(#[from] PersistError),
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("mqtt.url: {0}")]
+    #[error("{0}")]
     Broker(String),
     #[error("{path}: {why}; move it away to start with an empty store")]
     BadStore { path: String, why: String },
@@ -34,29 +34,84 @@ pub enum NodeError {
     Thread(std::io::Error),
 }
 
+/// The connection of `[mqtt]`: toward registrees, and toward the registrar
+/// too unless `[registrar.mqtt]` sets a broker of its own.
 pub fn transport_settings(cfg: &Config) -> Result<Settings, NodeError> {
+    settings_of(cfg, &cfg.mqtt, "mqtt", Link::Local)
+}
+
+/// The connection of `[registrar.mqtt]`, if there is one.
+pub fn upstream_settings(cfg: &Config) -> Result<Option<Settings>, NodeError> {
+    cfg.upstream_mqtt()
+        .map(|m| settings_of(cfg, m, "registrar.mqtt", Link::Upstream))
+        .transpose()
+}
+
+fn settings_of(
+    cfg: &Config,
+    m: &MqttConfig,
+    section: &str,
+    link: Link,
+) -> Result<Settings, NodeError> {
     Ok(Settings {
-        broker: cfg.broker().map_err(NodeError::Broker)?,
+        broker: BrokerUrl::parse(&m.url)
+            .map_err(|e| NodeError::Broker(format!("{section}.url: {e}")))?,
         client_id: cfg.cse.id.client_id(),
-        username: cfg.mqtt.username.clone(),
-        password: cfg.mqtt.password.clone(),
-        ca_file: cfg.mqtt.ca_file.clone(),
-        client_cert: cfg.mqtt.client_cert.clone(),
-        client_key: cfg.mqtt.client_key.clone(),
-        keep_alive: cfg.mqtt.keep_alive,
-        qos: cfg.mqtt.qos,
-        max_payload: cfg.mqtt.max_payload,
-        timeout: cfg.mqtt.timeout,
+        username: m.username.clone(),
+        password: m.password.clone(),
+        ca_file: m.ca_file.clone(),
+        client_cert: m.client_cert.clone(),
+        client_key: m.client_key.clone(),
+        keep_alive: m.keep_alive,
+        qos: m.qos,
+        max_payload: m.max_payload,
+        timeout: m.timeout,
         own: cfg.cse.id.to_string(),
         persistent_session: true,
         node: true,
+        topic_prefix: m.topic_prefix.clone(),
+        link,
     })
+}
+
+/// The node's broker connections: one, or one per side.
+#[derive(Clone)]
+struct Links {
+    local: Transport,
+    upstream: Option<Transport>,
+}
+
+impl Links {
+    /// `link` as it is here: with one broker, everything is `Local`.
+    fn norm(&self, link: Link) -> Link {
+        if self.upstream.is_some() {
+            link
+        } else {
+            Link::Local
+        }
+    }
+
+    fn get(&self, link: Link) -> &Transport {
+        match (self.norm(link), &self.upstream) {
+            (Link::Upstream, Some(t)) => t,
+            _ => &self.local,
+        }
+    }
 }
 
 /// Incoming messages handled between two drains of the outputs, at most.
 const BURST: usize = 64;
 
-fn feed(engine: &mut Engine, msg: Incoming, now: Now) {
+/// `link`: the connection `msg` came from, `None` with a single broker.
+fn feed(engine: &mut Engine, msg: Incoming, link: Option<Link>, now: Now) {
+    match (msg, link) {
+        (Incoming::Connected, Some(l)) => engine.link_connection(l, true, now),
+        (Incoming::Disconnected, Some(l)) => engine.link_connection(l, false, now),
+        (msg, _) => feed_one(engine, msg, now),
+    }
+}
+
+fn feed_one(engine: &mut Engine, msg: Incoming, now: Now) {
     match msg {
         Incoming::Request {
             route,
@@ -125,6 +180,18 @@ async fn run_inner(
         "starting m2mnode"
     );
     let (transport, mut incoming) = Transport::start(transport_settings(&cfg)?)?;
+    let (upstream, mut upstream_rx) = match upstream_settings(&cfg)? {
+        Some(s) => {
+            let (t, rx) = Transport::start(s)?;
+            (Some(t), Some(rx))
+        }
+        None => (None, None),
+    };
+    let split = upstream.is_some();
+    let links = Links {
+        local: transport.clone(),
+        upstream: upstream.clone(),
+    };
 
     // Group commit: the persister thread writes one batch per transaction
     // while the engine gathers the next (engine::Engine, driver contract).
@@ -143,25 +210,38 @@ async fn run_inner(
         .map_err(NodeError::Thread)?;
 
     // Publishing may wait for room in the client's queue; it does so here,
-    // never in the engine's loop and never in the MQTT event loop.
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
-    let backlog = Arc::new(AtomicUsize::new(0));
-    let publisher = {
-        let (transport, backlog) = (transport.clone(), backlog.clone());
-        tokio::spawn(async move {
+    // never in the engine's loop and never in the MQTT event loop. One
+    // publisher per connection: a broker that is away stalls only its own.
+    let mut lanes = Vec::new();
+    let mut publishers = Vec::new();
+    for link in [Link::Local, Link::Upstream] {
+        if link == Link::Upstream && !split {
+            break;
+        }
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let (both, backlog2) = (links.clone(), backlog.clone());
+        publishers.push(tokio::spawn(async move {
+            let transport = both.get(link);
             while let Some(out) = out_rx.recv().await {
                 match out {
                     Out::Publish { topic, payload } => transport.publish_wait(topic, payload).await,
-                    Out::Ack(token) => transport.ack(token).await,
+                    // An ack may follow a publish on the other connection
+                    // (a forward): it waits behind it here.
+                    Out::Ack(token) => both.get(token_link(token)).ack(token).await,
                 }
-                backlog.fetch_sub(1, Ordering::AcqRel);
+                backlog2.fetch_sub(1, Ordering::AcqRel);
             }
-        })
-    };
+        }));
+        lanes.push(Lane {
+            queue: out_tx,
+            backlog,
+            transport: links.get(link).clone(),
+        });
+    }
     let out = Outbox {
-        queue: out_tx,
-        backlog,
-        transport: transport.clone(),
+        lanes,
+        links: links.clone(),
     };
 
     let mut phase_log = PhaseLog::default();
@@ -181,13 +261,26 @@ async fn run_inner(
             msg = incoming.recv() => {
                 let now = Now::system();
                 let Some(msg) = msg else { break };
-                feed(&mut engine, msg, now);
+                let link = split.then_some(Link::Local);
+                feed(&mut engine, msg, link, now);
                 // Take what else is waiting before the outputs go out: one
                 // wake-up for a burst, not one per message.
                 for _ in 0..BURST {
                     match incoming.try_recv() {
-                        Ok(msg) => feed(&mut engine, msg, now),
+                        Ok(msg) => feed(&mut engine, msg, link, now),
                         Err(_) => break,
+                    }
+                }
+            }
+            Some(msg) = recv_opt(&mut upstream_rx) => {
+                let now = Now::system();
+                feed(&mut engine, msg, Some(Link::Upstream), now);
+                if let Some(rx) = &mut upstream_rx {
+                    for _ in 0..BURST {
+                        match rx.try_recv() {
+                            Ok(msg) => feed(&mut engine, msg, Some(Link::Upstream), now),
+                            Err(_) => break,
+                        }
                     }
                 }
             }
@@ -222,11 +315,27 @@ async fn run_inner(
     drain(&mut engine, &batch_tx, &out, &mut throttle);
     // What was answered goes out; what is being written is finished.
     drop(out);
-    let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        for p in publishers {
+            let _ = p.await;
+        }
+    })
+    .await;
     drop(batch_tx);
     let _ = tokio::task::spawn_blocking(move || persist_thread.join()).await;
+    if let Some(u) = &upstream {
+        u.close().await;
+    }
     transport.close().await;
     Ok(())
+}
+
+/// The next message of a receiver that may not exist (then never).
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -292,7 +401,11 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
         applied.push("limits");
     }
     match (&new.registrar, &current.registrar) {
-        (Some(n), Some(c)) if n.id == c.id && n.name == c.name => {
+        (Some(n), Some(c))
+            if n.id == c.id
+                && n.name == c.name
+                && format!("{:?}", n.mqtt) == format!("{:?}", c.mqtt) =>
+        {
             if n.check_interval != c.check_interval {
                 engine.set_registrar_check_interval(n.check_interval, now);
                 applied.push("registrar.check_interval");
@@ -333,10 +446,17 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
     }
 }
 
-/// Where transmits go: straight into the MQTT client while it has room
-/// (no task hop on the common path), else, and then in order, through the
-/// publisher task, which waits for room. Nothing is dropped.
+/// Where transmits go, per connection: straight into the MQTT client
+/// while it has room (no task hop on the common path), else, and then in
+/// order, through that connection's publisher task, which waits for room.
+/// Nothing is dropped.
 struct Outbox {
+    /// Indexed by [`Link`]: one lane, or two with a broker per side.
+    lanes: Vec<Lane>,
+    links: Links,
+}
+
+struct Lane {
     queue: mpsc::UnboundedSender<Out>,
     /// Messages handed to the publisher task and not yet sent by it.
     backlog: Arc<AtomicUsize>,
@@ -344,24 +464,32 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn send(&self, out: Out) {
-        let out = if self.backlog.load(Ordering::Acquire) > 0 {
+    fn send(&self, link: Link, out: Out) {
+        let lane = &self.lanes[(self.links.norm(link) as usize).min(self.lanes.len() - 1)];
+        let out = if lane.backlog.load(Ordering::Acquire) > 0 {
             out
         } else {
             match out {
                 Out::Publish { topic, payload } => {
-                    match self.transport.try_publish_now(&topic, payload) {
+                    match lane.transport.try_publish_now(&topic, payload) {
                         Ok(()) => return,
                         Err(payload) => Out::Publish { topic, payload },
                     }
                 }
-                Out::Ack(token) if self.transport.try_ack_now(token) => return,
+                // Straight in only on its own connection; an ack that follows
+                // a publish on the other one (a forward) waits behind it.
+                Out::Ack(token)
+                    if self.links.norm(token_link(token)) == self.links.norm(link)
+                        && lane.transport.try_ack_now(token) =>
+                {
+                    return
+                }
                 ack => ack,
             }
         };
-        self.backlog.fetch_add(1, Ordering::AcqRel);
-        if self.queue.send(out).is_err() {
-            self.backlog.fetch_sub(1, Ordering::AcqRel);
+        lane.backlog.fetch_add(1, Ordering::AcqRel);
+        if lane.queue.send(out).is_err() {
+            lane.backlog.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -373,34 +501,39 @@ fn drain(
     out: &Outbox,
     throttle: &mut Throttle,
 ) {
-    let transport = &out.transport;
+    let links = &out.links;
     if let Some(batch) = engine.poll_store() {
         if batches.send(batch).is_err() {
             error!("the store thread is gone");
         }
     }
     while let Some(t) = engine.poll_transmit() {
-        let (publish, ack) = match t {
+        // The connection: toward the registrar's CSE-ID upstream, any other
+        // next hop locally; an answer where its request came from.
+        let (link, publish, ack) = match t {
             Transmit::Request {
                 to,
                 format,
                 payload,
                 ack,
-            } => (
-                Some((
-                    topic::request_topic(transport.own(), to.as_str(), format),
-                    payload,
-                )),
+            } => {
+                let link = links.norm(engine.link_to(to.as_str()));
+                let topic = links.get(link).request_topic(to.as_str(), format);
+                (link, Some((topic, payload)), ack)
+            }
+            Transmit::Response { to, payload, ack } => (
+                links.norm(to.link),
+                Some((to.response_topic(), payload)),
                 ack,
             ),
-            Transmit::Response { to, payload, ack } => (Some((to.response_topic(), payload)), ack),
-            Transmit::Ack(a) => (None, Some(a)),
+            Transmit::Ack(a) => (links.norm(token_link(a.0)), None, Some(a)),
         };
         if let Some((topic, payload)) = publish {
-            out.send(Out::Publish { topic, payload });
+            out.send(link, Out::Publish { topic, payload });
         }
         if let Some(Ack(token)) = ack {
-            out.send(Out::Ack(token));
+            // Behind the publish it follows, on that publish's lane.
+            out.send(link, Out::Ack(token));
         }
     }
     while let Some(e) = engine.poll_event() {

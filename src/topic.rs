@@ -4,6 +4,17 @@
 use crate::id::{from_topic_segment, to_topic_segment};
 use crate::primitive::Format;
 
+/// Which broker connection a message came in on (or a transmit goes out
+/// on): the one toward registrees (`[mqtt]`) or, when `[registrar.mqtt]`
+/// sets one, the one toward the registrar. With a single broker every
+/// message is `Local` and the two are the same connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Link {
+    #[default]
+    Local,
+    Upstream,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Request,
@@ -25,6 +36,10 @@ pub struct Route {
     /// answer (TS-0010 6.4.5: only `req` becomes `resp`).
     orig_seg: String,
     recv_seg: String,
+    /// The topic prefix it came with (`mqtt.topic_prefix`), for the answer.
+    prefix: String,
+    /// The connection it came in on: the answer goes back on it.
+    pub link: Link,
 }
 
 impl Route {
@@ -35,15 +50,30 @@ impl Route {
             Err(s) => s.as_str(),
         };
         format!(
-            "/oneM2M/resp/{}/{}/{}",
-            self.orig_seg, self.recv_seg, suffix
+            "{}/oneM2M/resp/{}/{}/{}",
+            self.prefix, self.orig_seg, self.recv_seg, suffix
         )
+    }
+
+    /// The same route, marked as having come in on `link`.
+    pub fn on(mut self, link: Link) -> Route {
+        self.link = link;
+        self
     }
 }
 
 /// Parses `/oneM2M/{req|resp}/<orig>/<recv>/<type>`; anything else is `None`.
 pub fn parse(topic: &str) -> Option<Route> {
-    let mut levels = topic.strip_prefix("/oneM2M/")?.split('/');
+    parse_prefixed("", topic)
+}
+
+/// [`parse`] for topics under `prefix` (`mqtt.topic_prefix`, as ACME's
+/// `topicPrefix`: `<prefix>/oneM2M/...`).
+pub fn parse_prefixed(prefix: &str, topic: &str) -> Option<Route> {
+    let mut levels = topic
+        .strip_prefix(prefix)?
+        .strip_prefix("/oneM2M/")?
+        .split('/');
     let kind = match levels.next()? {
         "req" => Kind::Request,
         "resp" => Kind::Response,
@@ -62,12 +92,24 @@ pub fn parse(topic: &str) -> Option<Route> {
         format: Format::from_suffix(suffix).ok_or_else(|| suffix.to_owned()),
         orig_seg: orig.to_owned(),
         recv_seg: recv.to_owned(),
+        prefix: prefix.to_owned(),
+        link: Link::Local,
     })
 }
 
 pub fn request_topic(originator: &str, receiver: &str, format: Format) -> String {
+    request_topic_prefixed("", originator, receiver, format)
+}
+
+/// [`request_topic`] under `prefix`.
+pub fn request_topic_prefixed(
+    prefix: &str,
+    originator: &str,
+    receiver: &str,
+    format: Format,
+) -> String {
     format!(
-        "/oneM2M/req/{}/{}/{}",
+        "{prefix}/oneM2M/req/{}/{}/{}",
         to_topic_segment(originator),
         to_topic_segment(receiver),
         format.suffix()
@@ -77,11 +119,30 @@ pub fn request_topic(originator: &str, receiver: &str, format: Format) -> String
 /// The filters a CSE subscribes to (notes §1.3): requests addressed to it and
 /// answers to the requests it sent.
 pub fn subscriptions(own: &str) -> [String; 2] {
+    subscriptions_prefixed("", own)
+}
+
+/// [`subscriptions`] under `prefix`.
+pub fn subscriptions_prefixed(prefix: &str, own: &str) -> [String; 2] {
     let me = to_topic_segment(own);
     [
-        format!("/oneM2M/req/+/{me}/#"),
-        format!("/oneM2M/resp/{me}/+/#"),
+        format!("{prefix}/oneM2M/req/+/{me}/#"),
+        format!("{prefix}/oneM2M/resp/{me}/+/#"),
     ]
+}
+
+/// Whether `prefix` can stand in front of `/oneM2M/...`: empty, or levels
+/// without wildcards, not ending in `/` (the `/oneM2M` after it supplies one).
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.contains(['+', '#', '\0']) {
+        return Err(format!("{prefix:?} must not contain '+', '#' or NUL"));
+    }
+    if prefix.ends_with('/') {
+        return Err(format!(
+            "{prefix:?} must not end with '/' (topics are <prefix>/oneM2M/...)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -114,6 +175,28 @@ mod tests {
         let r = parse("/oneM2M/req/a/b/xml").expect("route");
         assert_eq!(r.format, Err("xml".into()));
         assert_eq!(r.response_topic(), "/oneM2M/resp/a/b/xml");
+    }
+
+    #[test]
+    fn prefixed_topics() {
+        let r = parse_prefixed("site/a", "site/a/oneM2M/req/id-mn/id-in/json").expect("route");
+        assert_eq!(r.receiver, "/id-in");
+        assert_eq!(r.response_topic(), "site/a/oneM2M/resp/id-mn/id-in/json");
+        assert_eq!(
+            parse_prefixed("site/a", "/oneM2M/req/id-mn/id-in/json"),
+            None
+        );
+        assert_eq!(parse("site/a/oneM2M/req/id-mn/id-in/json"), None);
+        assert_eq!(
+            subscriptions_prefixed("p", "/id-mn")[0],
+            "p/oneM2M/req/+/id-mn/#"
+        );
+        assert_eq!(
+            request_topic_prefixed("p", "/id-mn", "/id-in", Format::Json),
+            "p/oneM2M/req/id-mn/id-in/json"
+        );
+        assert!(check_prefix("").is_ok() && check_prefix("a/b").is_ok());
+        assert!(check_prefix("a/").is_err() && check_prefix("a/#").is_err());
     }
 
     #[test]

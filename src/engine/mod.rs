@@ -12,7 +12,9 @@
 //!
 //! 1. Feed inputs as they happen: [`Engine::handle_request`] for a publish
 //!    on a request topic, [`Engine::handle_response`] for one on a response
-//!    topic, [`Engine::connection`] when the broker link comes or goes,
+//!    topic, [`Engine::connection`] when the broker link comes or goes
+//!    ([`Engine::link_connection`] for each of two links, when the
+//!    registrar is on a broker of its own: [`Link`]),
 //!    [`Engine::store_committed`] / [`Engine::store_failed`] when a batch
 //!    from [`Engine::poll_store`] has been written (or not), and
 //!    [`Engine::handle_timeout`] when the instant from
@@ -29,7 +31,9 @@
 //!
 //! Transmits are addressed to a next-hop CSE (a request) or to the hop a
 //! request came from (an answer), never to a topic or a connection: which
-//! broker carries them is the driver's business.
+//! broker carries them is the driver's business (with two links: a request
+//! to the registrar's CSE-ID goes upstream, any other locally, and an
+//! answer goes back on the [`Route::link`] its request came in on).
 //!
 //! Nothing acknowledged is lost: a CREATE/UPDATE/DELETE of a durable node is
 //! answered only once its batch is committed (group commit); a batch that
@@ -41,6 +45,7 @@ pub mod registrar;
 pub mod registration;
 pub mod store;
 
+pub use crate::topic::Link;
 pub use liveness::MISSES as LIVENESS_MISSES;
 pub use registrar::{Limits, Outcome, Registrar, RegistrarSettings};
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
@@ -63,6 +68,9 @@ use tracing::debug;
 pub struct UpstreamSettings {
     pub registrar_rn: String,
     pub check_interval: Duration,
+    /// The own `<remoteCSE>`'s `poa` when it is not the CSEBase's (the
+    /// registrar reaches this node on another broker than registrees do).
+    pub poa: Option<Vec<String>>,
 }
 
 /// Everything the engine is configured with (built by `config.rs`).
@@ -278,7 +286,11 @@ pub struct Engine {
     max_forwards: usize,
     pending: HashMap<String, Pending>,
     deadlines: BTreeSet<(Instant, String)>,
-    connected: bool,
+    /// The link toward registrees (and everything not the registrar) and
+    /// the one toward the registrar; one and the same with a single broker.
+    local_up: bool,
+    upstream_up: bool,
+    own_poa: Option<Vec<String>>,
     stopping: bool,
     stopped: bool,
     request_timeout: Duration,
@@ -314,8 +326,11 @@ impl Engine {
         let remote_rn = store.own_csr_rn().map(str::to_owned);
         let registration = match (&settings.registration, &upstream) {
             (Some(up), Some(registrar)) => {
-                let want =
+                let mut want =
                     OwnCsr::from_cse_base(&settings.registrar.cse_base, store.descendant_ids());
+                if let Some(poa) = &up.poa {
+                    want.poa = poa.clone();
+                }
                 let m = Registration::new(
                     RegistreeConfig {
                         own: own.clone(),
@@ -352,7 +367,9 @@ impl Engine {
             max_forwards: limits.forwards_in_flight,
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
-            connected: false,
+            local_up: false,
+            upstream_up: false,
+            own_poa: settings.registration.as_ref().and_then(|u| u.poa.clone()),
             stopping: false,
             stopped: false,
             request_timeout: settings.request_timeout,
@@ -460,7 +477,11 @@ impl Engine {
             .collect();
         serde_json::json!({ "m2mnode:status": {
             "cse": self.own.as_str(),
-            "connected": self.connected,
+            "connected": self.local_up && self.upstream_up,
+            "links": {
+                "local": self.local_up,
+                "upstream": self.upstream.as_ref().map(|_| self.upstream_up),
+            },
             "registrar": registrar,
             "registrees": registrees,
             "descendants": store.descendant_ids(),
@@ -483,20 +504,54 @@ impl Engine {
 
     // ----- inputs -----
 
-    /// The broker link came up or went down.
+    /// The broker link came up or went down (a single broker: both links).
     pub fn connection(&mut self, up: bool, now: Now) {
-        self.connected = up;
+        self.local_up = up;
+        self.upstream_up = up;
+        self.link_changed(None, up, now);
+    }
+
+    /// One of two broker links came up or went down: liveness of registrees
+    /// pauses only while the local one is down, the own registration's
+    /// requests fail fast only while the upstream one is.
+    pub fn link_connection(&mut self, link: Link, up: bool, now: Now) {
+        match link {
+            Link::Local => self.local_up = up,
+            Link::Upstream => self.upstream_up = up,
+        }
+        self.link_changed(Some(link), up, now);
+    }
+
+    /// The link this node reaches the next hop `to` on.
+    pub fn link_to(&self, to: &str) -> Link {
+        match &self.upstream {
+            Some(u) if u.as_str() == to => Link::Upstream,
+            _ => Link::Local,
+        }
+    }
+
+    fn link_is_up(&self, link: Link) -> bool {
+        match link {
+            Link::Local => self.local_up,
+            Link::Upstream => self.upstream_up,
+        }
+    }
+
+    /// `link` (`None`: the single one) came up or went down.
+    fn link_changed(&mut self, link: Option<Link>, up: bool, now: Now) {
+        let local = link != Some(Link::Upstream);
+        let upstream = link != Some(Link::Local);
         if !up {
             // Acks of the old connection will never be written now; the
             // broker redelivers those requests and the answers stay.
             self.durable_answers.clear();
         }
-        if up && !self.stopping {
+        if up && upstream && !self.stopping {
             if let (Some(m), Some(start)) = (&mut self.registration, self.start.take()) {
                 m.handle(start, now);
             }
         }
-        if !up {
+        if !up && local {
             // Silence while the link is down proves nothing about a registree.
             let probes: Vec<(String, String)> = self
                 .pending
@@ -710,7 +765,7 @@ impl Engine {
         ack: Option<Ack>,
         now: Now,
     ) {
-        let refusal = if !self.connected {
+        let refusal = if !self.link_is_up(self.link_to(next_hop.as_str())) {
             Some("not connected to the MQTT broker".to_owned())
         } else if self.forwards >= self.max_forwards {
             Some(format!(
@@ -932,7 +987,7 @@ impl Engine {
         if let Some(m) = &self.registration {
             consider(m.poll_timeout());
         }
-        if self.connected && !self.stopping {
+        if self.local_up && !self.stopping {
             consider(self.liveness.poll_timeout());
         }
         t
@@ -976,7 +1031,7 @@ impl Engine {
                 }
             }
             Purpose::Probe { csi } => {
-                let outcome = if self.connected {
+                let outcome = if self.local_up {
                     ProbeOutcome::Answered(rsp.rsc)
                 } else {
                     ProbeOutcome::NoConnection
@@ -1159,10 +1214,13 @@ impl Engine {
             return;
         }
         self.dcse_dirty = false;
-        let want = OwnCsr::from_cse_base(
+        let mut want = OwnCsr::from_cse_base(
             self.registrar.cse_base(),
             self.registrar.store().descendant_ids(),
         );
+        if let Some(poa) = &self.own_poa {
+            want.poa = poa.clone();
+        }
         m.handle(Input::OwnCsrChanged(want), now);
     }
 
@@ -1172,7 +1230,7 @@ impl Engine {
         };
         match action {
             Action::Send(req) => {
-                if !self.connected {
+                if !self.upstream_up {
                     let rsp = Response::error(
                         Rsc::TARGET_NOT_REACHABLE,
                         &req.rqi,
@@ -1308,7 +1366,7 @@ impl Engine {
     }
 
     fn start_probes(&mut self, now: Now) {
-        if !self.connected || self.stopping {
+        if !self.local_up || self.stopping {
             return;
         }
         while let Some(csi) = self.liveness.next_due(now.mono) {

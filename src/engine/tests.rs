@@ -1222,3 +1222,64 @@ proptest::proptest! {
         proptest::prop_assert_eq!(acked, 1);
     }
 }
+
+#[test]
+fn two_links_each_pause_only_what_needs_them() {
+    let mut s = mn_cse();
+    if let Some(u) = &mut s.registration {
+        u.poa = Some(vec!["mqtt://upstream:1883".into()]);
+    }
+    let now = start();
+    let mut e = Engine::new(s, Snapshot::default(), now);
+    e.link_connection(Link::Local, true, now);
+    assert!(
+        drain(&mut e).requests.is_empty(),
+        "the registration waits for the upstream link"
+    );
+    e.link_connection(Link::Upstream, true, now);
+    let out = drain(&mut e);
+    assert_eq!(out.requests.len(), 1);
+    assert_eq!(e.link_to(out.requests[0].0.as_str()), Link::Upstream);
+    assert_eq!(e.link_to("/id-asn"), Link::Local);
+    let st = e.status();
+    assert_eq!(
+        st["m2mnode:status"]["links"],
+        json!({"local": true, "upstream": true})
+    );
+
+    // Upstream away: a forward toward the registrar is refused at once,
+    // the node still answers locally.
+    e.link_connection(Link::Upstream, false, now);
+    e.handle_request(
+        from("/id-x", "/id-mn"),
+        &request(Operation::Retrieve, "/id-in/cse-in", "/id-x", "f1"),
+        None,
+        now,
+    );
+    e.handle_request(
+        from("/id-x", "/id-mn"),
+        &request(Operation::Retrieve, "/id-mn/cse-mn", "/id-x", "l1"),
+        None,
+        now,
+    );
+    let out = drain(&mut e);
+    assert!(out.requests.is_empty());
+    let rscs: Vec<Rsc> = out.responses.iter().map(|(_, r, _)| r.rsc).collect();
+    assert_eq!(rscs, vec![Rsc::TARGET_NOT_REACHABLE, Rsc::OK]);
+    assert_eq!(
+        e.status()["m2mnode:status"]["links"],
+        json!({"local": true, "upstream": false})
+    );
+    // The answer goes back on the link its request came in on.
+    let up_route = from("/id-in", "/id-mn").on(Link::Upstream);
+    e.link_connection(Link::Upstream, true, now);
+    e.handle_request(
+        up_route,
+        &request(Operation::Retrieve, "/id-mn/cse-mn", "/id-in", "u1"),
+        None,
+        now,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(out.responses[0].0.link, Link::Upstream);
+}

@@ -10,7 +10,7 @@
 
 use crate::config::BrokerUrl;
 use crate::primitive::{Format, Request, Response, Rsc};
-use crate::topic::{self, Kind, Route};
+use crate::topic::{self, Kind, Link, Route};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
 };
@@ -50,6 +50,11 @@ pub struct Settings {
     /// Responses that match no [`Transport::request`] are handed on as
     /// [`Incoming::Response`].
     pub node: bool,
+    /// In front of `/oneM2M/...` in every topic (`mqtt.topic_prefix`).
+    pub topic_prefix: String,
+    /// Which of the node's links this connection is: routes of what comes
+    /// in are marked with it, and so are ack tokens (their top bit).
+    pub link: Link,
 }
 
 impl Settings {
@@ -75,6 +80,8 @@ impl Settings {
             own: own.into(),
             persistent_session: false,
             node: false,
+            topic_prefix: String::new(),
+            link: Link::Local,
         }
     }
 }
@@ -155,8 +162,30 @@ const OUTGOING_INFLIGHT: u16 = 4096;
 /// the socket (backpressure: the broker keeps the rest).
 const INCOMING_CAPACITY: usize = 1024;
 
-fn ack_token(epoch: u64, pkid: u16) -> u64 {
-    (epoch << 16) | u64::from(pkid)
+/// The top bit of an ack token: the upstream link's (two transports hand
+/// their tokens to one engine).
+const UPSTREAM_TOKEN: u64 = 1 << 63;
+
+fn ack_token(link: Link, epoch: u64, pkid: u16) -> u64 {
+    let tag = if link == Link::Upstream {
+        UPSTREAM_TOKEN
+    } else {
+        0
+    };
+    tag | (epoch << 16) | u64::from(pkid)
+}
+
+/// The link an ack token of [`Transport`] belongs to.
+pub fn token_link(token: u64) -> Link {
+    if token & UPSTREAM_TOKEN != 0 {
+        Link::Upstream
+    } else {
+        Link::Local
+    }
+}
+
+fn token_epoch(token: u64) -> u64 {
+    (token & !UPSTREAM_TOKEN) >> 16
 }
 
 /// What the client reads at all: well above what a broker configured as in
@@ -180,11 +209,20 @@ impl Transport {
     pub fn start(
         settings: Settings,
     ) -> Result<(Transport, mpsc::Receiver<Incoming>), TransportError> {
-        let mut opts = MqttOptions::new(
-            &settings.client_id,
-            &settings.broker.host,
-            settings.broker.port,
-        );
+        let b = &settings.broker;
+        // For WebSocket, rumqttc takes the whole URL as the address.
+        let addr = if b.ws {
+            let host = if b.host.contains(':') {
+                format!("[{}]", b.host)
+            } else {
+                b.host.clone()
+            };
+            let scheme = if b.tls { "wss" } else { "ws" };
+            format!("{scheme}://{host}:{}{}", b.port, b.path)
+        } else {
+            b.host.clone()
+        };
+        let mut opts = MqttOptions::new(&settings.client_id, addr, b.port);
         opts.set_keep_alive(settings.keep_alive)
             .set_clean_session(!settings.persistent_session)
             // Incoming packets up to 4x the cap are read and dropped by the
@@ -216,13 +254,18 @@ impl Transport {
                 (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
                 _ => None,
             };
-            opts.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Simple {
-                    ca,
-                    alpn: None,
-                    client_auth,
-                },
-            ));
+            let tls = rumqttc::TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth,
+            };
+            opts.set_transport(if settings.broker.ws {
+                rumqttc::Transport::wss_with_config(tls)
+            } else {
+                rumqttc::Transport::tls_with_config(tls)
+            });
+        } else if settings.broker.ws {
+            opts.set_transport(rumqttc::Transport::Ws);
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
         let mut net = NetworkOptions::new();
@@ -278,6 +321,16 @@ impl Transport {
         &self.settings.own
     }
 
+    /// The topic of a request from this client to `receiver`.
+    pub fn request_topic(&self, receiver: &str, format: Format) -> String {
+        topic::request_topic_prefixed(
+            &self.settings.topic_prefix,
+            &self.settings.own,
+            receiver,
+            format,
+        )
+    }
+
     /// Why the last connection attempt failed, for a clear CLI message.
     pub fn last_error(&self) -> Option<String> {
         self.last_error
@@ -328,7 +381,7 @@ impl Transport {
         let key = (receiver.to_owned(), rqi.to_owned());
         let (done, answer) = oneshot::channel();
         self.lock_pending().insert(key.clone(), done);
-        let topic = topic::request_topic(&self.settings.own, receiver, format);
+        let topic = self.request_topic(receiver, format);
         if let Err(e) = self
             .client
             .try_publish(topic, qos(self.settings.qos), false, payload)
@@ -375,7 +428,7 @@ impl Transport {
 
     /// Acknowledges now if the client's queue has room; false if not.
     pub fn try_ack_now(&self, token: u64) -> bool {
-        if token >> 16 != self.epoch.load(Ordering::Acquire) {
+        if token_epoch(token) != self.epoch.load(Ordering::Acquire) {
             return true;
         }
         let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
@@ -406,7 +459,7 @@ impl Transport {
     /// `ack`. One from an earlier connection is skipped: the broker
     /// redelivers that publish, and dedupe answers it again.
     pub async fn ack(&self, token: u64) {
-        if token >> 16 != self.epoch.load(Ordering::Acquire) {
+        if token_epoch(token) != self.epoch.load(Ordering::Acquire) {
             return;
         }
         let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
@@ -496,7 +549,10 @@ impl Transport {
                     // left by another client with this id (or a takeover
                     // that unsubscribed) holds none of ours, and the node
                     // would be deaf (design.md, pitfalls). It costs a packet.
-                    let filters = topic::subscriptions(&self.settings.own);
+                    let filters = topic::subscriptions_prefixed(
+                        &self.settings.topic_prefix,
+                        &self.settings.own,
+                    );
                     awaiting_subacks = filters.len();
                     for filter in filters {
                         if let Err(e) = self.client.try_subscribe(filter, qos(self.settings.qos)) {
@@ -511,13 +567,19 @@ impl Transport {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let ack = (self.settings.node && p.qos != QoS::AtMostOnce)
-                        .then(|| ack_token(self.epoch.load(Ordering::Acquire), p.pkid));
+                    let ack = (self.settings.node && p.qos != QoS::AtMostOnce).then(|| {
+                        ack_token(
+                            self.settings.link,
+                            self.epoch.load(Ordering::Acquire),
+                            p.pkid,
+                        )
+                    });
                     self.on_publish(&p.topic, p.payload.to_vec(), ack, &tx)
                         .await
                 }
                 Ok(Event::Outgoing(rumqttc::Outgoing::PubAck(pkid))) if self.settings.node => {
-                    let token = ack_token(self.epoch.load(Ordering::Acquire), pkid);
+                    let token =
+                        ack_token(self.settings.link, self.epoch.load(Ordering::Acquire), pkid);
                     let _ = tx.send(Incoming::Acked(token)).await;
                 }
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
@@ -624,7 +686,9 @@ impl Transport {
             self.ack_from_loop(ack);
             return;
         }
-        let Some(route) = topic::parse(topic_name) else {
+        let Some(route) = topic::parse_prefixed(&self.settings.topic_prefix, topic_name)
+            .map(|r| r.on(self.settings.link))
+        else {
             debug!(
                 topic = topic_name,
                 "ignoring a publish on a topic that is not oneM2M"

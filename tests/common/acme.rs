@@ -82,6 +82,8 @@ pub struct AcmeConfig {
     /// still may CREATE a CSR and RETRIEVE the CSEBase (allowedCSROriginators
     /// is "/*"), but gets 4103 on other CSRs.
     pub acp_checks: bool,
+    /// ACME's `[mqtt] topicPrefix`: in front of `/oneM2M/...`. Default none.
+    pub topic_prefix: String,
 }
 
 impl AcmeConfig {
@@ -95,6 +97,7 @@ impl AcmeConfig {
             registrar: None,
             check_interval_secs: 3,
             acp_checks: false,
+            topic_prefix: String::new(),
         }
     }
 
@@ -140,7 +143,8 @@ impl AcmeConfig {
             (None, t) => return Err(format!("a {t} CSE needs a registrar")),
             (Some(_), t) => return Err(format!("a {t} CSE cannot have a registrar")),
         };
-        let subst: [(&str, String); 11] = [
+        let subst: [(&str, String); 12] = [
+            ("TOPIC_PREFIX", self.topic_prefix.clone()),
             ("CSE_TYPE", self.cse_type.to_string()),
             ("CSE_RI", self.ri().to_string()),
             ("CSE_RN", self.rn.clone()),

@@ -407,12 +407,17 @@ impl Client {
 
     /// Connects with broker credentials (user, password).
     pub fn connect_as(broker: &Mosquitto, own: &str, login: Option<(&str, &str)>) -> Client {
+        Client::connect_url(&broker.url(), own, login, "")
+    }
+
+    /// Connects to the broker at `url` (any broker), topics under `prefix`.
+    pub fn connect_url(url: &str, own: &str, login: Option<(&str, &str)>, prefix: &str) -> Client {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
-        let url = m2mnode::config::BrokerUrl::parse(&broker.url()).expect("url");
+        let url = m2mnode::config::BrokerUrl::parse(url).expect("url");
         let mut settings = Settings::client(
             url,
             format!("test-{}-{}", own.replace('/', "_"), free_port()),
@@ -421,6 +426,7 @@ impl Client {
         );
         // Big enough to send oversize test payloads.
         settings.max_payload = 4 << 20;
+        settings.topic_prefix = prefix.to_owned();
         if let Some((user, pass)) = login {
             settings.username = Some(user.to_owned());
             settings.password = Some(pass.to_owned());
@@ -440,11 +446,16 @@ impl Client {
         }
     }
 
+    /// Unique in this process, across clients: a client made again for the
+    /// same originator must not repeat an rqi (the node would rightly take
+    /// it for a duplicate and answer from its cache).
     pub fn rqi(&self) -> String {
+        static ALL: AtomicU32 = AtomicU32::new(0);
+        let _ = self.n.fetch_add(1, Ordering::Relaxed);
         format!(
             "t{}-{}",
             self.own.replace('/', ""),
-            self.n.fetch_add(1, Ordering::Relaxed)
+            ALL.fetch_add(1, Ordering::Relaxed)
         )
     }
 

@@ -1,0 +1,322 @@
+//! Issue 13, connectivity: a broker per side (`[registrar.mqtt]`), MQTT
+//! over WebSocket (`ws://`, `wss://`), and the core registration and
+//! forwarding tests on a second broker implementation (rumqttd).
+
+mod common;
+#[path = "common/rumqttd.rs"]
+mod rumqttd;
+#[path = "common/ws.rs"]
+mod ws;
+
+use common::*;
+use m2mnode::primitive::{Operation, Rsc};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const S10: Duration = Duration::from_secs(10);
+
+fn get(c: &Client, to: &str, receiver: &str) -> (Rsc, Value) {
+    let r = c.send(&c.req(Operation::Retrieve, to), receiver);
+    (r.rsc, r.pc.unwrap_or(Value::Null))
+}
+
+fn in_node(url: &str) -> Node {
+    let n = Node::start(
+        "in",
+        &node_config("/id-in", "cse-in", "IN", url, None, None, "1s"),
+    );
+    n.wait_log("connected to the MQTT broker", S10);
+    n
+}
+
+/// An MN on `local` for its registrees, registered at /id-in over `upstream`.
+fn split_mn(local: &str, upstream: &str) -> Node {
+    let data = scratch("mn-data");
+    let cfg = node_config(
+        "/id-mn",
+        "cse-mn",
+        "MN",
+        local,
+        Some(&data),
+        Some(("/id-in", "cse-in")),
+        "1s",
+    ) + &format!("\n[registrar.mqtt]\nurl = \"{upstream}\"\ntimeout = \"2s\"\n");
+    Node::start("mn", &cfg)
+}
+
+fn connected_to(n: &Node, url: &str) -> usize {
+    n.count_in_log(&format!("connected to the MQTT broker broker={url}"))
+}
+
+#[test]
+fn two_brokers_an_mn_between_the_in_and_an_asn_survives_each_restart() {
+    let mut up = Mosquitto::start();
+    let mut local = Mosquitto::start();
+    let _in = in_node(&up.url());
+    let mn = split_mn(&local.url(), &up.url());
+    mn.wait_log("registered at /id-in", S10);
+    let asn = Node::start(
+        "asn",
+        &node_config(
+            "/id-asn",
+            "cse-asn",
+            "ASN",
+            &local.url(),
+            None,
+            Some(("/id-mn", "cse-mn")),
+            "1s",
+        ),
+    );
+    asn.wait_log("registered at /id-mn", S10);
+
+    // The own CSR at the IN names the upstream broker; the CSEBase that
+    // registrees see names the local one.
+    let x = Client::connect(&up, "/id-x");
+    wait_until(S10, "/id-asn in dcse of /id-mn's CSR at /id-in", || {
+        let (_, pc) = get(&x, "/id-in/cse-in/id-mn", "/id-in");
+        pc["m2m:csr"]["dcse"] == json!(["/id-asn"])
+    });
+    let (_, pc) = get(&x, "/id-in/cse-in/id-mn", "/id-in");
+    assert_eq!(pc["m2m:csr"]["poa"], json!([up.url()]));
+    let y = Client::connect(&local, "/id-y");
+    let (rsc, pc) = get(&y, "/id-asn/cse-asn/id-mn", "/id-asn");
+    assert_eq!(rsc, Rsc::OK);
+    assert_eq!(pc["m2m:csr"]["poa"], json!([local.url()]));
+    let (rsc, pc) = get(&y, "/id-mn/cse-mn", "/id-mn");
+    assert_eq!(rsc, Rsc::OK);
+    assert_eq!(pc["m2m:cb"]["poa"], json!([local.url()]));
+
+    // IN -> MN (upstream broker) -> ASN (local broker), and back.
+    let (rsc, pc) = get(&x, "/id-asn/cse-asn", "/id-in");
+    assert_eq!(rsc, Rsc::OK, "{pc}");
+    assert_eq!(pc["m2m:cb"]["csi"], "/id-asn");
+    // And upward: the MN forwards to the IN on the upstream broker (which
+    // refuses /id-y, registered nowhere: the answer still comes back down).
+    let (rsc, pc) = get(&y, "/id-in/cse-in", "/id-mn");
+    assert_eq!(rsc, Rsc::ORIGINATOR_HAS_NO_PRIVILEGE, "{pc}");
+    // The status shows both connections.
+    let (rsc, pc) = get(&y, "/id-mn/cse-mn/m2mnode-status", "/id-mn");
+    assert_eq!(rsc, Rsc::OK);
+    assert_eq!(
+        pc["m2mnode:status"]["links"],
+        json!({"local": true, "upstream": true})
+    );
+    drop(x);
+
+    // The upstream broker goes away: registrees are still served and
+    // checked, and what needs the registrar fails fast.
+    let mark = mn.mark();
+    up.stop();
+    wait_until(S10, "the MN to notice the upstream broker is gone", || {
+        mn.count_since(mark, "lost the MQTT broker") >= 1
+    });
+    let (rsc, _) = get(&y, "/id-asn/cse-asn", "/id-mn");
+    assert_eq!(rsc, Rsc::OK, "local forwarding without the upstream broker");
+    let (rsc, _) = get(&y, "/id-in/cse-in", "/id-mn");
+    assert_eq!(rsc, Rsc::TARGET_NOT_REACHABLE);
+    let (_, pc) = get(&y, "/id-mn/cse-mn/m2mnode-status", "/id-mn");
+    assert_eq!(
+        pc["m2mnode:status"]["links"],
+        json!({"local": true, "upstream": false})
+    );
+    // Several registree check intervals (1 s) pass with answers.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, pc) = get(&y, "/id-mn/cse-mn/m2mnode-status", "/id-mn");
+    assert_eq!(
+        pc["m2mnode:status"]["registrees"][0]["misses"],
+        json!(0),
+        "{pc}"
+    );
+    up.restart();
+    wait_until(S10, "the MN back on the upstream broker", || {
+        connected_to(&mn, &up.url()) >= 2
+    });
+    let x = Client::connect(&up, "/id-x");
+    wait_until(S10, "IN -> MN -> ASN again", || {
+        get(&x, "/id-asn/cse-asn", "/id-in").0 == Rsc::OK
+    });
+
+    // The local broker goes away: the own registration is untouched, the
+    // registrees' silence is not held against them.
+    let mark = mn.mark();
+    local.stop();
+    wait_until(S10, "the MN to notice the local broker is gone", || {
+        mn.count_since(mark, "lost the MQTT broker") >= 1
+    });
+    let (rsc, _) = get(&x, "/id-mn/cse-mn", "/id-in");
+    assert_eq!(
+        rsc,
+        Rsc::OK,
+        "the MN answers upstream without its local broker"
+    );
+    let (rsc, _) = get(&x, "/id-asn/cse-asn", "/id-in");
+    assert_eq!(rsc, Rsc::TARGET_NOT_REACHABLE);
+    std::thread::sleep(Duration::from_secs(3));
+    local.restart();
+    wait_until(S10, "the MN back on the local broker", || {
+        connected_to(&mn, &local.url()) >= 2
+    });
+    wait_until(S10, "IN -> MN -> ASN after the local restart", || {
+        get(&x, "/id-asn/cse-asn", "/id-in").0 == Rsc::OK
+    });
+    assert_eq!(mn.count_in_log("registered at /id-in"), 1, "{}", mn.log());
+    assert_eq!(mn.count_in_log("no longer has this CSE"), 0);
+    assert_eq!(mn.count_in_log("registree is gone"), 0, "{}", mn.log());
+    assert_eq!(asn.count_in_log("registered at /id-mn"), 1);
+}
+
+/// A private CA and a server certificate for 127.0.0.1 (openssl CLI).
+fn make_certificates(dir: &std::path::Path) -> bool {
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ec: Vec<&str> = ec.split(' ').collect();
+    let mut ok = run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+        ],
+    ]
+    .concat());
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1").expect("ext");
+    ok &= run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=server",
+        ],
+    ]
+    .concat());
+    ok &= run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    ok
+}
+
+/// An MN whose only broker URL is `url` (a WebSocket one) registers at an
+/// IN on the same Mosquitto over plain TCP, and answers through it.
+fn registers_over(url: &str, broker: &Mosquitto, extra: &str) {
+    let _in = in_node(&broker.url());
+    let cfg = node_config(
+        "/id-mn",
+        "cse-mn",
+        "MN",
+        url,
+        None,
+        Some(("/id-in", "cse-in")),
+        "1s",
+    )
+    .replace("[mqtt]\n", &format!("[mqtt]\n{extra}"));
+    let mn = Node::start("mn-ws", &cfg);
+    mn.wait_log(&format!("connected to the MQTT broker broker={url}"), S10);
+    mn.wait_log("registered at /id-in", S10);
+    let x = Client::connect(broker, "/id-x");
+    let (rsc, pc) = get(&x, "/id-in/cse-in/id-mn", "/id-in");
+    assert_eq!(rsc, Rsc::OK);
+    assert_eq!(pc["m2m:csr"]["poa"], json!([url]));
+    // IN -> MN over the WebSocket, and the answer back.
+    let (rsc, pc) = get(&x, "/id-mn/cse-mn", "/id-in");
+    assert_eq!(rsc, Rsc::OK);
+    assert_eq!(pc["m2m:cb"]["csi"], "/id-mn");
+}
+
+#[test]
+fn ws_url() {
+    let broker = Mosquitto::start();
+    let proxy = ws::WsProxy::start(broker.port, None);
+    registers_over(&format!("ws://127.0.0.1:{}/mqtt", proxy.port), &broker, "");
+}
+
+#[test]
+fn wss_url() {
+    let dir = scratch("wss");
+    assert!(
+        make_certificates(&dir),
+        "openssl could not make certificates"
+    );
+    let broker = Mosquitto::start();
+    let proxy = ws::WsProxy::start(
+        broker.port,
+        Some((&dir.join("server.crt"), &dir.join("server.key"))),
+    );
+    registers_over(
+        &format!("wss://127.0.0.1:{}/mqtt", proxy.port),
+        &broker,
+        &format!("ca_file = \"{}\"\n", dir.join("ca.crt").display()),
+    );
+}
+
+/// The core of tests/registration.rs on rumqttd: three levels register,
+/// dcse goes up, a request is forwarded down two hops, a registree that
+/// leaves is removed.
+#[test]
+fn core_registration_and_forwarding_on_rumqttd() {
+    let broker = rumqttd::Rumqttd::start();
+    let url = broker.url();
+    let _in = in_node(&url);
+    let mn = |id: &str, name: &str, registrar: (&str, &str)| {
+        let data = scratch(&format!("{}-data", &id[1..]));
+        Node::start(
+            &id[1..],
+            &node_config(id, name, "MN", &url, Some(&data), Some(registrar), "1s"),
+        )
+    };
+    let mn1 = mn("/id-mn1", "cse-mn1", ("/id-in", "cse-in"));
+    mn1.wait_log("registered at /id-in", S10);
+    let mut mn2 = mn("/id-mn2", "cse-mn2", ("/id-mn1", "cse-mn1"));
+    mn2.wait_log("registered at /id-mn1", S10);
+    let x = Client::connect_url(&url, "/id-x", None, "");
+    let (rsc, pc) = get(&x, "/id-in/cse-in/id-mn1", "/id-in");
+    assert_eq!(rsc, Rsc::OK);
+    assert_eq!(pc["m2m:csr"]["csi"], "/id-mn1");
+    assert_eq!(pc["m2m:csr"]["poa"], json!([url]));
+    wait_until(S10, "/id-mn2 in dcse at /id-in", || {
+        let (_, pc) = get(&x, "/id-in/cse-in/id-mn1", "/id-in");
+        pc["m2m:csr"]["dcse"] == json!(["/id-mn2"])
+    });
+    let (rsc, pc) = get(&x, "/id-mn2/cse-mn2", "/id-in");
+    assert_eq!(rsc, Rsc::OK);
+    assert_eq!(pc["m2m:cb"]["csi"], "/id-mn2");
+    // Liveness checks run for a few intervals without a miss.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(mn1.count_in_log("registree is gone"), 0, "{}", mn1.log());
+    assert!(mn2.terminate(Duration::from_secs(5)));
+    wait_until(S10, "/id-mn2 gone from dcse", || {
+        let (_, pc) = get(&x, "/id-in/cse-in/id-mn1", "/id-in");
+        pc["m2m:csr"]["dcse"] == json!([])
+    });
+}
