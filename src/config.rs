@@ -1,4 +1,4 @@
-//! The TOML configuration (design.md, interface contract), validated with
+//! The TOML configuration (README "Running a node" and "Operating m2mnode"), validated with
 //! errors that name the setting at fault.
 
 use crate::engine::{EngineSettings, Limits, RegistrarSettings, UpstreamSettings};

@@ -1,5 +1,5 @@
 //! Why a request is refused, and the one place that maps each reason onto a
-//! oneM2M response status code (notes §2.4).
+//! oneM2M response status code (docs/protocol.md §2.4).
 
 use crate::primitive::Rsc;
 

@@ -1,4 +1,4 @@
-//! Identifiers (notes §4.1, §4.2) and their MQTT topic form (notes §1.2).
+//! Identifiers (docs/protocol.md §4.1, §4.2) and their MQTT topic form (docs/protocol.md §1.2).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -105,7 +105,7 @@ pub fn from_topic_segment(seg: &str) -> String {
     }
 }
 
-/// Where the `to` of a request points, seen from one CSE (notes §4.2).
+/// Where the `to` of a request points, seen from one CSE (docs/protocol.md §4.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target<'a> {
     /// Hosted here; the CSE-relative rest (may be empty: the CSEBase).

@@ -1,4 +1,4 @@
-//! The `m2mnode` command line (design.md, interface contract).
+//! The `m2mnode` command line (README "Running a node" and "Operating m2mnode").
 
 mod broker;
 mod demo;

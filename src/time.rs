@@ -1,4 +1,4 @@
-//! oneM2M timestamps (notes §2.3): `YYYYMMDDTHHMMSS[,ffffff]`, always UTC.
+//! oneM2M timestamps (docs/protocol.md §2.3): `YYYYMMDDTHHMMSS[,ffffff]`, always UTC.
 //! Time is a value here, passed in by the caller, so the core never reads a clock.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

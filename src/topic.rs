@@ -1,5 +1,5 @@
 //! The topic router: an MQTT topic becomes a typed [`Route`] or nothing
-//! (notes §1.2, §1.3).
+//! (docs/protocol.md §1.2, §1.3).
 
 use crate::id::{from_topic_segment, to_topic_segment};
 use crate::primitive::Format;
@@ -116,7 +116,7 @@ pub fn request_topic_prefixed(
     )
 }
 
-/// The filters a CSE subscribes to (notes §1.3): requests addressed to it and
+/// The filters a CSE subscribes to (docs/protocol.md §1.3): requests addressed to it and
 /// answers to the requests it sent.
 pub fn subscriptions(own: &str) -> [String; 2] {
     subscriptions_prefixed("", own)

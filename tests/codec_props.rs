@@ -1,5 +1,5 @@
 //! Property tests: the codec round-trips any primitive in both formats, and
-//! the ID <-> topic-segment mapping round-trips any ID (notes §1.2).
+//! the ID <-> topic-segment mapping round-trips any ID (docs/protocol.md §1.2).
 
 use m2mnode::id::{from_topic_segment, to_topic_segment};
 use m2mnode::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};

@@ -1,5 +1,5 @@
 //! Issue "Registrar": CSR requests against an IN-CSE. Test names follow the
-//! ETSI ATS case IDs (notes §7.1) and ACME's testRemote cases. The request
+//! ETSI ATS case IDs (docs/protocol.md §7.1) and ACME's testRemote cases. The request
 //! handling cases run against the engine in this process (the same
 //! primitives as bytes on the same routes, no broker: milliseconds); those
 //! about the node as a process (duplicates, forwarding, persistence,
@@ -440,7 +440,7 @@ fn acme_retrieve_local_csr_has_the_expected_csi() {
     assert_eq!(csr(&retrieve(&c, "cse-in/id-mn"))["csi"], "/id-mn");
 }
 
-// The checks of notes §5.2, each with its own code.
+// The checks of docs/protocol.md §5.2, each with its own code.
 
 #[test]
 fn missing_fr_ty_or_rqi_is_a_bad_request() {

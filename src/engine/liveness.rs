@@ -1,4 +1,4 @@
-//! The registrar side of liveness (ACME `_checkCSRLiveliness`; notes §5.5):
+//! The registrar side of liveness (ACME `_checkCSRLiveliness`; docs/protocol.md §5.5):
 //! each registree's `<CSEBase>` is retrieved once per check interval, and a
 //! registree that fails [`MISSES`] probes in a row loses its CSR.
 //!

@@ -1,5 +1,5 @@
 //! The sans-IO engine: every protocol decision of the node, as a pure
-//! function of inputs and time (design.md, "one sans-IO engine").
+//! function of inputs and time (docs/protocol.md §10).
 //!
 //! It owns the registrar (hosting side: CSR C/R/U/D, routing), the own
 //! registration machine, the registree liveness schedule, duplicate-delivery

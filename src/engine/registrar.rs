@@ -2,8 +2,8 @@
 //! it, handled as a pure function of (request, store, now).
 //!
 //! It serves the `<CSEBase>`, the C/R/U/D of registrees' `<remoteCSE>`s with
-//! the checks of notes §5.2 in the spec's order, and decides where a request
-//! for another CSE goes next (notes §4.3). It does no I/O: the node driver
+//! the checks of docs/protocol.md §5.2 in the spec's order, and decides where a request
+//! for another CSE goes next (docs/protocol.md §4.3). It does no I/O: the node driver
 //! persists the store when told it changed and carries out forwards.
 
 use super::store::Store;
@@ -501,7 +501,7 @@ impl Registrar {
         Ok(self.answer(req, r, now))
     }
 
-    /// The checks of a CSR's attributes (notes §5.2) and the limits on what
+    /// The checks of a CSR's attributes (docs/protocol.md §5.2) and the limits on what
     /// it makes this node hold. `csi`: the CSE it describes.
     fn validate_csr(&self, csr: &RemoteCse, csi: &str, now: Timestamp) -> Result<(), Refusal> {
         let limits = &self.cfg.limits;
@@ -679,7 +679,7 @@ impl Registrar {
         )))
     }
 
-    /// Where a request for CSE `csi` goes next (notes §4.3).
+    /// Where a request for CSE `csi` goes next (docs/protocol.md §4.3).
     fn forward(&self, req: &Request, fr: &str, csi: &str, hop: &str) -> Result<Outcome, Refusal> {
         if req.op == Operation::Create
             && matches!(req.ty, Some(ResourceType::REMOTE_CSE | ResourceType::AE))
@@ -725,7 +725,7 @@ impl Registrar {
     /// The SP-relative address of the `<remoteCSE>` that stands for `csi`
     /// (ACME `getRemoteCSEBaseAddress`): the local CSR for a registree (or
     /// the registrar), and for a descendant its CSR at the CSE it is
-    /// registered at, which registrars name after the CSE-ID (design.md).
+    /// registered at, which registrars name after the CSE-ID (docs/protocol.md §3.1).
     pub fn remote_address(&self, csi: &str) -> Option<String> {
         if let Some((ri, _)) = self.store.by_csi(csi) {
             return Some(format!("{}/{ri}", self.own()));

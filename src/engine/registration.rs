@@ -1,5 +1,5 @@
 //! The registree state machine: register at the registrar, watch the own
-//! `<remoteCSE>` there, recover, deregister (notes §5.1, §5.5; ACME
+//! `<remoteCSE>` there, recover, deregister (docs/protocol.md §5.1, §5.5; ACME
 //! RemoteCSEManager, registrar half).
 //!
 //! Sans-IO in the quinn-proto manner: [`Registration::handle`] takes an
@@ -169,7 +169,7 @@ pub enum Action {
         answer: Option<(Rsc, String)>,
     },
     /// The check of the own CSR went unanswered `times` in a row; the
-    /// registration is kept (notes §5.5).
+    /// registration is kept (docs/protocol.md §5.5).
     CheckUnanswered {
         times: u32,
     },
@@ -643,7 +643,7 @@ impl Registration {
 }
 
 /// No answer, or the registrar could not be reached: not evidence that the
-/// CSR is gone (notes §5.5), so keep state and try again.
+/// CSR is gone (docs/protocol.md §5.5), so keep state and try again.
 fn is_unreachable(rsc: Rsc) -> bool {
     matches!(
         rsc,

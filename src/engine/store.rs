@@ -1,6 +1,5 @@
 //! The in-memory model of the `<remoteCSE>`s this node hosts, with the
-//! indexes that keep every lookup O(log n) or better (design.md, "Costs stay
-//! flat"): by `ri` (the map itself), by `csi` and by `rn`, and the table of
+//! indexes that keep every lookup O(log n) or better (docs/protocol.md §10): by `ri` (the map itself), by `csi` and by `rn`, and the table of
 //! descendants (ACME `descendantCSR`), updated from the changed CSR's `dcse`
 //! instead of being rebuilt.
 //!

@@ -77,7 +77,7 @@ impl Format {
     }
 
     /// Decodes strictly; when that fails, still tries to recover `rqi`, `fr`
-    /// and `rvi` so that the sender can be told what was wrong (design.md:
+    /// and `rvi` so that the sender can be told what was wrong (docs/protocol.md §2.2:
     /// "an unparsable payload gets a 4000 response when its rqi and
     /// originator can be recovered").
     fn decode_primitive<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {

@@ -1,4 +1,4 @@
-//! oneM2M request and response primitives (TS-0004 7.2.1, 8.2.2; notes §2).
+//! oneM2M request and response primitives (TS-0004 7.2.1, 8.2.2; docs/protocol.md §2).
 //!
 //! Field names are the oneM2M short names, so the serde model *is* the wire
 //! model for both JSON and CBOR (TS-0004 8.4/8.5). Parameters this node does not
@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 /// formats share.
 pub type Content = Value;
 
-/// `op` (notes §2.3). There is no op 6 on the wire.
+/// `op` (docs/protocol.md §2.3). There is no op 6 on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {
     Create,
@@ -130,7 +130,7 @@ fn opt_rvi<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> 
 
 /// A request primitive. `op`, `to` and `rqi` are needed to even answer it;
 /// everything else is checked by whoever handles the request, in the order
-/// the spec gives (notes §5.2), so that each check yields its own code.
+/// the spec gives (docs/protocol.md §5.2), so that each check yields its own code.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     pub op: Operation,
@@ -237,7 +237,7 @@ impl Response {
         }
     }
 
-    /// An error answer with the `m2m:dbg` text peers expect (design.md).
+    /// An error answer with the `m2m:dbg` text peers expect (docs/protocol.md §3.1).
     pub fn error(rsc: Rsc, rqi: impl Into<String>, why: impl Into<String>) -> Self {
         let mut r = Response::new(rsc, rqi);
         r.pc = Some(debug_content(why));
@@ -268,7 +268,7 @@ pub fn wrap(key: &str, body: Value) -> Content {
     Value::Object(m)
 }
 
-/// Release versions this node speaks (design.md: 2a, 3, 4, 5).
+/// Release versions this node speaks (docs/protocol.md §2.2: 2a, 3, 4, 5).
 pub const SUPPORTED_RELEASES: &[&str] = &["2a", "3", "4", "5"];
 
 /// The release version this node puts in the requests it originates.

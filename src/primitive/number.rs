@@ -5,7 +5,7 @@
 //! every integer that way (`"rsc":4004.0`, `"cst":1.0`, `"srt":[1.0,2.0]`, see
 //! `proto/fixtures/tinyiot-registration.txt` and docs/tinyiot.md), and CBOR
 //! peers may send a float where an integer is meant just as well. Some peers
-//! send a numeric string instead (notes §8.6), which was already accepted.
+//! send a numeric string instead (docs/protocol.md §8.6), which was already accepted.
 //!
 //! So every integer field accepts an integer, a whole-valued float or a
 //! numeric string. A value with a fraction (`4004.5`), a negative or too large

@@ -1,4 +1,4 @@
-//! Response status codes (TS-0004 6.6.3, notes §2.4).
+//! Response status codes (TS-0004 6.6.3, docs/protocol.md §2.4).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -120,7 +120,7 @@ impl Serialize for Rsc {
     }
 }
 
-/// The spec says number; some clients send a string (notes §8.6) and tinyIoT
+/// The spec says number; some clients send a string (docs/protocol.md §8.6) and tinyIoT
 /// a whole float (`4004.0`, TS-0004 §8.4.2 allows it: JSON has one number
 /// type). All go through the one tolerant reader; `4004.5` is refused.
 impl<'de> Deserialize<'de> for Rsc {

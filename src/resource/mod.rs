@@ -1,5 +1,5 @@
 //! The resources this node hosts: its `<CSEBase>` and the `<remoteCSE>`s of
-//! its registrar and registrees (notes §3).
+//! its registrar and registrees (docs/protocol.md §3).
 
 use crate::id::CseId;
 use crate::primitive::{number, Content, ResourceType};
@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-/// cseType (notes §2.3).
+/// cseType (docs/protocol.md §2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CseType {
     IN,
@@ -61,7 +61,7 @@ fn srt<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
 }
 
 /// The serializations this node reads and writes, most preferred first, as
-/// MIME strings: ACME reads those, and notes §8.4 asks to accept both.
+/// MIME strings: ACME reads those, and docs/protocol.md §8.4 asks to accept both.
 pub const CSZ: &[&str] = &["application/json", "application/cbor"];
 
 impl CseBase {
@@ -128,7 +128,7 @@ pub struct RemoteCse {
     pub other: Map<String, Value>,
 }
 
-/// Every attribute a `<remoteCSE>` may carry (notes §3.1, with ACME's R4+
+/// Every attribute a `<remoteCSE>` may carry (docs/protocol.md §3.1, with ACME's R4+
 /// `spi`/`ici`).
 pub const CSR_ATTRIBUTES: &[&str] = &[
     "rn", "ty", "ri", "pi", "ct", "lt", "et", "lbl", "acpi", "daci", "at", "aa", "cst", "csi",

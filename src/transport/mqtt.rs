@@ -1,4 +1,4 @@
-//! The MQTT binding on rumqttc (TS-0010; pitfalls: anchors.md §3).
+//! The MQTT binding on rumqttc (TS-0010; pitfalls: docs/protocol.md §9).
 //!
 //! One task owns the rumqttc `EventLoop` and never awaits the client (that
 //! deadlocks when the request channel is full): it resubscribes on every
@@ -46,7 +46,7 @@ pub struct Settings {
     /// Acknowledge a QoS 1 request only when told ([`Transport::ack`]), i.e.
     /// once it is answered and durable: the broker's in-flight window then
     /// bounds what the node holds and the broker queues the rest; after a
-    /// crash it redelivers what was not acknowledged (design.md, pitfalls).
+    /// crash it redelivers what was not acknowledged (docs/protocol.md §9).
     /// Responses that match no [`Transport::request`] are handed on as
     /// [`Incoming::Response`].
     pub node: bool,
@@ -548,7 +548,7 @@ impl Transport {
                     // Subscribe on every CONNACK, session or not: a session
                     // left by another client with this id (or a takeover
                     // that unsubscribed) holds none of ours, and the node
-                    // would be deaf (design.md, pitfalls). It costs a packet.
+                    // would be deaf (docs/protocol.md §9). It costs a packet.
                     let filters = topic::subscriptions_prefixed(
                         &self.settings.topic_prefix,
                         &self.settings.own,
