@@ -165,68 +165,6 @@ fn two_brokers_an_mn_between_the_in_and_an_asn_survives_each_restart() {
     assert_eq!(asn.count_in_log("registered at /id-mn"), 1);
 }
 
-/// A private CA and a server certificate for 127.0.0.1 (openssl CLI).
-fn make_certificates(dir: &std::path::Path) -> bool {
-    let run = |args: &[&str]| {
-        std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let ec: Vec<&str> = ec.split(' ').collect();
-    let mut ok = run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test CA",
-        ],
-    ]
-    .concat());
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1").expect("ext");
-    ok &= run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=server",
-        ],
-    ]
-    .concat());
-    ok &= run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    ok
-}
-
 /// An MN whose only broker URL is `url` (a WebSocket one) registers at an
 /// IN on the same Mosquitto over plain TCP, and answers through it.
 fn registers_over(url: &str, broker: &Mosquitto, extra: &str) {

@@ -691,3 +691,82 @@ pub fn responder_counting(
         });
     })
 }
+
+/// A private CA, a server certificate for 127.0.0.1 and a client certificate,
+/// made with the openssl command line for this test only.
+pub fn make_certificates(dir: &std::path::Path) -> bool {
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ok = run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=m2mnode test CA",
+        ],
+    ]
+    .concat());
+    for (name, san) in [
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "subjectAltName=DNS:client"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), san).expect("ext");
+        ok &= run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        ]
+        .concat());
+        ok &= run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+    // Mosquitto started as root drops to its own user, which must read the key.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o644),
+    );
+    ok
+}
