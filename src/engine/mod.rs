@@ -290,6 +290,8 @@ pub struct Engine {
     /// the one toward the registrar; one and the same with a single broker.
     local_up: bool,
     upstream_up: bool,
+    /// The registrar is on a broker of its own ([`Engine::link_connection`]).
+    separate_upstream: bool,
     own_poa: Option<Vec<String>>,
     stopping: bool,
     stopped: bool,
@@ -369,6 +371,7 @@ impl Engine {
             deadlines: BTreeSet::new(),
             local_up: false,
             upstream_up: false,
+            separate_upstream: false,
             own_poa: settings.registration.as_ref().and_then(|u| u.poa.clone()),
             stopping: false,
             stopped: false,
@@ -515,11 +518,33 @@ impl Engine {
     /// pauses only while the local one is down, the own registration's
     /// requests fail fast only while the upstream one is.
     pub fn link_connection(&mut self, link: Link, up: bool, now: Now) {
+        self.separate_upstream = true;
         match link {
             Link::Local => self.local_up = up,
             Link::Upstream => self.upstream_up = up,
         }
         self.link_changed(Some(link), up, now);
+    }
+
+    /// With the registrar on a broker of its own, a hop is believed only on
+    /// the broker where it belongs: this CSE's subtree speaks on the local
+    /// one, the registrar on the upstream one (the hop is the identity, and
+    /// each broker vouches only for its own clients).
+    fn wrong_link(&self, route: &Route) -> Option<String> {
+        if !self.separate_upstream {
+            return None;
+        }
+        let hop = crate::engine::registrar::speaker_cse(&route.originator)?;
+        let store = self.registrar.store();
+        match route.link {
+            Link::Upstream if hop == self.own.as_str() || store.descendant(hop).is_some() => Some(
+                format!("{hop} is below this CSE and cannot speak on the registrar's broker"),
+            ),
+            Link::Local if self.upstream.as_ref().is_some_and(|u| u.as_str() == hop) => Some(
+                format!("the registrar {hop} speaks on its own broker, not on this one"),
+            ),
+            _ => None,
+        }
     }
 
     /// The link this node reaches the next hop `to` on.
@@ -690,7 +715,13 @@ impl Engine {
             }
             None => {}
         }
-        let outcome = if req.op == Operation::Retrieve && self.is_status_target(&req.to) {
+        let outcome = if let Some(why) = self.wrong_link(&route) {
+            let rsp = Response::error(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE, "", why);
+            Outcome::Respond {
+                response: self.registrar.answer(&req, rsp, now.wall),
+                changed: false,
+            }
+        } else if req.op == Operation::Retrieve && self.is_status_target(&req.to) {
             let rsp = Response::new(Rsc::OK, "").with_pc(self.status());
             Outcome::Respond {
                 response: self.registrar.answer(&req, rsp, now.wall),

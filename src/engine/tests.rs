@@ -1283,3 +1283,47 @@ fn two_links_each_pause_only_what_needs_them() {
     assert_eq!(out.responses.len(), 1);
     assert_eq!(out.responses[0].0.link, Link::Upstream);
 }
+
+#[test]
+fn with_two_brokers_each_hop_is_believed_only_on_its_own() {
+    let now = start();
+    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
+    e.link_connection(Link::Local, true, now);
+    e.link_connection(Link::Upstream, true, now);
+    drain(&mut e);
+    // /id-asn registers on the local broker.
+    let mut r = Request::new(Operation::Create, "/id-mn/cse-mn", "/id-asn", "c");
+    r.ty = Some(ResourceType::REMOTE_CSE);
+    r.rvi = Some("3".into());
+    r.pc = Some(json!({"m2m:csr": base_csr("/id-asn")}));
+    e.handle_request(
+        from("/id-asn", "/id-mn"),
+        &serde_json::to_vec(&r).expect("json"),
+        None,
+        now,
+    );
+    assert_eq!(drain(&mut e).responses[0].1.rsc, Rsc::CREATED);
+    // Someone on the registrar's broker claims to be /id-asn: refused.
+    let del = request(Operation::Delete, "/id-mn/cse-mn/id-asn", "/id-asn", "d");
+    e.handle_request(
+        from("/id-asn", "/id-mn").on(Link::Upstream),
+        &del,
+        None,
+        now,
+    );
+    assert_eq!(
+        drain(&mut e).responses[0].1.rsc,
+        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
+    );
+    // Someone on the local broker claims to be the registrar: refused.
+    let get = request(Operation::Retrieve, "/id-mn/cse-mn", "/id-in", "g");
+    e.handle_request(from("/id-in", "/id-mn"), &get, None, now);
+    assert_eq!(
+        drain(&mut e).responses[0].1.rsc,
+        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
+    );
+    // Each on its own broker is served.
+    e.handle_request(from("/id-in", "/id-mn").on(Link::Upstream), &get, None, now);
+    assert_eq!(drain(&mut e).responses[0].1.rsc, Rsc::OK);
+    assert!(e.registrar().store().by_csi("/id-asn").is_some());
+}
