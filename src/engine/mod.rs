@@ -40,6 +40,8 @@
 //! fails is undone in memory and every request in it is answered 5000.
 
 mod dedupe;
+mod durability;
+mod forwards;
 mod liveness;
 pub mod registrar;
 pub mod registration;
@@ -57,6 +59,8 @@ use crate::primitive::{Format, Operation, Request, ResourceType, Response, Rsc, 
 use crate::time::Now;
 use crate::topic::Route;
 use dedupe::{RecentRequests, Seen};
+use durability::{Parked, Uncommitted};
+use forwards::{Pending, Purpose};
 use liveness::{Liveness, ProbeOutcome, Verdict};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -219,50 +223,6 @@ pub enum Event {
 pub struct StoreBatch {
     pub seq: u64,
     pub changes: Vec<StoreChange>,
-}
-
-/// A request this node sent and waits on.
-struct Pending {
-    peer: String,
-    deadline: Instant,
-    purpose: Purpose,
-}
-
-enum Purpose {
-    Registration,
-    Probe {
-        csi: String,
-    },
-    /// A request relayed for `reply`'s hop; the answer goes back with the
-    /// original rqi. Forwards carry a hop-local rqi so that two originators'
-    /// identical rqis never meet at the next hop.
-    Forward(Box<Relay>),
-}
-
-struct Relay {
-    reply: Route,
-    format: Format,
-    rqi: String,
-    key: dedupe::Key,
-}
-
-struct Uncommitted {
-    batch: Option<u64>,
-    undo: Undo,
-    /// Made by the registration machine, not by a request: it is kept and
-    /// written again rather than undone (the machine relies on it).
-    internal: bool,
-}
-
-/// An answer held until its change is durable.
-struct Parked {
-    batch: Option<u64>,
-    reply: Route,
-    format: Format,
-    response: Response,
-    key: dedupe::Key,
-    ack: Option<Ack>,
-    handled: Event,
 }
 
 pub struct Engine {
@@ -594,14 +554,6 @@ impl Engine {
         self.flush(now);
     }
 
-    /// The broker has the PUBACK of the request handed over with `ack`: it
-    /// will not come again, and the durable copy of its answer can go.
-    pub fn acked(&mut self, ack: Ack) {
-        if let Some((hop, fr, rqi)) = self.durable_answers.remove(&ack) {
-            self.registrar.store_mut().forget_answer(&hop, &fr, &rqi);
-        }
-    }
-
     /// Runs every registree's liveness check now (SIGUSR1).
     pub fn check_now(&mut self, now: Now) {
         self.liveness.all_due(now.mono);
@@ -785,63 +737,6 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn forward(
-        &mut self,
-        reply: Route,
-        format: Format,
-        mut request: Request,
-        next_hop: CseId,
-        key: dedupe::Key,
-        ack: Option<Ack>,
-        now: Now,
-    ) {
-        let refusal = if !self.link_is_up(self.link_to(next_hop.as_str())) {
-            Some("not connected to the MQTT broker".to_owned())
-        } else if self.forwards >= self.max_forwards {
-            Some(format!(
-                "{} forwarded requests are awaiting their answer ([limits] forwards_in_flight); try again later",
-                self.forwards
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
-            let rsp = Response::error(Rsc::TARGET_NOT_REACHABLE, &request.rqi, why);
-            self.reply(reply, format, &rsp, ack);
-            return;
-        }
-        let original = std::mem::replace(&mut request.rqi, self.next_rqi("fw"));
-        let payload = match format.encode(&request) {
-            Ok(p) => p,
-            Err(e) => {
-                let rsp = Response::error(Rsc::INTERNAL_SERVER_ERROR, &original, e.to_string());
-                self.reply(reply, format, &rsp, ack);
-                return;
-            }
-        };
-        self.forwards += 1;
-        debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
-        self.recent.in_flight(key.clone());
-        self.add_pending(
-            request.rqi.clone(),
-            next_hop.as_str(),
-            now,
-            Purpose::Forward(Box::new(Relay {
-                reply,
-                format,
-                rqi: original,
-                key,
-            })),
-        );
-        self.transmits.push_back(Transmit::Request {
-            to: next_hop,
-            format,
-            payload,
-            ack,
-        });
-    }
-
     /// A publish on a response topic: an answer from the peer `route.receiver`.
     pub fn handle_response(&mut self, route: &Route, payload: &[u8], now: Now) {
         self.on_response(route, payload, now);
@@ -897,86 +792,6 @@ impl Engine {
         self.flush(now);
     }
 
-    /// The batch `seq` is durable: its answers go out.
-    pub fn store_committed(&mut self, seq: u64, now: Now) {
-        if self.batch_in_flight == Some(seq) {
-            self.batch_in_flight = None;
-        }
-        self.uncommitted.retain(|u| u.batch.is_none_or(|b| b > seq));
-        let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|p| p.batch.is_some_and(|b| b <= seq));
-        self.parked = rest;
-        for p in done {
-            match p.ack {
-                Some(a) if self.durable_answers.len() < DURABLE_ANSWERS_TRACKED => {
-                    self.durable_answers.insert(a, p.key.clone());
-                }
-                _ => {}
-            }
-            self.events.push_back(p.handled);
-            let size = self.reply(p.reply, p.format, &p.response, p.ack);
-            self.recent.remember(p.key, p.response, size);
-        }
-        self.flush(now);
-    }
-
-    /// The batch `seq` could not be written. Everything not yet durable is
-    /// undone in memory (later changes were made on top of it) and every
-    /// request waiting on it is answered 5000 with the reason.
-    pub fn store_failed(&mut self, seq: u64, why: &str, now: Now) {
-        if self.batch_in_flight == Some(seq) {
-            self.batch_in_flight = None;
-        }
-        self.events.push_back(Event::StoreFailed {
-            why: why.to_owned(),
-        });
-        let store = self.registrar.store_mut();
-        store.discard_changes();
-        let mut redo = Vec::new();
-        for u in std::mem::take(&mut self.uncommitted).into_iter().rev() {
-            match (u.internal, u.undo) {
-                (true, Undo::Csr { ri, .. }) => redo.push(ri),
-                (true, Undo::OwnRn(_)) => store.rewrite_own_csr_rn(),
-                (false, Undo::Csr { ri, old }) => store.revert(&ri, old),
-                (false, Undo::OwnRn(old)) => store.revert_own_csr_rn(old),
-            }
-        }
-        for ri in redo {
-            store.rewrite(&ri);
-        }
-        let internal = store.take_undo();
-        self.uncommitted
-            .extend(internal.into_iter().map(|undo| Uncommitted {
-                batch: None,
-                undo,
-                internal: true,
-            }));
-        for p in std::mem::take(&mut self.parked) {
-            let mut rsp = Response::error(
-                Rsc::INTERNAL_SERVER_ERROR,
-                &p.response.rqi,
-                format!("the change could not be stored: {why}"),
-            );
-            rsp.rvi.clone_from(&p.response.rvi);
-            rsp.to.clone_from(&p.response.to);
-            rsp.fr.clone_from(&p.response.fr);
-            rsp.ot.clone_from(&p.response.ot);
-            self.recent.forget(&p.key);
-            if let Event::Handled { op, to, fr, .. } = p.handled {
-                self.events.push_back(Event::Handled {
-                    op,
-                    to,
-                    fr,
-                    rsc: rsp.rsc,
-                    why: rsp.debug_text().map(str::to_owned),
-                });
-            }
-            self.reply(p.reply, p.format, &rsp, p.ack);
-        }
-        self.flush(now);
-    }
-
     // ----- outputs -----
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -985,26 +800,6 @@ impl Engine {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
-    }
-
-    /// The next batch of changes to make durable, when none is outstanding.
-    pub fn poll_store(&mut self) -> Option<StoreBatch> {
-        if self.batch_in_flight.is_some() || !self.registrar.store().has_changes() {
-            return None;
-        }
-        let seq = self.next_batch;
-        self.next_batch += 1;
-        self.batch_in_flight = Some(seq);
-        for u in self.uncommitted.iter_mut().filter(|u| u.batch.is_none()) {
-            u.batch = Some(seq);
-        }
-        for p in self.parked.iter_mut().filter(|p| p.batch.is_none()) {
-            p.batch = Some(seq);
-        }
-        Some(StoreBatch {
-            seq,
-            changes: self.registrar.store_mut().take_changes(),
-        })
     }
 
     /// When [`Engine::handle_timeout`] is due next.
@@ -1025,71 +820,6 @@ impl Engine {
     }
 
     // ----- internals -----
-
-    fn next_rqi(&mut self, kind: &str) -> String {
-        self.counter += 1;
-        format!("{kind}-{:x}-{}", self.seed & 0xff_ffff, self.counter)
-    }
-
-    fn add_pending(&mut self, rqi: String, peer: &str, now: Now, purpose: Purpose) {
-        let deadline = now.mono + self.request_timeout;
-        self.deadlines.insert((deadline, rqi.clone()));
-        self.pending.insert(
-            rqi,
-            Pending {
-                peer: peer.to_owned(),
-                deadline,
-                purpose,
-            },
-        );
-    }
-
-    fn take_pending(&mut self, rqi: &str) -> Option<Pending> {
-        let p = self.pending.remove(rqi)?;
-        self.deadlines.remove(&(p.deadline, rqi.to_owned()));
-        if matches!(p.purpose, Purpose::Forward(_)) {
-            self.forwards -= 1;
-        }
-        Some(p)
-    }
-
-    /// The end of a request this node sent: `rsp` is the answer or a 4008.
-    fn complete(&mut self, p: Pending, mut rsp: Response, now: Now) {
-        match p.purpose {
-            Purpose::Registration => {
-                if let Some(m) = &mut self.registration {
-                    m.handle(Input::Response(rsp), now);
-                }
-            }
-            Purpose::Probe { csi } => {
-                let outcome = if self.local_up {
-                    ProbeOutcome::Answered(rsp.rsc)
-                } else {
-                    ProbeOutcome::NoConnection
-                };
-                match self.liveness.result(&csi, outcome, now) {
-                    Verdict::Gone => self.remove_registree(&csi, rsp.rsc),
-                    Verdict::Missed(misses) => self.events.push_back(Event::ProbeMissed {
-                        csi,
-                        rsc: rsp.rsc,
-                        misses,
-                    }),
-                    Verdict::Alive | Verdict::Ignored => {}
-                }
-            }
-            Purpose::Forward(relay) => {
-                let Relay {
-                    reply,
-                    format,
-                    rqi,
-                    key,
-                } = *relay;
-                rsp.rqi = rqi;
-                let size = self.reply(reply, format, &rsp, None);
-                self.recent.remember(key, rsp, size);
-            }
-        }
-    }
 
     /// A registree failed its probes: its CSR goes, and with it its
     /// descendants. Not waiting on durability: nobody is answered.
@@ -1384,16 +1114,6 @@ impl Engine {
                 self.events.push_back(Event::Stopped);
             }
         }
-    }
-
-    fn take_internal_undo(&mut self) {
-        let undo = self.registrar.store_mut().take_undo();
-        self.uncommitted
-            .extend(undo.into_iter().map(|undo| Uncommitted {
-                batch: None,
-                undo,
-                internal: true,
-            }));
     }
 
     fn start_probes(&mut self, now: Now) {
