@@ -17,7 +17,7 @@ use m2mnode::config::BrokerUrl;
 use m2mnode::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
 use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
 use std::time::{Duration, Instant};
-use support::NodeProc;
+use support::{rss_kib, NodeProc};
 
 async fn connect(
     broker: &Mosquitto,
@@ -91,16 +91,6 @@ async fn drive(
         p99: pct(0.99),
         errors,
     }
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn main() {

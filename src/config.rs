@@ -46,7 +46,7 @@ pub struct SecurityConfig {
     pub admin: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CseConfig {
     pub id: CseId,
@@ -71,7 +71,7 @@ pub struct CseConfig {
     pub node_link: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     pub url: String,

@@ -105,23 +105,38 @@ const BURST: usize = 64;
 /// `link`: the connection `msg` came from, `None` with a single broker.
 fn feed(engine: &mut Engine, msg: Incoming, link: Option<Link>, now: Now) {
     match (msg, link) {
+        (
+            Incoming::Request {
+                route,
+                payload,
+                ack,
+            },
+            _,
+        ) => engine.handle_request(route, &payload, ack.map(Ack), now),
+        (Incoming::Response { route, payload }, _) => engine.handle_response(&route, &payload, now),
         (Incoming::Connected, Some(l)) => engine.link_connection(l, true, now),
         (Incoming::Disconnected, Some(l)) => engine.link_connection(l, false, now),
-        (msg, _) => feed_one(engine, msg, now),
+        (Incoming::Connected, None) => engine.connection(true, now),
+        (Incoming::Disconnected, None) => engine.connection(false, now),
+        (Incoming::Acked(token), _) => engine.acked(Ack(token)),
     }
 }
 
-fn feed_one(engine: &mut Engine, msg: Incoming, now: Now) {
-    match msg {
-        Incoming::Request {
-            route,
-            payload,
-            ack,
-        } => engine.handle_request(route, &payload, ack.map(Ack), now),
-        Incoming::Response { route, payload } => engine.handle_response(&route, &payload, now),
-        Incoming::Connected => engine.connection(true, now),
-        Incoming::Disconnected => engine.connection(false, now),
-        Incoming::Acked(token) => engine.acked(Ack(token)),
+/// Feeds `first` and what else `rx` holds already: one wake-up and one
+/// drain of the outputs for a burst, not one per message.
+fn feed_burst(
+    engine: &mut Engine,
+    first: Incoming,
+    rx: &mut mpsc::Receiver<Incoming>,
+    link: Option<Link>,
+    now: Now,
+) {
+    feed(engine, first, link, now);
+    for _ in 0..BURST {
+        match rx.try_recv() {
+            Ok(msg) => feed(engine, msg, link, now),
+            Err(_) => break,
+        }
     }
 }
 
@@ -259,29 +274,13 @@ async fn run_inner(
         let wake = engine.poll_timeout();
         tokio::select! {
             msg = incoming.recv() => {
-                let now = Now::system();
                 let Some(msg) = msg else { break };
                 let link = split.then_some(Link::Local);
-                feed(&mut engine, msg, link, now);
-                // Take what else is waiting before the outputs go out: one
-                // wake-up for a burst, not one per message.
-                for _ in 0..BURST {
-                    match incoming.try_recv() {
-                        Ok(msg) => feed(&mut engine, msg, link, now),
-                        Err(_) => break,
-                    }
-                }
+                feed_burst(&mut engine, msg, &mut incoming, link, Now::system());
             }
             Some(msg) = recv_opt(&mut upstream_rx) => {
-                let now = Now::system();
-                feed(&mut engine, msg, Some(Link::Upstream), now);
                 if let Some(rx) = &mut upstream_rx {
-                    for _ in 0..BURST {
-                        match rx.try_recv() {
-                            Ok(msg) => feed(&mut engine, msg, Some(Link::Upstream), now),
-                            Err(_) => break,
-                        }
-                    }
+                    feed_burst(&mut engine, msg, rx, Some(Link::Upstream), Now::system());
                 }
             }
             Some((seq, result)) = done_rx.recv() => {
@@ -401,11 +400,7 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
         applied.push("limits");
     }
     match (&new.registrar, &current.registrar) {
-        (Some(n), Some(c))
-            if n.id == c.id
-                && n.name == c.name
-                && format!("{:?}", n.mqtt) == format!("{:?}", c.mqtt) =>
-        {
+        (Some(n), Some(c)) if n.id == c.id && n.name == c.name && n.mqtt == c.mqtt => {
             if n.check_interval != c.check_interval {
                 engine.set_registrar_check_interval(n.check_interval, now);
                 applied.push("registrar.check_interval");
@@ -414,11 +409,10 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
         (None, None) => {}
         _ => restart.push("registrar"),
     }
-    let differs = |a: String, b: String| a != b;
-    if differs(format!("{:?}", new.cse), format!("{:?}", current.cse)) {
+    if new.cse != current.cse {
         restart.push("cse");
     }
-    if differs(format!("{:?}", new.mqtt), format!("{:?}", current.mqtt)) {
+    if new.mqtt != current.mqtt {
         restart.push("mqtt");
     }
     if new.security.admin != current.security.admin {

@@ -81,22 +81,13 @@ impl Engine {
         for ri in redo {
             store.rewrite(&ri);
         }
-        let internal = store.take_undo();
-        self.uncommitted
-            .extend(internal.into_iter().map(|undo| Uncommitted {
-                batch: None,
-                undo,
-                internal: true,
-            }));
+        self.take_internal_undo();
         for p in std::mem::take(&mut self.parked) {
-            let mut rsp = Response::error(
+            let mut rsp = error_instead_of(
+                &p.response,
                 Rsc::INTERNAL_SERVER_ERROR,
-                &p.response.rqi,
                 format!("the change could not be stored: {why}"),
             );
-            rsp.rvi.clone_from(&p.response.rvi);
-            rsp.to.clone_from(&p.response.to);
-            rsp.fr.clone_from(&p.response.fr);
             rsp.ot.clone_from(&p.response.ot);
             self.recent.forget(&p.key);
             if let Event::Handled { op, to, fr, .. } = p.handled {
@@ -133,13 +124,20 @@ impl Engine {
         })
     }
 
-    pub(super) fn take_internal_undo(&mut self) {
-        let undo = self.registrar.store_mut().take_undo();
+    /// Keeps how to undo `undo` until its batch is durable; `internal`:
+    /// made by the engine itself, written again instead of undone.
+    pub(super) fn track_undo(&mut self, undo: Vec<Undo>, internal: bool) {
         self.uncommitted
             .extend(undo.into_iter().map(|undo| Uncommitted {
                 batch: None,
                 undo,
-                internal: true,
+                internal,
             }));
+    }
+
+    /// Tracks the store's changes since the last call as the engine's own.
+    pub(super) fn take_internal_undo(&mut self) {
+        let undo = self.registrar.store_mut().take_undo();
+        self.track_undo(undo, true);
     }
 }

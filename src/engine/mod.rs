@@ -647,11 +647,11 @@ impl Engine {
         let key = dedupe::key(&route.originator, &fr, &req.rqi);
         if let Some(previous) = self.restored.remove(&key) {
             debug!(rqi = %req.rqi, fr = %fr, "redelivery after a restart; answering as before");
-            self.reply(route, format, &previous, ack);
+            let size = self.reply(route, format, &previous, ack);
             self.registrar
                 .store_mut()
                 .forget_answer(&key.0, &key.1, &key.2);
-            self.recent.remember(key, previous, 0);
+            self.recent.remember(key, previous, size);
             return;
         }
         match self.recent.get(&key) {
@@ -671,13 +671,11 @@ impl Engine {
             let rsp = Response::error(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE, "", why);
             Outcome::Respond {
                 response: self.registrar.answer(&req, rsp, now.wall),
-                changed: false,
             }
         } else if req.op == Operation::Retrieve && self.is_status_target(&req.to) {
             let rsp = Response::new(Rsc::OK, "").with_pc(self.status());
             Outcome::Respond {
                 response: self.registrar.answer(&req, rsp, now.wall),
-                changed: false,
             }
         } else {
             self.registrar.handle(&req, &route.originator, now.wall)
@@ -702,12 +700,7 @@ impl Engine {
                     }
                     return;
                 }
-                self.uncommitted
-                    .extend(undo.into_iter().map(|undo| Uncommitted {
-                        batch: None,
-                        undo,
-                        internal: false,
-                    }));
+                self.track_undo(undo, false);
                 // The answer goes into the same batch as the change, so a
                 // redelivery after a crash is answered as it was.
                 if let Ok(json) = serde_json::to_string(&response) {
@@ -829,13 +822,7 @@ impl Engine {
             return;
         };
         store.remove(&ri);
-        let undo = store.take_undo();
-        self.uncommitted
-            .extend(undo.into_iter().map(|undo| Uncommitted {
-                batch: None,
-                undo,
-                internal: true,
-            }));
+        self.take_internal_undo();
         self.events.push_back(Event::RegistreeRemoved {
             csi: csi.to_owned(),
             why: Removal::Unresponsive { rsc },
@@ -845,15 +832,11 @@ impl Engine {
     /// Queues the answer; returns its encoded size (for the answer cache).
     fn reply(&mut self, to: Route, format: Format, rsp: &Response, ack: Option<Ack>) -> usize {
         let too_large = |size: usize| {
-            let mut r = Response::error(
+            error_instead_of(
+                rsp,
                 Rsc::INTERNAL_SERVER_ERROR,
-                &rsp.rqi,
                 format!("the answer of {size} bytes exceeds mqtt.max_payload; narrow the request (discovery instead of rcn 4/8)"),
-            );
-            r.rvi.clone_from(&rsp.rvi);
-            r.to.clone_from(&rsp.to);
-            r.fr.clone_from(&rsp.fr);
-            r
+            )
         };
         let encoded = format.encode(rsp).and_then(|p| match p.len() {
             n if n > self.max_payload => format.encode(&too_large(n)),
@@ -1151,6 +1134,15 @@ impl Engine {
             }
         }
     }
+}
+
+/// An error answer to the same request as `rsp` (its rqi, rvi, to, fr).
+fn error_instead_of(rsp: &Response, rsc: Rsc, why: String) -> Response {
+    let mut r = Response::error(rsc, &rsp.rqi, why);
+    r.rvi.clone_from(&rsp.rvi);
+    r.to.clone_from(&rsp.to);
+    r.fr.clone_from(&rsp.fr);
+    r
 }
 
 #[cfg(test)]

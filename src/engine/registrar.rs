@@ -3,8 +3,8 @@
 //!
 //! It serves the `<CSEBase>`, the C/R/U/D of registrees' `<remoteCSE>`s with
 //! the checks of docs/protocol.md §5.2 in the spec's order, and decides where a request
-//! for another CSE goes next (docs/protocol.md §4.3). It does no I/O: the node driver
-//! persists the store when told it changed and carries out forwards.
+//! for another CSE goes next (docs/protocol.md §4.3). It does no I/O: the
+//! store records every change, and the engine carries out forwards.
 
 use super::store::Store;
 use crate::error::{bad, Refusal};
@@ -19,9 +19,9 @@ use serde_json::Value;
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Answer it. `changed`: the store changed and must be persisted (and the
-    /// descendants may have changed).
-    Respond { response: Response, changed: bool },
+    /// Answer it. What it changed, the store has recorded (for the
+    /// persister and the undo of a failed write).
+    Respond { response: Response },
     /// Send it on to the CSE `next_hop` and relay its answer.
     Forward { next_hop: CseId, request: Request },
 }
@@ -138,7 +138,6 @@ impl Registrar {
                     Response::error(refusal.rsc(), &req.rqi, refusal.to_string()),
                     now,
                 ),
-                changed: false,
             },
         }
     }
@@ -189,18 +188,15 @@ impl Registrar {
             Some(r) => return Err(Refusal::ReleaseNotSupported(r.to_owned())),
             None => return Err(Refusal::ReleaseNotSupported("1".into())),
         }
-        let respond = |response, changed| Ok(Outcome::Respond { response, changed });
+        let respond = |response| Ok(Outcome::Respond { response });
         match (self.address(path, &req.to)?, req.op) {
             (Addressed::CseBase, Operation::Retrieve) => {
                 let pc = self.retrieve_base(req, now)?;
-                respond(
-                    self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now),
-                    false,
-                )
+                respond(self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now))
             }
             (Addressed::CseBase, Operation::Create) => {
                 let r = self.create_csr(req, fr, hop, now)?;
-                respond(r, true)
+                respond(r)
             }
             (Addressed::CseBase, Operation::Update | Operation::Delete) => Err(
                 Refusal::NotAllowed(format!("the <CSEBase> cannot be {}d", req.op.name())),
@@ -215,14 +211,11 @@ impl Registrar {
                     .get(&ri)
                     .ok_or_else(|| Refusal::NotFound(req.to.clone()))?;
                 let pc = csr.to_content();
-                respond(
-                    self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now),
-                    false,
-                )
+                respond(self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now))
             }
             (Addressed::Csr(ri), Operation::Update) => {
                 let r = self.update_csr(req, fr, hop, admin, &ri, now)?;
-                respond(r, true)
+                respond(r)
             }
             (Addressed::Csr(ri), Operation::Delete) => {
                 if !admin {
@@ -230,7 +223,7 @@ impl Registrar {
                 }
                 check_rcn(req, &[0])?;
                 self.store.remove(&ri);
-                respond(self.answer(req, Response::new(Rsc::DELETED, ""), now), true)
+                respond(self.answer(req, Response::new(Rsc::DELETED, ""), now))
             }
             (Addressed::Csr(_), Operation::Create) => Err(Refusal::NotImplemented(
                 "child resources of a <remoteCSE> are not supported".into(),
