@@ -223,6 +223,8 @@ pub struct Registration {
     /// The last CREATE met a conflict; an adopt that then finds nothing must
     /// not loop straight back to CREATE.
     after_conflict: bool,
+    /// The CSE found holding the own CSR's name, once reported.
+    squatter: Option<String>,
     /// Checks of the own CSR unanswered in a row.
     unanswered_checks: u32,
     /// The registrar's last refusal, reported with the retry it causes.
@@ -247,6 +249,7 @@ impl Registration {
             remote_rn: None,
             dirty: false,
             after_conflict: false,
+            squatter: None,
             unanswered_checks: 0,
             refusal: None,
             timer: None,
@@ -434,11 +437,15 @@ impl Registration {
                         .and_then(|c| c.csi.clone())
                         .filter(|c| c != self.cfg.own.as_str())
                     {
-                        let rn = self.own_csr_address();
-                        self.out.push_back(Action::Squatted {
-                            rn,
-                            csi: other.clone(),
-                        });
+                        // Said once per holder, not on every retry.
+                        if self.squatter.as_deref() != Some(other.as_str()) {
+                            let rn = self.own_csr_address();
+                            self.out.push_back(Action::Squatted {
+                                rn,
+                                csi: other.clone(),
+                            });
+                            self.squatter = Some(other.clone());
+                        }
                         self.refusal = Some((
                             Rsc::CONFLICT,
                             format!("the name is taken at the registrar by {other}"),
@@ -480,6 +487,7 @@ impl Registration {
                         self.out.push_back(Action::StoreRegistrarCsr(csr));
                         if !self.registered {
                             self.registered = true;
+                            self.squatter = None;
                             self.since = Some(now.wall);
                             self.out.push_back(Action::Registered);
                         }
