@@ -445,6 +445,11 @@ impl Config {
                 registrar_rn: r.name.clone(),
                 check_interval: r.check_interval,
                 poa: self.upstream_poa(),
+                link: if self.upstream_mqtt().is_some() {
+                    crate::topic::Link::UPSTREAM
+                } else {
+                    crate::topic::Link::LOCAL
+                },
             }),
             registree_check_interval: self.registrees.check_interval,
             request_timeout: self.mqtt.timeout,

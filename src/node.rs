@@ -37,13 +37,13 @@ pub enum NodeError {
 /// The connection of `[mqtt]`: toward registrees, and toward the registrar
 /// too unless `[registrar.mqtt]` sets a broker of its own.
 pub fn transport_settings(cfg: &Config) -> Result<Settings, NodeError> {
-    settings_of(cfg, &cfg.mqtt, "mqtt", Link::Local)
+    settings_of(cfg, &cfg.mqtt, "mqtt", Link::LOCAL)
 }
 
 /// The connection of `[registrar.mqtt]`, if there is one.
 pub fn upstream_settings(cfg: &Config) -> Result<Option<Settings>, NodeError> {
     cfg.upstream_mqtt()
-        .map(|m| settings_of(cfg, m, "registrar.mqtt", Link::Upstream))
+        .map(|m| settings_of(cfg, m, "registrar.mqtt", Link::UPSTREAM))
         .transpose()
 }
 
@@ -87,13 +87,13 @@ impl Links {
         if self.upstream.is_some() {
             link
         } else {
-            Link::Local
+            Link::LOCAL
         }
     }
 
     fn get(&self, link: Link) -> &Transport {
         match (self.norm(link), &self.upstream) {
-            (Link::Upstream, Some(t)) => t,
+            (Link::UPSTREAM, Some(t)) => t,
             _ => &self.local,
         }
     }
@@ -229,8 +229,8 @@ async fn run_inner(
     // publisher per connection: a broker that is away stalls only its own.
     let mut lanes = Vec::new();
     let mut publishers = Vec::new();
-    for link in [Link::Local, Link::Upstream] {
-        if link == Link::Upstream && !split {
+    for link in [Link::LOCAL, Link::UPSTREAM] {
+        if link == Link::UPSTREAM && !split {
             break;
         }
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
@@ -275,12 +275,12 @@ async fn run_inner(
         tokio::select! {
             msg = incoming.recv() => {
                 let Some(msg) = msg else { break };
-                let link = split.then_some(Link::Local);
+                let link = split.then_some(Link::LOCAL);
                 feed_burst(&mut engine, msg, &mut incoming, link, Now::system());
             }
             Some(msg) = recv_opt(&mut upstream_rx) => {
                 if let Some(rx) = &mut upstream_rx {
-                    feed_burst(&mut engine, msg, rx, Some(Link::Upstream), Now::system());
+                    feed_burst(&mut engine, msg, rx, Some(Link::UPSTREAM), Now::system());
                 }
             }
             Some((seq, result)) = done_rx.recv() => {
@@ -459,7 +459,7 @@ struct Lane {
 
 impl Outbox {
     fn send(&self, link: Link, out: Out) {
-        let lane = &self.lanes[(self.links.norm(link) as usize).min(self.lanes.len() - 1)];
+        let lane = &self.lanes[self.links.norm(link).index().min(self.lanes.len() - 1)];
         let out = if lane.backlog.load(Ordering::Acquire) > 0 {
             out
         } else {

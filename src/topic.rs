@@ -5,14 +5,30 @@ use crate::id::{from_topic_segment, to_topic_segment};
 use crate::primitive::Format;
 
 /// Which broker connection a message came in on (or a transmit goes out
-/// on): the one toward registrees (`[mqtt]`) or, when `[registrar.mqtt]`
-/// sets one, the one toward the registrar. With a single broker every
-/// message is `Local` and the two are the same connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Link {
-    #[default]
-    Local,
-    Upstream,
+/// on): a key the engine routes by, one per connection. [`Link::LOCAL`] is
+/// `[mqtt]`, toward registrees (and toward everything else unless a link of
+/// its own says otherwise); [`Link::UPSTREAM`] is `[registrar.mqtt]` when it
+/// sets a broker of its own. With a single broker every message is `LOCAL`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Link(pub u8);
+
+impl Link {
+    pub const LOCAL: Link = Link(0);
+    pub const UPSTREAM: Link = Link(1);
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Link::LOCAL => f.write_str("local"),
+            Link::UPSTREAM => f.write_str("upstream"),
+            Link(n) => write!(f, "link {n}"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +109,7 @@ pub fn parse_prefixed(prefix: &str, topic: &str) -> Option<Route> {
         orig_seg: orig.to_owned(),
         recv_seg: recv.to_owned(),
         prefix: prefix.to_owned(),
-        link: Link::Local,
+        link: Link::LOCAL,
     })
 }
 

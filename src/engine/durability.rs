@@ -3,38 +3,161 @@
 //! that fails is undone in memory and answered 5000; the answer of a change
 //! stays durable until its request's PUBACK is written.
 
-use super::*;
+use super::dedupe;
+use super::store::{Answered, Store, Undo};
+use super::{Ack, Event};
+use crate::primitive::{Format, Response};
+use crate::topic::Route;
+use std::collections::HashMap;
 
-pub(super) struct Uncommitted {
-    pub(super) batch: Option<u64>,
-    pub(super) undo: Undo,
+/// Acks whose durable answer is tracked for forgetting; beyond, the
+/// persister's count bound trims them.
+const DURABLE_ANSWERS_TRACKED: usize = 65_536;
+
+struct Uncommitted {
+    batch: Option<u64>,
+    undo: Undo,
     /// Made by the registration machine, not by a request: it is kept and
     /// written again rather than undone (the machine relies on it).
-    pub(super) internal: bool,
+    internal: bool,
 }
 
 /// An answer held until its change is durable.
-pub(super) struct Parked {
-    pub(super) batch: Option<u64>,
-    pub(super) reply: Route,
-    pub(super) format: Format,
-    pub(super) response: Response,
-    pub(super) key: dedupe::Key,
-    pub(super) ack: Option<Ack>,
-    pub(super) handled: Event,
+pub(crate) struct Parked {
+    batch: Option<u64>,
+    pub(crate) reply: Route,
+    pub(crate) format: Format,
+    pub(crate) response: Response,
+    pub(crate) key: dedupe::Key,
+    pub(crate) ack: Option<Ack>,
+    pub(crate) handled: Event,
 }
 
-impl Engine {
-    /// The broker has the PUBACK of the request handed over with `ack`: it
-    /// will not come again, and the durable copy of its answer can go.
-    pub fn acked(&mut self, ack: Ack) {
-        if let Some((hop, fr, rqi)) = self.durable_answers.remove(&ack) {
-            self.registrar.store_mut().forget_answer(&hop, &fr, &rqi);
+impl Parked {
+    pub(crate) fn new(
+        reply: Route,
+        format: Format,
+        response: Response,
+        key: dedupe::Key,
+        ack: Option<Ack>,
+        handled: Event,
+    ) -> Parked {
+        Parked {
+            batch: None,
+            reply,
+            format,
+            response,
+            key,
+            ack,
+            handled,
+        }
+    }
+}
+
+/// What is not durable yet, and the answers that wait for it.
+pub(crate) struct Durability {
+    durable: bool,
+    next_batch: u64,
+    batch_in_flight: Option<u64>,
+    uncommitted: Vec<Uncommitted>,
+    parked: Vec<Parked>,
+    /// Answers written with their change whose request is not acknowledged
+    /// yet: once it is, the durable copy goes.
+    durable_answers: HashMap<Ack, dedupe::Key>,
+    /// Answers kept by the persister from before a restart, for requests
+    /// the broker redelivers; each is used once.
+    restored: HashMap<dedupe::Key, Response>,
+}
+
+impl Durability {
+    /// `answered`: the answers the persister kept from before a restart.
+    pub(crate) fn new(durable: bool, answered: Vec<Answered>) -> Durability {
+        // A stored answer that no longer parses is one redelivery answered
+        // anew (dedupe by the store's 4105): nothing worth refusing to start.
+        let restored = answered
+            .into_iter()
+            .filter_map(|a| {
+                let rsp = serde_json::from_str::<Response>(&a.response).ok()?;
+                Some((dedupe::key(&a.hop, &a.fr, &a.rqi), rsp))
+            })
+            .collect();
+        Durability {
+            durable,
+            next_batch: 1,
+            batch_in_flight: None,
+            uncommitted: Vec::new(),
+            parked: Vec::new(),
+            durable_answers: HashMap::new(),
+            restored,
         }
     }
 
-    /// The batch `seq` is durable: its answers go out.
-    pub fn store_committed(&mut self, seq: u64, now: Now) {
+    pub(crate) fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// Changes not written yet.
+    pub(crate) fn unwritten(&self) -> usize {
+        self.uncommitted.len()
+    }
+
+    /// No answer waits on a batch.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.parked.is_empty()
+    }
+
+    /// The answer given before a restart to the redelivered request `key`.
+    pub(crate) fn take_restored(&mut self, key: &dedupe::Key) -> Option<Response> {
+        self.restored.remove(key)
+    }
+
+    /// Acks of a lost connection will never be written: the broker
+    /// redelivers those requests, and their durable answers stay.
+    pub(crate) fn connection_lost(&mut self) {
+        self.durable_answers.clear();
+    }
+
+    /// The request handed over with `ack` is acknowledged: the key of its
+    /// durable answer, which can go.
+    pub(crate) fn acked(&mut self, ack: Ack) -> Option<dedupe::Key> {
+        self.durable_answers.remove(&ack)
+    }
+
+    /// Keeps how to undo `undo` until its batch is durable; `internal`:
+    /// made by the engine itself, written again instead of undone.
+    pub(crate) fn track(&mut self, undo: Vec<Undo>, internal: bool) {
+        self.uncommitted
+            .extend(undo.into_iter().map(|undo| Uncommitted {
+                batch: None,
+                undo,
+                internal,
+            }));
+    }
+
+    pub(crate) fn park(&mut self, p: Parked) {
+        self.parked.push(p);
+    }
+
+    /// The number of the next batch, when none is outstanding and the
+    /// store has changes; what is tracked so far belongs to it.
+    pub(crate) fn next_batch(&mut self, store_has_changes: bool) -> Option<u64> {
+        if self.batch_in_flight.is_some() || !store_has_changes {
+            return None;
+        }
+        let seq = self.next_batch;
+        self.next_batch += 1;
+        self.batch_in_flight = Some(seq);
+        for u in self.uncommitted.iter_mut().filter(|u| u.batch.is_none()) {
+            u.batch = Some(seq);
+        }
+        for p in self.parked.iter_mut().filter(|p| p.batch.is_none()) {
+            p.batch = Some(seq);
+        }
+        Some(seq)
+    }
+
+    /// The batch `seq` is durable: the answers that waited for it.
+    pub(crate) fn committed(&mut self, seq: u64) -> Vec<Parked> {
         if self.batch_in_flight == Some(seq) {
             self.batch_in_flight = None;
         }
@@ -43,31 +166,25 @@ impl Engine {
             .into_iter()
             .partition(|p| p.batch.is_some_and(|b| b <= seq));
         self.parked = rest;
-        for p in done {
+        for p in &done {
             match p.ack {
                 Some(a) if self.durable_answers.len() < DURABLE_ANSWERS_TRACKED => {
                     self.durable_answers.insert(a, p.key.clone());
                 }
                 _ => {}
             }
-            self.events.push_back(p.handled);
-            let size = self.reply(p.reply, p.format, &p.response, p.ack);
-            self.recent.remember(p.key, p.response, size);
         }
-        self.flush(now);
+        done
     }
 
     /// The batch `seq` could not be written. Everything not yet durable is
-    /// undone in memory (later changes were made on top of it) and every
-    /// request waiting on it is answered 5000 with the reason.
-    pub fn store_failed(&mut self, seq: u64, why: &str, now: Now) {
+    /// undone in `store` (later changes were made on top of it), the
+    /// engine's own changes are written again, and the answers that waited
+    /// are returned, to be answered 5000.
+    pub(crate) fn failed(&mut self, seq: u64, store: &mut Store) -> Vec<Parked> {
         if self.batch_in_flight == Some(seq) {
             self.batch_in_flight = None;
         }
-        self.events.push_back(Event::StoreFailed {
-            why: why.to_owned(),
-        });
-        let store = self.registrar.store_mut();
         store.discard_changes();
         let mut redo = Vec::new();
         for u in std::mem::take(&mut self.uncommitted).into_iter().rev() {
@@ -81,63 +198,7 @@ impl Engine {
         for ri in redo {
             store.rewrite(&ri);
         }
-        self.take_internal_undo();
-        for p in std::mem::take(&mut self.parked) {
-            let mut rsp = error_instead_of(
-                &p.response,
-                Rsc::INTERNAL_SERVER_ERROR,
-                format!("the change could not be stored: {why}"),
-            );
-            rsp.ot.clone_from(&p.response.ot);
-            self.recent.forget(&p.key);
-            if let Event::Handled { op, to, fr, .. } = p.handled {
-                self.events.push_back(Event::Handled {
-                    op,
-                    to,
-                    fr,
-                    rsc: rsp.rsc,
-                    why: rsp.debug_text().map(str::to_owned),
-                });
-            }
-            self.reply(p.reply, p.format, &rsp, p.ack);
-        }
-        self.flush(now);
-    }
-
-    /// The next batch of changes to make durable, when none is outstanding.
-    pub fn poll_store(&mut self) -> Option<StoreBatch> {
-        if self.batch_in_flight.is_some() || !self.registrar.store().has_changes() {
-            return None;
-        }
-        let seq = self.next_batch;
-        self.next_batch += 1;
-        self.batch_in_flight = Some(seq);
-        for u in self.uncommitted.iter_mut().filter(|u| u.batch.is_none()) {
-            u.batch = Some(seq);
-        }
-        for p in self.parked.iter_mut().filter(|p| p.batch.is_none()) {
-            p.batch = Some(seq);
-        }
-        Some(StoreBatch {
-            seq,
-            changes: self.registrar.store_mut().take_changes(),
-        })
-    }
-
-    /// Keeps how to undo `undo` until its batch is durable; `internal`:
-    /// made by the engine itself, written again instead of undone.
-    pub(super) fn track_undo(&mut self, undo: Vec<Undo>, internal: bool) {
-        self.uncommitted
-            .extend(undo.into_iter().map(|undo| Uncommitted {
-                batch: None,
-                undo,
-                internal,
-            }));
-    }
-
-    /// Tracks the store's changes since the last call as the engine's own.
-    pub(super) fn take_internal_undo(&mut self) {
-        let undo = self.registrar.store_mut().take_undo();
-        self.track_undo(undo, true);
+        self.track(store.take_undo(), true);
+        std::mem::take(&mut self.parked)
     }
 }

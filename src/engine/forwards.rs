@@ -3,93 +3,95 @@
 //! originators' identical rqis never meet at the next hop (docs/protocol.md
 //! §4.3). Each ends in its answer or, at its deadline, a 4008.
 
-use super::*;
+use super::dedupe;
+use crate::primitive::Format;
+use crate::topic::Route;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 /// A request this node sent and waits on.
-pub(super) struct Pending {
-    pub(super) peer: String,
-    pub(super) deadline: Instant,
-    pub(super) purpose: Purpose,
+pub(crate) struct Pending {
+    pub(crate) peer: String,
+    deadline: Instant,
+    pub(crate) purpose: Purpose,
 }
 
-pub(super) enum Purpose {
+pub(crate) enum Purpose {
     Registration,
     Probe {
         csi: String,
     },
     /// A request relayed for `reply`'s hop; the answer goes back with the
-    /// original rqi. Forwards carry a hop-local rqi so that two originators'
-    /// identical rqis never meet at the next hop.
+    /// original rqi.
     Forward(Box<Relay>),
 }
 
-pub(super) struct Relay {
-    pub(super) reply: Route,
-    pub(super) format: Format,
-    pub(super) rqi: String,
-    pub(super) key: dedupe::Key,
+pub(crate) struct Relay {
+    pub(crate) reply: Route,
+    pub(crate) format: Format,
+    pub(crate) rqi: String,
+    pub(crate) key: dedupe::Key,
 }
 
-impl Engine {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn forward(
-        &mut self,
-        reply: Route,
-        format: Format,
-        mut request: Request,
-        next_hop: CseId,
-        key: dedupe::Key,
-        ack: Option<Ack>,
-        now: Now,
-    ) {
-        let refusal = if !self.link_is_up(self.link_to(next_hop.as_str())) {
-            Some("not connected to the MQTT broker".to_owned())
-        } else if self.forwards >= self.max_forwards {
-            Some(format!(
-                "{} forwarded requests are awaiting their answer ([limits] forwards_in_flight); try again later",
-                self.forwards
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
-            let rsp = Response::error(Rsc::TARGET_NOT_REACHABLE, &request.rqi, why);
-            self.reply(reply, format, &rsp, ack);
-            return;
+/// Everything outstanding, by the rqi it was sent with, with its deadline.
+pub(crate) struct Forwards {
+    pending: HashMap<String, Pending>,
+    deadlines: BTreeSet<(Instant, String)>,
+    /// Forwards among `pending`, and how many may be.
+    forwards: usize,
+    max_forwards: usize,
+    timeout: Duration,
+    seed: u64,
+    counter: u64,
+}
+
+impl Forwards {
+    pub(crate) fn new(max_forwards: usize, timeout: Duration, seed: u64) -> Forwards {
+        Forwards {
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            forwards: 0,
+            max_forwards,
+            timeout,
+            seed,
+            counter: 0,
         }
-        let original = std::mem::replace(&mut request.rqi, self.next_rqi("fw"));
-        let payload = match format.encode(&request) {
-            Ok(p) => p,
-            Err(e) => {
-                let rsp = Response::error(Rsc::INTERNAL_SERVER_ERROR, &original, e.to_string());
-                self.reply(reply, format, &rsp, ack);
-                return;
-            }
-        };
-        self.forwards += 1;
-        debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
-        self.recent.in_flight(key.clone());
-        self.add_pending(
-            request.rqi.clone(),
-            next_hop.as_str(),
-            now,
-            Purpose::Forward(Box::new(Relay {
-                reply,
-                format,
-                rqi: original,
-                key,
-            })),
-        );
-        self.transmits.push_back(Transmit::Request {
-            to: next_hop,
-            format,
-            payload,
-            ack,
-        });
     }
 
-    pub(super) fn add_pending(&mut self, rqi: String, peer: &str, now: Now, purpose: Purpose) {
-        let deadline = now.mono + self.request_timeout;
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn set_max_forwards(&mut self, max: usize) {
+        self.max_forwards = max;
+    }
+
+    /// A fresh rqi for a request of this node (`kind`: what it is for).
+    pub(crate) fn next_rqi(&mut self, kind: &str) -> String {
+        self.counter += 1;
+        format!("{kind}-{:x}-{}", self.seed & 0xff_ffff, self.counter)
+    }
+
+    /// Whether one more forward may start; the refusal says why not.
+    pub(crate) fn admit_forward(&self) -> Result<(), String> {
+        if self.forwards >= self.max_forwards {
+            return Err(format!(
+                "{} forwarded requests are awaiting their answer ([limits] forwards_in_flight); try again later",
+                self.forwards
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn add(&mut self, rqi: String, peer: &str, now: Instant, purpose: Purpose) {
+        let deadline = now + self.timeout;
+        if matches!(purpose, Purpose::Forward(_)) {
+            self.forwards += 1;
+        }
         self.deadlines.insert((deadline, rqi.clone()));
         self.pending.insert(
             rqi,
@@ -101,7 +103,17 @@ impl Engine {
         );
     }
 
-    pub(super) fn take_pending(&mut self, rqi: &str) -> Option<Pending> {
+    /// The request `rqi` if it went to `peer`: only the peer a request went
+    /// to may answer it.
+    pub(crate) fn take_answered(&mut self, rqi: &str, peer: &str) -> Option<Pending> {
+        if self.pending.get(rqi).is_some_and(|p| p.peer == peer) {
+            self.take(rqi)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn take(&mut self, rqi: &str) -> Option<Pending> {
         let p = self.pending.remove(rqi)?;
         self.deadlines.remove(&(p.deadline, rqi.to_owned()));
         if matches!(p.purpose, Purpose::Forward(_)) {
@@ -110,46 +122,68 @@ impl Engine {
         Some(p)
     }
 
-    /// The end of a request this node sent: `rsp` is the answer or a 4008.
-    pub(super) fn complete(&mut self, p: Pending, mut rsp: Response, now: Now) {
-        match p.purpose {
-            Purpose::Registration => {
-                if let Some(m) = &mut self.registration {
-                    m.handle(Input::Response(rsp), now);
-                }
-            }
-            Purpose::Probe { csi } => {
-                let outcome = if self.local_up {
-                    ProbeOutcome::Answered(rsp.rsc)
-                } else {
-                    ProbeOutcome::NoConnection
-                };
-                match self.liveness.result(&csi, outcome, now) {
-                    Verdict::Gone => self.remove_registree(&csi, rsp.rsc),
-                    Verdict::Missed(misses) => self.events.push_back(Event::ProbeMissed {
-                        csi,
-                        rsc: rsp.rsc,
-                        misses,
-                    }),
-                    Verdict::Alive | Verdict::Ignored => {}
-                }
-            }
-            Purpose::Forward(relay) => {
-                let Relay {
-                    reply,
-                    format,
-                    rqi,
-                    key,
-                } = *relay;
-                rsp.rqi = rqi;
-                let size = self.reply(reply, format, &rsp, None);
-                self.recent.remember(key, rsp, size);
-            }
+    /// The next request whose deadline has passed at `now`, taken out.
+    pub(crate) fn take_expired(&mut self, now: Instant) -> Option<(String, Pending)> {
+        let (t, rqi) = self.deadlines.first()?.clone();
+        if t > now {
+            return None;
         }
+        let p = self.take(&rqi)?;
+        Some((rqi, p))
     }
 
-    pub(super) fn next_rqi(&mut self, kind: &str) -> String {
-        self.counter += 1;
-        format!("{kind}-{:x}-{}", self.seed & 0xff_ffff, self.counter)
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Outstanding liveness probes: (rqi, registree).
+    pub(crate) fn probes(&self) -> Vec<(String, String)> {
+        self.pending
+            .iter()
+            .filter_map(|(rqi, p)| match &p.purpose {
+                Purpose::Probe { csi } => Some((rqi.clone(), csi.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay() -> Purpose {
+        Purpose::Forward(Box::new(Relay {
+            reply: crate::topic::parse("/oneM2M/req/id-a/id-in/json").expect("route"),
+            format: Format::Json,
+            rqi: "r".into(),
+            key: dedupe::key("id-a", "/id-a", "r"),
+        }))
+    }
+
+    #[test]
+    fn only_the_addressee_answers() {
+        let t0 = Instant::now();
+        let mut f = Forwards::new(4, Duration::from_secs(5), 1);
+        f.add("q1".into(), "/id-b", t0, Purpose::Registration);
+        assert!(f.take_answered("q1", "/id-c").is_none());
+        assert!(f.take_answered("q1", "/id-b").is_some());
+        assert_eq!(f.len(), 0);
+    }
+
+    #[test]
+    fn forwards_are_bounded_and_expire_in_order() {
+        let t0 = Instant::now();
+        let mut f = Forwards::new(2, Duration::from_secs(5), 1);
+        f.add("a".into(), "/id-b", t0, relay());
+        f.add("b".into(), "/id-b", t0 + Duration::from_secs(1), relay());
+        assert!(f.admit_forward().is_err());
+        assert!(f.take_expired(t0 + Duration::from_secs(4)).is_none());
+        let (rqi, _) = f
+            .take_expired(t0 + Duration::from_secs(5))
+            .expect("first expires");
+        assert_eq!(rqi, "a");
+        assert!(f.admit_forward().is_ok());
+        assert_eq!(f.next_deadline(), Some(t0 + Duration::from_secs(6)));
     }
 }

@@ -6,7 +6,7 @@
 //! for another CSE goes next (docs/protocol.md §4.3). It does no I/O: the
 //! store records every change, and the engine carries out forwards.
 
-use super::store::Store;
+use super::store::{valid_name, Store};
 use crate::error::{bad, Refusal};
 use crate::id::{glob_match, resolve, CseId, Target};
 use crate::primitive::{release_supported, Operation, Request, ResourceType, Response, Rsc};
@@ -770,18 +770,6 @@ pub fn is_ae_id(id: &str) -> bool {
         Some(rest) if rest.starts_with('/') => rest[1..].split('/').count() > 2,
         Some(rest) => rest.contains('/') || rest.starts_with('S'),
     }
-}
-
-/// A resourceName: unreserved URI characters (TS-0001 9.6.1.2.1, used in
-/// paths), not `.` or `..` (which would be path steps), bounded.
-pub(crate) fn valid_name(rn: &str, max: usize) -> bool {
-    !rn.is_empty()
-        && rn.len() <= max
-        && rn != "."
-        && rn != ".."
-        && rn
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
 }
 
 /// An integer filter value, as a number or a numeric string.

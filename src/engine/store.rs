@@ -7,10 +7,59 @@
 //! (when the node is durable) and as a [`Notice`] the engine turns into
 //! liveness bookkeeping and events. No I/O happens here.
 
-use crate::persist::{Snapshot, StoreChange};
 use crate::resource::RemoteCse;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+/// One change to the durable store, emitted by the (sans-IO) engine.
+// Most changes are Puts, so boxing the CSR would add an allocation to nearly
+// every change to save space only on the rare Remove and OwnCsrRn.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreChange {
+    /// Create or replace the CSR with resource id `ri`.
+    Put { ri: String, csr: RemoteCse },
+    /// Delete the CSR with resource id `ri`; deleting an absent one is no error.
+    Remove { ri: String },
+    /// The rn of this node's own CSR at its registrar (None: not registered).
+    OwnCsrRn(Option<String>),
+    /// The answer to a request that changed the store, written with the
+    /// change: a request redelivered after a crash (QoS 1) is answered as it
+    /// was, not executed again (which would say 4105 to a CREATE that
+    /// succeeded). Only the newest [`ANSWERS_KEPT`] are kept.
+    Answered(Answered),
+    /// The request (hop, fr, rqi) was acknowledged to the broker, which
+    /// will not redeliver it: its answer need not be kept any more.
+    ForgetAnswer {
+        hop: String,
+        fr: String,
+        rqi: String,
+    },
+}
+
+/// A remembered answer: to the request (hop, fr, rqi), the response
+/// primitive as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answered {
+    pub hop: String,
+    pub fr: String,
+    pub rqi: String,
+    pub response: String,
+}
+
+/// Durable answers kept at most, newest first. Answers are forgotten once
+/// their request is acknowledged; this bounds the table if acks never come.
+pub const ANSWERS_KEPT: i64 = 65_536;
+
+/// What a node starts from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// ri -> CSR, ordered by ri.
+    pub csrs: Vec<(String, RemoteCse)>,
+    pub own_csr_rn: Option<String>,
+    /// Answers of the latest changes, oldest first.
+    pub answered: Vec<Answered>,
+}
 
 /// Where a descendant CSE hangs (ACME `descendantCSR`: csi -> (CSR, registered-at csi)).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +134,7 @@ pub(crate) fn validate_snapshot(
             )));
         }
         if let Some(rn) = &csr.rn {
-            if !super::registrar::valid_name(rn, name_length) {
+            if !valid_name(rn, name_length) {
                 return Err(at(format!("invalid resource name {rn:?}")));
             }
         }
@@ -94,7 +143,7 @@ pub(crate) fn validate_snapshot(
         }
     }
     if let Some(rn) = &snapshot.own_csr_rn {
-        if !super::registrar::valid_name(rn, name_length) {
+        if !valid_name(rn, name_length) {
             return Err(format!("own_csr_rn {rn:?} is not a valid resource name"));
         }
     }
@@ -217,6 +266,46 @@ impl Store {
         old
     }
 
+    /// Keeps the local `<remoteCSE>` of the own registrar (`csr` as
+    /// retrieved from it) below the CSEBase `base_ri`. `ct` stays what it
+    /// was; `lt` moves only when something else changed, so a routine
+    /// re-fetch writes nothing.
+    pub(crate) fn put_registrar_csr(
+        &mut self,
+        fallback_ri: &str,
+        base_ri: &str,
+        mut csr: RemoteCse,
+        ts: String,
+    ) {
+        let ri = csr.ri.clone().unwrap_or_else(|| fallback_ri.to_owned());
+        let existing = self.get(&ri).cloned();
+        csr.ty = Some(crate::primitive::ResourceType::REMOTE_CSE);
+        csr.pi = Some(base_ri.to_owned());
+        csr.ct = Some(
+            existing
+                .as_ref()
+                .and_then(|c| c.ct.clone())
+                .unwrap_or_else(|| ts.clone()),
+        );
+        let mut same = existing;
+        if let Some(s) = &mut same {
+            s.lt = None;
+        }
+        let mut probe = csr.clone();
+        probe.lt = None;
+        if same.as_ref() != Some(&probe) {
+            csr.lt = Some(ts);
+            self.insert(ri, csr);
+        }
+    }
+
+    /// Drops the local `<remoteCSE>` of the CSE `csi`, if there is one.
+    pub(crate) fn remove_csi(&mut self, csi: &str) {
+        if let Some(ri) = self.by_csi(csi).map(|(ri, _)| ri.clone()) {
+            self.remove(&ri);
+        }
+    }
+
     pub(crate) fn set_own_csr_rn(&mut self, rn: Option<String>) {
         if self.own_csr_rn == rn {
             return;
@@ -230,7 +319,7 @@ impl Store {
 
     /// Writes the answer of a change with it (durable only; nothing to undo:
     /// a failed batch takes it along).
-    pub(crate) fn record_answer(&mut self, answer: crate::persist::Answered) {
+    pub(crate) fn record_answer(&mut self, answer: Answered) {
         if let Some(c) = &mut self.changes {
             c.push(StoreChange::Answered(answer));
         }
@@ -397,6 +486,18 @@ impl Store {
         }
         self.notices.push(Notice::DescendantsChanged);
     }
+}
+
+/// A resourceName: unreserved URI characters (TS-0001 9.6.1.2.1, used in
+/// paths), not `.` or `..` (which would be path steps), bounded.
+pub(crate) fn valid_name(rn: &str, max: usize) -> bool {
+    !rn.is_empty()
+        && rn.len() <= max
+        && rn != "."
+        && rn != ".."
+        && rn
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
 }
 
 #[cfg(test)]

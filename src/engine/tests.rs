@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::Config;
+use crate::primitive::{Request, ResourceType};
 use crate::time::Timestamp;
 use crate::topic;
 use serde_json::{json, Value};
@@ -1228,19 +1229,20 @@ fn two_links_each_pause_only_what_needs_them() {
     let mut s = mn_cse();
     if let Some(u) = &mut s.registration {
         u.poa = Some(vec!["mqtt://upstream:1883".into()]);
+        u.link = Link::UPSTREAM;
     }
     let now = start();
     let mut e = Engine::new(s, Snapshot::default(), now);
-    e.link_connection(Link::Local, true, now);
+    e.link_connection(Link::LOCAL, true, now);
     assert!(
         drain(&mut e).requests.is_empty(),
         "the registration waits for the upstream link"
     );
-    e.link_connection(Link::Upstream, true, now);
+    e.link_connection(Link::UPSTREAM, true, now);
     let out = drain(&mut e);
     assert_eq!(out.requests.len(), 1);
-    assert_eq!(e.link_to(out.requests[0].0.as_str()), Link::Upstream);
-    assert_eq!(e.link_to("/id-asn"), Link::Local);
+    assert_eq!(e.link_to(out.requests[0].0.as_str()), Link::UPSTREAM);
+    assert_eq!(e.link_to("/id-asn"), Link::LOCAL);
     let st = e.status();
     assert_eq!(
         st["m2mnode:status"]["links"],
@@ -1249,7 +1251,7 @@ fn two_links_each_pause_only_what_needs_them() {
 
     // Upstream away: a forward toward the registrar is refused at once,
     // the node still answers locally.
-    e.link_connection(Link::Upstream, false, now);
+    e.link_connection(Link::UPSTREAM, false, now);
     e.handle_request(
         from("/id-x", "/id-mn"),
         &request(Operation::Retrieve, "/id-in/cse-in", "/id-x", "f1"),
@@ -1271,8 +1273,8 @@ fn two_links_each_pause_only_what_needs_them() {
         json!({"local": true, "upstream": false})
     );
     // The answer goes back on the link its request came in on.
-    let up_route = from("/id-in", "/id-mn").on(Link::Upstream);
-    e.link_connection(Link::Upstream, true, now);
+    let up_route = from("/id-in", "/id-mn").on(Link::UPSTREAM);
+    e.link_connection(Link::UPSTREAM, true, now);
     e.handle_request(
         up_route,
         &request(Operation::Retrieve, "/id-mn/cse-mn", "/id-in", "u1"),
@@ -1281,15 +1283,19 @@ fn two_links_each_pause_only_what_needs_them() {
     );
     let out = drain(&mut e);
     assert_eq!(out.responses.len(), 1);
-    assert_eq!(out.responses[0].0.link, Link::Upstream);
+    assert_eq!(out.responses[0].0.link, Link::UPSTREAM);
 }
 
 #[test]
 fn with_two_brokers_each_hop_is_believed_only_on_its_own() {
     let now = start();
-    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
-    e.link_connection(Link::Local, true, now);
-    e.link_connection(Link::Upstream, true, now);
+    let mut s = mn_cse();
+    if let Some(u) = &mut s.registration {
+        u.link = Link::UPSTREAM;
+    }
+    let mut e = Engine::new(s, Snapshot::default(), now);
+    e.link_connection(Link::LOCAL, true, now);
+    e.link_connection(Link::UPSTREAM, true, now);
     drain(&mut e);
     // /id-asn registers on the local broker.
     let mut r = Request::new(Operation::Create, "/id-mn/cse-mn", "/id-asn", "c");
@@ -1306,7 +1312,7 @@ fn with_two_brokers_each_hop_is_believed_only_on_its_own() {
     // Someone on the registrar's broker claims to be /id-asn: refused.
     let del = request(Operation::Delete, "/id-mn/cse-mn/id-asn", "/id-asn", "d");
     e.handle_request(
-        from("/id-asn", "/id-mn").on(Link::Upstream),
+        from("/id-asn", "/id-mn").on(Link::UPSTREAM),
         &del,
         None,
         now,
@@ -1323,7 +1329,7 @@ fn with_two_brokers_each_hop_is_believed_only_on_its_own() {
         Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
     );
     // Each on its own broker is served.
-    e.handle_request(from("/id-in", "/id-mn").on(Link::Upstream), &get, None, now);
+    e.handle_request(from("/id-in", "/id-mn").on(Link::UPSTREAM), &get, None, now);
     assert_eq!(drain(&mut e).responses[0].1.rsc, Rsc::OK);
     assert!(e.registrar().store().by_csi("/id-asn").is_some());
 }

@@ -14,58 +14,8 @@ mod sqlite;
 
 pub use sqlite::{Sqlite, DB_FILE, LOCK_FILE, OLD_JSON_FILE, OLD_JSON_IMPORTED};
 
-use crate::resource::RemoteCse;
+pub use crate::engine::store::{Answered, Snapshot, StoreChange, ANSWERS_KEPT};
 use std::path::PathBuf;
-
-/// One change to the durable store, emitted by the (sans-IO) engine.
-// Most changes are Puts, so boxing the CSR would add an allocation to nearly
-// every change to save space only on the rare Remove and OwnCsrRn.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
-pub enum StoreChange {
-    /// Create or replace the CSR with resource id `ri`.
-    Put { ri: String, csr: RemoteCse },
-    /// Delete the CSR with resource id `ri`; deleting an absent one is no error.
-    Remove { ri: String },
-    /// The rn of this node's own CSR at its registrar (None: not registered).
-    OwnCsrRn(Option<String>),
-    /// The answer to a request that changed the store, written with the
-    /// change: a request redelivered after a crash (QoS 1) is answered as it
-    /// was, not executed again (which would say 4105 to a CREATE that
-    /// succeeded). Only the newest [`ANSWERS_KEPT`] are kept.
-    Answered(Answered),
-    /// The request (hop, fr, rqi) was acknowledged to the broker, which
-    /// will not redeliver it: its answer need not be kept any more.
-    ForgetAnswer {
-        hop: String,
-        fr: String,
-        rqi: String,
-    },
-}
-
-/// A remembered answer: to the request (hop, fr, rqi), the response
-/// primitive as JSON.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Answered {
-    pub hop: String,
-    pub fr: String,
-    pub rqi: String,
-    pub response: String,
-}
-
-/// Durable answers kept at most, newest first. Answers are forgotten once
-/// their request is acknowledged; this bounds the table if acks never come.
-pub const ANSWERS_KEPT: i64 = 65_536;
-
-/// What a node starts from.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Snapshot {
-    /// ri -> CSR, ordered by ri.
-    pub csrs: Vec<(String, RemoteCse)>,
-    pub own_csr_rn: Option<String>,
-    /// Answers of the latest changes, oldest first.
-    pub answered: Vec<Answered>,
-}
 
 /// Why the store could not be opened, read or written. Every message names
 /// the file, so an operator knows what to look at without reading code.

@@ -81,7 +81,7 @@ impl Settings {
             persistent_session: false,
             node: false,
             topic_prefix: String::new(),
-            link: Link::Local,
+            link: Link::LOCAL,
         }
     }
 }
@@ -162,30 +162,21 @@ const OUTGOING_INFLIGHT: u16 = 4096;
 /// the socket (backpressure: the broker keeps the rest).
 const INCOMING_CAPACITY: usize = 1024;
 
-/// The top bit of an ack token: the upstream link's (two transports hand
-/// their tokens to one engine).
-const UPSTREAM_TOKEN: u64 = 1 << 63;
+/// The top byte of an ack token names its link (several transports hand
+/// their tokens to one engine); below it, the connection epoch and the pkid.
+const LINK_SHIFT: u32 = 56;
 
 fn ack_token(link: Link, epoch: u64, pkid: u16) -> u64 {
-    let tag = if link == Link::Upstream {
-        UPSTREAM_TOKEN
-    } else {
-        0
-    };
-    tag | (epoch << 16) | u64::from(pkid)
+    (u64::from(link.0) << LINK_SHIFT) | ((epoch << 16) & ((1 << LINK_SHIFT) - 1)) | u64::from(pkid)
 }
 
 /// The link an ack token of [`Transport`] belongs to.
 pub fn token_link(token: u64) -> Link {
-    if token & UPSTREAM_TOKEN != 0 {
-        Link::Upstream
-    } else {
-        Link::Local
-    }
+    Link((token >> LINK_SHIFT) as u8)
 }
 
 fn token_epoch(token: u64) -> u64 {
-    (token & !UPSTREAM_TOKEN) >> 16
+    (token & ((1 << LINK_SHIFT) - 1)) >> 16
 }
 
 /// What the client reads at all: well above what a broker configured as in

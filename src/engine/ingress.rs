@@ -1,0 +1,231 @@
+//! The way in: a publish on a request or response topic becomes a decoded
+//! primitive, a duplicate is recognised (dedupe.rs), and the request is
+//! answered here, parked until its change is durable (durability.rs) or
+//! forwarded (forwards.rs); an answer completes what it answers. Also the
+//! way out for answers: encoded once, bounded by `mqtt.max_payload`.
+
+use super::dedupe::{self, Seen};
+use super::durability::Parked;
+use super::registrar::Outcome;
+use super::store::Answered;
+use super::{error_instead_of, status, Ack, Engine, Event, Transmit};
+use crate::error::Refusal;
+use crate::primitive::{Format, Operation, Response, Rsc};
+use crate::time::Now;
+use crate::topic::Route;
+use tracing::debug;
+
+impl Engine {
+    pub(super) fn on_request(&mut self, route: Route, payload: &[u8], ack: Option<Ack>, now: Now) {
+        let format = match route.format {
+            Ok(f) => f,
+            Err(ref suffix) => {
+                let suffix = suffix.clone();
+                return self.refuse_media_type(route, &suffix, payload, ack);
+            }
+        };
+        let req = match format.decode_request(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                // TS-0004 7.3.1: a request that cannot be read is answered
+                // 4000 where an answer can reach its originator; a payload
+                // that is not even a primitive (no rqi, not an object) is
+                // noise and dropped.
+                let is_object = format.decode_value(payload).is_ok_and(|v| v.is_object());
+                if e.rqi.is_none() && !is_object {
+                    self.events.push_back(Event::Dropped {
+                        why: format!(
+                            "an undecodable payload with no rqi on {}: {e}",
+                            route.response_topic()
+                        ),
+                    });
+                    return self.ack_only(ack);
+                }
+                let why = e.to_string();
+                let mut rsp = Response::error(Rsc::BAD_REQUEST, e.rqi.unwrap_or_default(), why);
+                rsp.rvi = e.rvi;
+                rsp.to = e.fr;
+                rsp.ot = Some(now.wall.to_onem2m());
+                self.reply(route, format, &rsp, ack);
+                return;
+            }
+        };
+        let fr = req.fr.clone().unwrap_or_default();
+        let key = dedupe::key(&route.originator, &fr, &req.rqi);
+        if let Some(previous) = self.durability.take_restored(&key) {
+            debug!(rqi = %req.rqi, fr = %fr, "redelivery after a restart; answering as before");
+            let size = self.reply(route, format, &previous, ack);
+            self.registrar
+                .store_mut()
+                .forget_answer(&key.0, &key.1, &key.2);
+            self.recent.remember(key, previous, size);
+            return;
+        }
+        match self.recent.get(&key) {
+            Some(Seen::Answered(previous)) => {
+                debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery; answering again");
+                let previous = (**previous).clone();
+                self.reply(route, format, &previous, ack);
+                return;
+            }
+            Some(Seen::InFlight) => {
+                debug!(rqi = %req.rqi, fr = %fr, "duplicate delivery of a request in progress");
+                return self.ack_only(ack);
+            }
+            None => {}
+        }
+        let outcome = if let Some(why) = self.wrong_link(&route) {
+            let rsp = Response::error(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE, "", why);
+            Outcome::Respond {
+                response: self.registrar.answer(&req, rsp, now.wall),
+            }
+        } else if req.op == Operation::Retrieve && status::is_target(self, &req.to) {
+            let rsp = Response::new(Rsc::OK, "").with_pc(status::status(self));
+            Outcome::Respond {
+                response: self.registrar.answer(&req, rsp, now.wall),
+            }
+        } else {
+            self.registrar.handle(&req, &route.originator, now.wall)
+        };
+        match outcome {
+            Outcome::Respond { response, .. } => {
+                let handled = Event::Handled {
+                    op: req.op,
+                    to: req.to.clone(),
+                    fr,
+                    rsc: response.rsc,
+                    why: response.debug_text().map(str::to_owned),
+                };
+                let undo = self.registrar.store_mut().take_undo();
+                if undo.is_empty() {
+                    self.events.push_back(handled);
+                    let size = self.reply(route, format, &response, ack);
+                    // A local RETRIEVE changes nothing: a repeat is answered
+                    // anew, and the cache keeps what must not run twice.
+                    if req.op != Operation::Retrieve {
+                        self.recent.remember(key, response, size);
+                    }
+                    return;
+                }
+                self.durability.track(undo, false);
+                // The answer goes into the same batch as the change, so a
+                // redelivery after a crash is answered as it was.
+                if let Ok(json) = serde_json::to_string(&response) {
+                    self.registrar.store_mut().record_answer(Answered {
+                        hop: key.0.clone(),
+                        fr: key.1.clone(),
+                        rqi: key.2.clone(),
+                        response: json,
+                    });
+                }
+                self.recent.in_flight(key.clone());
+                self.durability
+                    .park(Parked::new(route, format, response, key, ack, handled));
+            }
+            Outcome::Forward { next_hop, request } => {
+                self.forward(route, format, request, next_hop, key, ack, now)
+            }
+        }
+    }
+
+    pub(super) fn on_response(&mut self, route: &Route, payload: &[u8], now: Now) {
+        let Ok(format) = route.format else {
+            return;
+        };
+        let rsp = match format.decode_response(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.events.push_back(Event::Dropped {
+                    why: format!("undecodable response from {}: {e}", route.receiver),
+                });
+                return;
+            }
+        };
+        // Only the peer the request went to may answer it.
+        match self.forwards.take_answered(&rsp.rqi, &route.receiver) {
+            Some(p) => self.complete(p, rsp, now),
+            None => {
+                debug!(rqi = %rsp.rqi, peer = %route.receiver, "response to no pending request (late or duplicate)");
+            }
+        }
+    }
+
+    /// Queues the answer; returns its encoded size (for the answer cache).
+    pub(super) fn reply(
+        &mut self,
+        to: Route,
+        format: Format,
+        rsp: &Response,
+        ack: Option<Ack>,
+    ) -> usize {
+        let too_large = |size: usize| {
+            error_instead_of(
+                rsp,
+                Rsc::INTERNAL_SERVER_ERROR,
+                format!("the answer of {size} bytes exceeds mqtt.max_payload; narrow the request (discovery instead of rcn 4/8)"),
+            )
+        };
+        let encoded = format.encode(rsp).and_then(|p| match p.len() {
+            n if n > self.max_payload => format.encode(&too_large(n)),
+            _ => Ok(p),
+        });
+        match encoded {
+            Ok(payload) => {
+                let size = payload.len();
+                self.transmits
+                    .push_back(Transmit::Response { to, payload, ack });
+                size
+            }
+            Err(e) => {
+                self.events.push_back(Event::Dropped {
+                    why: format!("cannot encode an answer: {e}"),
+                });
+                self.ack_only(ack);
+                0
+            }
+        }
+    }
+
+    pub(super) fn ack_only(&mut self, ack: Option<Ack>) {
+        if let Some(a) = ack {
+            self.transmits.push_back(Transmit::Ack(a));
+        }
+    }
+
+    /// XML (or anything else) cannot be read here: answer 4015 in XML, the
+    /// format the originator listens for, when its rqi can be found
+    /// (TS-0004 6.6: 4015 UNSUPPORTED_MEDIA_TYPE).
+    pub(super) fn refuse_media_type(
+        &mut self,
+        route: Route,
+        suffix: &str,
+        payload: &[u8],
+        ack: Option<Ack>,
+    ) {
+        let text = String::from_utf8_lossy(payload);
+        let rqi = text
+            .split_once("<rqi>")
+            .and_then(|(_, rest)| rest.split_once("</rqi>"))
+            .map(|(r, _)| r.trim().to_owned());
+        match (suffix, rqi) {
+            ("xml", Some(rqi)) if !rqi.contains('<') && !rqi.contains('&') => {
+                let why = Refusal::UnsupportedMediaType(suffix.to_owned());
+                let body = format!(
+                    "<m2m:rsp xmlns:m2m=\"http://www.onem2m.org/xml/protocols\"><rsc>{}</rsc><rqi>{rqi}</rqi><pc><m2m:dbg>{why}</m2m:dbg></pc></m2m:rsp>",
+                    why.rsc().code()
+                );
+                self.transmits.push_back(Transmit::Response {
+                    to: route,
+                    payload: body.into_bytes(),
+                    ack,
+                });
+            }
+            _ => {
+                self.events.push_back(Event::Dropped {
+                    why: format!("a request in unsupported serialization {suffix:?}"),
+                });
+                self.ack_only(ack);
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Requests this node sends for others and for itself: forwards of
+//! requests whose target lies below or above it (docs/protocol.md §4.3),
+//! liveness probes of registrees (§7), and the end of each, in its answer
+//! or a 4008. What is outstanding is kept by forwards.rs.
+
+use super::dedupe;
+use super::forwards::{Pending, Purpose, Relay};
+use super::liveness::{ProbeOutcome, Verdict};
+use super::upstream::Upstream;
+use super::{Ack, Engine, Event, Removal, Transmit};
+use crate::id::CseId;
+use crate::primitive::{Format, Operation, Request, Response, Rsc, OWN_RVI};
+use crate::time::Now;
+use crate::topic::{Link, Route};
+use tracing::debug;
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward(
+        &mut self,
+        reply: Route,
+        format: Format,
+        mut request: Request,
+        next_hop: CseId,
+        key: dedupe::Key,
+        ack: Option<Ack>,
+        now: Now,
+    ) {
+        let link = self.links.to(
+            next_hop.as_str(),
+            self.upstream.as_ref().map(|u| &u.registrar),
+        );
+        let admitted = if self.links.is_up(link) {
+            self.forwards.admit_forward()
+        } else {
+            Err("not connected to the MQTT broker".to_owned())
+        };
+        if let Err(why) = admitted {
+            let rsp = Response::error(Rsc::TARGET_NOT_REACHABLE, &request.rqi, why);
+            self.reply(reply, format, &rsp, ack);
+            return;
+        }
+        let original = std::mem::replace(&mut request.rqi, self.forwards.next_rqi("fw"));
+        let payload = match format.encode(&request) {
+            Ok(p) => p,
+            Err(e) => {
+                let rsp = Response::error(Rsc::INTERNAL_SERVER_ERROR, &original, e.to_string());
+                self.reply(reply, format, &rsp, ack);
+                return;
+            }
+        };
+        debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
+        self.recent.in_flight(key.clone());
+        self.forwards.add(
+            request.rqi.clone(),
+            next_hop.as_str(),
+            now.mono,
+            Purpose::Forward(Box::new(Relay {
+                reply,
+                format,
+                rqi: original,
+                key,
+            })),
+        );
+        self.transmits.push_back(Transmit::Request {
+            to: next_hop,
+            format,
+            payload,
+            ack,
+        });
+    }
+
+    /// The end of a request this node sent: `rsp` is the answer or a 4008.
+    pub(super) fn complete(&mut self, p: Pending, mut rsp: Response, now: Now) {
+        match p.purpose {
+            Purpose::Registration => {
+                if let Some(Upstream { machine, .. }) = &mut self.upstream {
+                    machine.handle(super::Input::Response(rsp), now);
+                }
+            }
+            Purpose::Probe { csi } => {
+                let outcome = if self.links.is_up(Link::LOCAL) {
+                    ProbeOutcome::Answered(rsp.rsc)
+                } else {
+                    ProbeOutcome::NoConnection
+                };
+                match self.liveness.result(&csi, outcome, now) {
+                    Verdict::Gone => self.remove_registree(&csi, rsp.rsc),
+                    Verdict::Missed(misses) => self.events.push_back(Event::ProbeMissed {
+                        csi,
+                        rsc: rsp.rsc,
+                        misses,
+                    }),
+                    Verdict::Alive | Verdict::Ignored => {}
+                }
+            }
+            Purpose::Forward(relay) => {
+                let Relay {
+                    reply,
+                    format,
+                    rqi,
+                    key,
+                } = *relay;
+                rsp.rqi = rqi;
+                let size = self.reply(reply, format, &rsp, None);
+                self.recent.remember(key, rsp, size);
+            }
+        }
+    }
+
+    /// A registree failed its probes: its CSR goes, and with it its
+    /// descendants. Not waiting on durability: nobody is answered.
+    fn remove_registree(&mut self, csi: &str, rsc: Rsc) {
+        let store = self.registrar.store_mut();
+        if store.by_csi(csi).is_none() {
+            return;
+        }
+        store.remove_csi(csi);
+        self.take_internal_undo();
+        self.events.push_back(Event::RegistreeRemoved {
+            csi: csi.to_owned(),
+            why: Removal::Unresponsive { rsc },
+        });
+    }
+
+    /// Sends the liveness probes that are due (a RETRIEVE of each
+    /// registree's CSEBase), while the local link is up.
+    pub(super) fn start_probes(&mut self, now: Now) {
+        if !self.links.is_up(Link::LOCAL) || self.stopping {
+            return;
+        }
+        while let Some(csi) = self.liveness.next_due(now.mono) {
+            let Some((_, csr)) = self.registrar.store().by_csi(&csi) else {
+                self.liveness.result(&csi, ProbeOutcome::NoConnection, now);
+                continue;
+            };
+            let cb = csr.cb.clone().unwrap_or_else(|| csi.clone());
+            let Ok(peer) = CseId::new(csi.clone()) else {
+                self.liveness.result(&csi, ProbeOutcome::NoConnection, now);
+                continue;
+            };
+            let rqi = self.forwards.next_rqi("live");
+            let mut req = Request::new(Operation::Retrieve, cb, self.own.as_str(), rqi.clone());
+            req.rvi = Some(OWN_RVI.into());
+            req.ot = Some(now.wall.to_onem2m());
+            req.rqet = Some(now.wall.plus(self.forwards.timeout()).to_onem2m());
+            match Format::Json.encode(&req) {
+                Ok(payload) => {
+                    self.forwards
+                        .add(rqi, &csi, now.mono, Purpose::Probe { csi: csi.clone() });
+                    self.transmits.push_back(Transmit::Request {
+                        to: peer,
+                        format: Format::Json,
+                        payload,
+                        ack: None,
+                    });
+                }
+                Err(_) => {
+                    self.liveness.result(&csi, ProbeOutcome::NoConnection, now);
+                }
+            }
+        }
+    }
+}
