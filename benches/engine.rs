@@ -18,7 +18,6 @@ use criterion::{BenchmarkId, Criterion};
 use m2mnode::config::Config;
 use m2mnode::engine::{Engine, Transmit};
 use m2mnode::id::to_topic_segment;
-use m2mnode::persist::Snapshot;
 use m2mnode::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
 use m2mnode::time::{Now, Timestamp};
 use m2mnode::topic::{self, Route};
@@ -118,7 +117,7 @@ impl Bench {
         assert!(!settings.durable);
         // Time stands still: no liveness probe ever becomes due.
         let now = Now::at(Timestamp::from_secs(T0));
-        let mut e = Engine::new(settings, Snapshot::default(), now);
+        let mut e = Engine::new(settings, now);
         e.connection(true, now);
         drain(&mut e);
         let mut b = Bench { e, now, n, rqi: 0 };

@@ -13,7 +13,6 @@
 use m2mnode::config::Config;
 use m2mnode::engine::{Engine, Transmit};
 use m2mnode::id::to_topic_segment;
-use m2mnode::persist::Snapshot;
 use m2mnode::primitive::{Format, Operation, Request, ResourceType, Rsc};
 use m2mnode::resource::RemoteCse;
 use m2mnode::time::{Now, Timestamp};
@@ -61,7 +60,7 @@ fn main() {
     )
     .expect("config");
     let now = Now::at(Timestamp::from_secs(1_800_000_000));
-    let mut e = Engine::new(cfg.engine_settings(now.wall, 42), Snapshot::default(), now);
+    let mut e = Engine::new(cfg.engine_settings(now.wall, 42), now);
     e.connection(true, now);
     // Fill the duplicate-delivery cache first (it is bounded), so that it
     // does not count as per-registree memory.

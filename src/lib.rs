@@ -12,6 +12,7 @@ pub mod id;
 pub mod node;
 pub mod persist;
 pub mod primitive;
+pub mod reload;
 pub mod resource;
 pub mod time;
 pub mod topic;

@@ -6,10 +6,8 @@
 
 use crate::config::BrokerUrl;
 use crate::config::{Config, MqttConfig};
-use crate::engine::store::validate_snapshot;
-use crate::engine::{Ack, Engine, Event, Link, Phase, Removal, StoreBatch, Transmit};
+use crate::engine::{Ack, Engine, Event, Link, Severity, StoreBatch, Transmit};
 use crate::persist::{Memory, PersistError, Persistence, Sqlite};
-use crate::primitive::Rsc;
 use crate::time::Now;
 use crate::transport::mqtt::{token_link, Incoming, Settings, Transport, TransportError};
 use std::future::Future;
@@ -178,17 +176,15 @@ async fn run_inner(
         None => (Box::new(Memory), String::new()),
     };
     let snapshot = persister.load()?;
-    validate_snapshot(&snapshot, cfg.cse.id.as_str(), cfg.limits().name_length).map_err(|why| {
-        NodeError::BadStore {
-            path: store_path,
-            why,
-        }
-    })?;
-    let mut engine = Engine::new(
+    let mut engine = Engine::restore(
         cfg.engine_settings(start.wall, start.wall.0),
         snapshot,
         start,
-    );
+    )
+    .map_err(|e| NodeError::BadStore {
+        path: store_path,
+        why: e.0,
+    })?;
     info!(
         cse = %cfg.cse.id, name = %cfg.cse.name, r#type = ?cfg.cse.cse_type,
         registrees = engine.registree_count(),
@@ -259,15 +255,12 @@ async fn run_inner(
         links: links.clone(),
     };
 
-    let mut phase_log = PhaseLog::default();
-    let mut throttle = Throttle::new();
     let mut stop_by: Option<Instant> = None;
     let mut hangup = unix_signal(Sig::Hangup);
     let mut usr1 = unix_signal(Sig::User1);
     tokio::pin!(shutdown);
     loop {
-        drain(&mut engine, &batch_tx, &out, &mut throttle);
-        phase_log.update(&engine);
+        drain(&mut engine, &batch_tx, &out);
         if engine.is_stopped() {
             break;
         }
@@ -295,10 +288,7 @@ async fn run_inner(
                 Some(path) => reload(path, &mut current, &mut engine),
                 None => info!("SIGHUP ignored: this node was not started from a config file"),
             },
-            _ = next_signal(&mut usr1) => {
-                info!("checking now (SIGUSR1): the own <remoteCSE> and every registree");
-                engine.check_now(Now::system());
-            }
+            _ = next_signal(&mut usr1) => engine.check_now(Now::system()),
             _ = &mut shutdown, if stop_by.is_none() => {
                 info!("shutting down");
                 // The DELETE is bounded by mqtt.timeout; this bounds the rest.
@@ -311,7 +301,7 @@ async fn run_inner(
             }
         }
     }
-    drain(&mut engine, &batch_tx, &out, &mut throttle);
+    drain(&mut engine, &batch_tx, &out);
     // What was answered goes out; what is being written is finished.
     drop(out);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -380,64 +370,48 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            error!("reload refused, the running configuration stays: {e}");
+            error!(config = %path.display(), "reload refused, the running configuration stays: {}", one_line(&e.to_string()));
             return;
         }
     };
     let now = Now::system();
-    let mut applied = Vec::new();
-    let mut restart = Vec::new();
-    if new.registrees.allowed != current.registrees.allowed {
-        engine.set_allowed(new.registrees.allowed.clone());
-        applied.push("registrees.allowed");
+    let plan = current.reload_plan(&new);
+    let applied = plan.applied();
+    if let Some(allowed) = plan.allowed.clone() {
+        engine.set_allowed(allowed);
     }
-    if new.registrees.check_interval != current.registrees.check_interval {
-        engine.set_registree_check_interval(new.registrees.check_interval);
-        applied.push("registrees.check_interval");
+    if let Some(i) = plan.registree_check_interval {
+        engine.set_registree_check_interval(i);
     }
-    if new.limits() != current.limits() {
-        engine.set_limits(new.limits());
-        applied.push("limits");
+    if let Some(l) = plan.limits.clone() {
+        engine.set_limits(l);
     }
-    match (&new.registrar, &current.registrar) {
-        (Some(n), Some(c)) if n.id == c.id && n.name == c.name && n.mqtt == c.mqtt => {
-            if n.check_interval != c.check_interval {
-                engine.set_registrar_check_interval(n.check_interval, now);
-                applied.push("registrar.check_interval");
-            }
-        }
-        (None, None) => {}
-        _ => restart.push("registrar"),
+    if let Some(i) = plan.registrar_check_interval {
+        engine.set_registrar_check_interval(i, now);
     }
-    if new.cse != current.cse {
-        restart.push("cse");
+    if let Some(r) = plan.registrar.clone() {
+        engine.set_registrar(r, now);
     }
-    if new.mqtt != current.mqtt {
-        restart.push("mqtt");
+    *current = current.after_reload(new, &plan);
+    let applied = if applied.is_empty() {
+        "nothing changed".to_owned()
+    } else {
+        applied.join(", ")
+    };
+    if plan.restart.is_empty() {
+        info!(config = %path.display(), "reloaded the configuration: applied {applied}");
+    } else {
+        warn!(config = %path.display(), "reloaded the configuration: applied {applied}; {} take effect only after a restart", plan.restart.join(", "));
     }
-    if new.security.admin != current.security.admin {
-        restart.push("security");
-    }
-    let (keep_registrar, keep_security) = (current.registrar.clone(), current.security.clone());
-    let (keep_cse, keep_mqtt) = (current.cse.clone(), current.mqtt.clone());
-    *current = new;
-    // What was not applied stays as it runs, so a later reload compares
-    // against what is really in force.
-    if restart.contains(&"registrar") {
-        current.registrar = keep_registrar;
-    }
-    current.security = keep_security;
-    current.cse = keep_cse;
-    current.mqtt = keep_mqtt;
-    info!(
-        config = %path.display(),
-        applied = %if applied.is_empty() { "nothing changed".to_owned() } else { applied.join(", ") },
-        needs_restart = %restart.join(", "),
-        "reloaded the configuration"
-    );
-    if !restart.is_empty() {
-        warn!(sections = %restart.join(", "), "changes to these sections take effect only after a restart");
-    }
+}
+
+/// A multi-line message (a config error with its context) as one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Where transmits go, per connection: straight into the MQTT client
@@ -489,12 +463,7 @@ impl Outbox {
 }
 
 /// Carries out everything the engine has to say after an input.
-fn drain(
-    engine: &mut Engine,
-    batches: &std::sync::mpsc::Sender<StoreBatch>,
-    out: &Outbox,
-    throttle: &mut Throttle,
-) {
+fn drain(engine: &mut Engine, batches: &std::sync::mpsc::Sender<StoreBatch>, out: &Outbox) {
     let links = &out.links;
     if let Some(batch) = engine.poll_store() {
         if batches.send(batch).is_err() {
@@ -502,16 +471,15 @@ fn drain(
         }
     }
     while let Some(t) = engine.poll_transmit() {
-        // The connection: toward the registrar's CSE-ID upstream, any other
-        // next hop locally; an answer where its request came from.
         let (link, publish, ack) = match t {
             Transmit::Request {
                 to,
+                link,
                 format,
                 payload,
                 ack,
             } => {
-                let link = links.norm(engine.link_to(to.as_str()));
+                let link = links.norm(link);
                 let topic = links.get(link).request_topic(to.as_str(), format);
                 (link, Some((topic, payload)), ack)
             }
@@ -531,154 +499,18 @@ fn drain(
         }
     }
     while let Some(e) = engine.poll_event() {
-        log_event(&e, throttle);
+        print(&e);
     }
 }
 
-/// Lines about dropped payloads, at most [`Throttle::PER_MINUTE`] a minute
-/// and then one summary: a flood of garbage must not fill the disk.
-struct Throttle {
-    window: std::time::Instant,
-    shown: u32,
-    suppressed: u32,
-}
-
-impl Throttle {
-    const PER_MINUTE: u32 = 10;
-
-    fn new() -> Throttle {
-        Throttle {
-            window: std::time::Instant::now(),
-            shown: 0,
-            suppressed: 0,
-        }
-    }
-
-    fn allow(&mut self) -> bool {
-        if self.window.elapsed() >= Duration::from_secs(60) {
-            if self.suppressed > 0 {
-                warn!(
-                    count = self.suppressed,
-                    "{} more payloads were dropped in the last minute without a line each",
-                    self.suppressed
-                );
-            }
-            *self = Throttle::new();
-        }
-        if self.shown < Throttle::PER_MINUTE {
-            self.shown += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
-}
-
-fn log_event(e: &Event, throttle: &mut Throttle) {
-    match e {
-        Event::Registered { registrar } => {
-            info!(registrar = %registrar, "registered at {registrar}")
-        }
-        Event::Deregistered {
-            registrar,
-            confirmed: true,
-        } => info!(registrar = %registrar, "deregistered from {registrar}"),
-        Event::Deregistered {
-            registrar,
-            confirmed: false,
-        } => {
-            warn!(registrar = %registrar, "could not deregister from {registrar}: it did not answer; its liveness check will remove the <remoteCSE>")
-        }
-        Event::RegistrationRetry {
-            step,
-            retry_in,
-            answer,
-        } => {
-            let retry =
-                humantime::format_duration(Duration::from_millis(retry_in.as_millis() as u64))
-                    .to_string();
-            match answer {
-                None => {
-                    warn!(step = ?step, retry_in = %retry, "registrar did not answer; retrying")
-                }
-                Some((rsc, why)) => {
-                    let hint = match *rsc {
-                        Rsc::NOT_FOUND => {
-                            " (is [registrar] name the registrar's CSEBase resourceName?)"
-                        }
-                        Rsc::SECURITY_ASSOCIATION_REQUIRED | Rsc::ORIGINATOR_HAS_NO_PRIVILEGE => {
-                            " (is this CSE-ID allowed to register there?)"
-                        }
-                        _ => "",
-                    };
-                    warn!(step = ?step, rsc = %rsc, why = %why, retry_in = %retry, "registrar refused the registration{hint}; retrying")
-                }
-            }
-        }
-        Event::RegistrationLost { registrar, answer } => {
-            let (rsc, why) = answer
-                .as_ref()
-                .map(|(r, w)| (r.to_string(), w.as_str()))
-                .unwrap_or_default();
-            warn!(registrar = %registrar, rsc = %rsc, why = %why, "{registrar} no longer has this CSE's <remoteCSE> (a registrar reset?); registering again")
-        }
-        Event::CheckUnanswered { registrar, times } => {
-            // The first, then every tenth: a registrar that is away for an
-            // hour makes a handful of lines, not hundreds.
-            if *times == 1 || times % 10 == 0 {
-                warn!(registrar = %registrar, times, "{registrar} did not answer the check of the own <remoteCSE>; the registration is kept and checked again")
-            }
-        }
-        Event::Squatted { rn, csi } => {
-            error!(csr = %rn, holder = %csi, "the own <remoteCSE> name at the registrar is taken by {csi}; remove that CSR at the registrar or give this CSE another CSE-ID")
-        }
-        Event::RegistreeAdded { csi } => info!(registree = %csi, "registree {csi} registered"),
-        Event::RegistreeRemoved {
-            csi,
-            why: Removal::Deleted,
-        } => info!(registree = %csi, "registree {csi} deregistered"),
-        Event::RegistreeRemoved {
-            csi,
-            why: Removal::Unresponsive { rsc },
-        } => warn!(registree = %csi, rsc = %rsc, "registree is gone; removed its <remoteCSE>"),
-        Event::ProbeMissed { csi, rsc, misses } => {
-            debug!(registree = %csi, rsc = %rsc, misses, "liveness probe failed")
-        }
-        Event::Handled {
-            op,
-            to,
-            fr,
-            rsc,
-            why,
-        } => {
-            if *rsc == Rsc::NOT_FOUND {
-                // A registree's start-up clean-up of a stale CSR is a 4004
-                // by design: not news at the default level.
-                debug!(op = op.name(), to = %to, fr = %fr, rsc = %rsc, why = why.as_deref().unwrap_or(""), "request refused");
-            } else if !rsc.is_success() {
-                info!(op = op.name(), to = %to, fr = %fr, rsc = %rsc, why = why.as_deref().unwrap_or(""), "request refused");
-            } else if *op != crate::primitive::Operation::Retrieve {
-                info!(op = op.name(), to = %to, fr = %fr, rsc = %rsc, "request handled");
-            } else {
-                debug!(op = op.name(), to = %to, fr = %fr, rsc = %rsc, "request handled");
-            }
-        }
-        Event::StoreFailed { why } => {
-            error!(error = %why, "cannot write the store; the change was refused (5000)")
-        }
-        Event::OwnRequestTooLarge {
-            op,
-            bytes,
-            limit,
-            dcse,
-        } => error!(op = op.name(), bytes, limit, dcse, "the own <remoteCSE> {} would be {bytes} bytes, over mqtt.max_payload ({limit}), with {dcse} descendants in dcse; raise mqtt.max_payload (and the brokers' limits); the registration is kept", op.name()),
-        Event::Dropped { why } => {
-            if throttle.allow() {
-                warn!("dropping {why}")
-            }
-        }
-        Event::Stopped => debug!("stopped"),
+/// Prints an event at the level the engine gave it; nothing is decided here.
+fn print(e: &Event) {
+    let kind = e.kind();
+    match e.severity() {
+        Severity::Debug => debug!(event = kind, "{e}"),
+        Severity::Info => info!(event = kind, "{e}"),
+        Severity::Warn => warn!(event = kind, "{e}"),
+        Severity::Error => error!(event = kind, "{e}"),
     }
 }
 
@@ -686,68 +518,5 @@ async fn sleep_until(t: Option<std::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(Instant::from_std(t)).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Registration state changes at info level, the routine check at debug:
-/// one line per change, not one per check interval.
-#[derive(Default)]
-struct PhaseLog {
-    last: Option<PhaseKind>,
-}
-
-/// What a phase is, without its rqi: the unit of a state change.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum PhaseKind {
-    Idle,
-    Waiting(crate::engine::Step),
-    Registered,
-    Backoff(crate::engine::Step),
-    Deregistering,
-    Stopped,
-}
-
-impl PhaseLog {
-    fn update(&mut self, engine: &Engine) {
-        use crate::engine::Step;
-        let Some(m) = engine.registration() else {
-            return;
-        };
-        let now = match m.phase() {
-            Phase::Idle => PhaseKind::Idle,
-            Phase::Waiting { step, .. } => PhaseKind::Waiting(*step),
-            Phase::Registered => PhaseKind::Registered,
-            Phase::Backoff { step } => PhaseKind::Backoff(*step),
-            Phase::Deregistering { .. } => PhaseKind::Deregistering,
-            Phase::Stopped => PhaseKind::Stopped,
-        };
-        if self.last == Some(now) {
-            return;
-        }
-        let routine = |k: Option<PhaseKind>| {
-            matches!(
-                k,
-                Some(PhaseKind::Waiting(Step::Check) | PhaseKind::Registered)
-            )
-        };
-        let quiet = routine(Some(now)) && routine(self.last);
-        self.last = Some(now);
-        match now {
-            _ if quiet => debug!(phase = ?now, "registration"),
-            PhaseKind::Waiting(step) => info!(step = ?step, "registration: {}", describe(step)),
-            _ => debug!(phase = ?now, "registration"),
-        }
-    }
-}
-
-fn describe(step: crate::engine::Step) -> &'static str {
-    use crate::engine::Step;
-    match step {
-        Step::CleanStale => "deleting a stale own <remoteCSE> at the registrar",
-        Step::Create => "creating the own <remoteCSE> at the registrar",
-        Step::Adopt => "retrieving the existing own <remoteCSE> at the registrar",
-        Step::Update => "updating the own <remoteCSE> at the registrar",
-        Step::FetchBase => "retrieving the registrar's <CSEBase>",
-        Step::Check => "checking the own <remoteCSE> at the registrar",
     }
 }

@@ -136,6 +136,12 @@ impl Forwards {
         self.deadlines.first().map(|(t, _)| *t)
     }
 
+    pub(crate) fn has_probes(&self) -> bool {
+        self.pending
+            .values()
+            .any(|p| matches!(p.purpose, Purpose::Probe { .. }))
+    }
+
     /// Outstanding liveness probes: (rqi, registree).
     pub(crate) fn probes(&self) -> Vec<(String, String)> {
         self.pending

@@ -29,11 +29,10 @@
 //!    time for what goes on the wire (`ot`, `rqet`, `ct`, `lt`). It must
 //!    never go backwards (the monotonic part); the wall part may jump.
 //!
-//! Transmits are addressed to a next-hop CSE (a request) or to the hop a
-//! request came from (an answer), never to a topic or a connection: which
-//! broker carries them is the driver's business (with two links: a request
-//! to the registrar's CSE-ID goes upstream, any other locally, and an
-//! answer goes back on the [`Route::link`] its request came in on).
+//! Transmits are addressed to a next-hop CSE on a [`Link`] (a request) or to
+//! the hop a request came from (an answer, which goes back on the
+//! [`Route::link`] its request came in on), never to a topic: the driver
+//! keeps one broker connection per link and builds the topic.
 //!
 //! Nothing acknowledged is lost: a CREATE/UPDATE/DELETE of a durable node is
 //! answered only once its batch is committed (group commit); a batch that
@@ -41,6 +40,7 @@
 
 mod dedupe;
 mod durability;
+mod events;
 mod forwards;
 mod ingress;
 mod links;
@@ -53,16 +53,18 @@ pub mod store;
 mod upstream;
 
 pub use crate::topic::Link;
+pub use events::{Event, Removal, Severity, Summary};
 pub use liveness::MISSES as LIVENESS_MISSES;
 pub use registrar::{Limits, Outcome, Registrar, RegistrarSettings};
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
 
 use crate::id::CseId;
-use crate::primitive::{Format, Operation, Response, Rsc};
+use crate::primitive::{Format, Response, Rsc};
 use crate::time::Now;
 use crate::topic::Route;
 use dedupe::RecentRequests;
 use durability::Durability;
+use events::{Tally, Throttle};
 use forwards::Forwards;
 use links::Links;
 use liveness::{Liveness, ProbeOutcome};
@@ -105,6 +107,10 @@ pub struct EngineSettings {
 const PROBES_IN_FLIGHT: usize = 64;
 /// Recent answers kept for duplicate deliveries (also bounded in bytes).
 const RECENT_ANSWERS: usize = 1024;
+/// How often the sign-of-life line comes (docs/operations.md, "Logs").
+const SUMMARY_EVERY: Duration = Duration::from_secs(3600);
+/// Dropped payloads told one line each per minute; the rest are counted.
+const DROPS_SHOWN_PER_MINUTE: u32 = 10;
 
 /// A message the driver must acknowledge to the broker (an opaque token it
 /// chose), once what the engine says about it has been handed on.
@@ -114,9 +120,10 @@ pub struct Ack(pub u64);
 /// Something to send.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transmit {
-    /// A request to the next-hop CSE `to`.
+    /// A request to the next-hop CSE `to`, on the broker connection `link`.
     Request {
         to: CseId,
+        link: Link,
         format: Format,
         payload: Vec<u8>,
         /// The incoming request this one forwards: acknowledge after sending.
@@ -132,90 +139,10 @@ pub enum Transmit {
     Ack(Ack),
 }
 
-/// Why a registree's CSR went away.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Removal {
-    /// It deleted it (or its registrar did, through this node).
-    Deleted,
-    /// It failed [`LIVENESS_MISSES`] liveness probes in a row.
-    Unresponsive { rsc: Rsc },
-}
-
-/// What happened, for logs and status.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    Registered {
-        registrar: CseId,
-    },
-    /// `confirmed`: the registrar confirmed the deletion (2002/4004) or the
-    /// CSR was lost there; false: it could not be reached, and the CSR may
-    /// still be there (its liveness check will remove it).
-    Deregistered {
-        registrar: CseId,
-        confirmed: bool,
-    },
-    /// A registration step failed and is retried; `answer`: the registrar's
-    /// status and `m2m:dbg`, `None` when it did not answer.
-    RegistrationRetry {
-        step: Step,
-        retry_in: Duration,
-        answer: Option<(Rsc, String)>,
-    },
-    /// The registrar no longer has the own CSR; registering again.
-    RegistrationLost {
-        registrar: CseId,
-        answer: Option<(Rsc, String)>,
-    },
-    /// The check of the own CSR went unanswered `times` in a row.
-    CheckUnanswered {
-        registrar: CseId,
-        times: u32,
-    },
-    /// The own CSR's name at the registrar is held by another CSE.
-    Squatted {
-        rn: String,
-        csi: String,
-    },
-    RegistreeAdded {
-        csi: String,
-    },
-    RegistreeRemoved {
-        csi: String,
-        why: Removal,
-    },
-    /// A liveness probe failed; the registree stays for now.
-    ProbeMissed {
-        csi: String,
-        rsc: Rsc,
-        misses: u32,
-    },
-    /// A request was answered (or refused); for the request log.
-    Handled {
-        op: Operation,
-        to: String,
-        fr: String,
-        rsc: Rsc,
-        why: Option<String>,
-    },
-    /// A batch could not be written; its requests were answered 5000.
-    StoreFailed {
-        why: String,
-    },
-    /// A request of this node's own registration would exceed
-    /// `mqtt.max_payload` (e.g. the `dcse` of a large subtree).
-    OwnRequestTooLarge {
-        op: Operation,
-        bytes: usize,
-        limit: usize,
-        dcse: usize,
-    },
-    /// A payload that could not be answered was dropped.
-    Dropped {
-        why: String,
-    },
-    /// Deregistration is over (or there was none): the driver may exit.
-    Stopped,
-}
+/// A stored state the engine cannot start from (the reason).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidStore(pub String);
 
 /// Changes for the persister; answer with [`Engine::store_committed`] or
 /// [`Engine::store_failed`] and the same `seq`.
@@ -233,6 +160,10 @@ pub struct Engine {
     registrar: Registrar,
     /// The own registration, when this node has a registrar.
     upstream: Option<Upstream>,
+    /// The registration that takes over once the current one has
+    /// deregistered (a reload changed the registrar).
+    switch: Option<Option<Upstream>>,
+    seed: u64,
     liveness: Liveness,
     recent: RecentRequests,
     forwards: Forwards,
@@ -242,12 +173,42 @@ pub struct Engine {
     stopped: bool,
     max_payload: usize,
     transmits: VecDeque<Transmit>,
+    /// Events of the current input, before [`Engine::review_events`]
+    /// counts and throttles them into `out_events`.
     events: VecDeque<Event>,
+    out_events: VecDeque<Event>,
+    tally: Tally,
+    drops: Throttle,
+    next_summary: Instant,
+    /// A check was asked for (SIGUSR1): its result is told when it is over.
+    check_report: bool,
 }
 
 impl Engine {
-    /// An engine over what the persister kept.
-    pub fn new(settings: EngineSettings, mut snapshot: Snapshot, now: Now) -> Engine {
+    /// An engine with nothing stored yet.
+    pub fn new(settings: EngineSettings, now: Now) -> Engine {
+        Engine::build(settings, Snapshot::default(), now)
+    }
+
+    /// An engine over what the persister kept, once it has been checked:
+    /// a store that breaks the engine's invariants (a CSR of this CSE
+    /// itself, two CSRs of one CSE-ID or name, an invalid name) is refused
+    /// with what is wrong, never half used.
+    pub fn restore(
+        settings: EngineSettings,
+        snapshot: Snapshot,
+        now: Now,
+    ) -> Result<Engine, InvalidStore> {
+        store::validate_snapshot(
+            &snapshot,
+            settings.registrar.cse_base.csi.as_str(),
+            settings.registrar.limits.name_length,
+        )
+        .map_err(InvalidStore)?;
+        Ok(Engine::build(settings, snapshot, now))
+    }
+
+    fn build(settings: EngineSettings, mut snapshot: Snapshot, now: Now) -> Engine {
         let own = settings.registrar.cse_base.csi.clone();
         let limits = settings.registrar.limits.clone();
         let registrar_id = settings.registrar.upstream.clone();
@@ -262,29 +223,16 @@ impl Engine {
             (Some(up), Some(registrar)) => {
                 let adopt = store.by_csi(registrar.as_str()).is_some();
                 let remote_rn = store.own_csr_rn().map(str::to_owned);
-                let mut want =
-                    OwnCsr::from_cse_base(&settings.registrar.cse_base, store.descendant_ids());
-                if let Some(poa) = &up.poa {
-                    want.poa = poa.clone();
-                }
-                let machine = Registration::new(
-                    RegistreeConfig {
-                        own: own.clone(),
-                        registrar: registrar.clone(),
-                        registrar_rn: up.registrar_rn.clone(),
-                        check_interval: up.check_interval,
-                        request_timeout: settings.request_timeout,
-                        seed: settings.seed,
-                    },
-                    want,
-                );
-                Some(Upstream {
-                    machine,
-                    start: Some(Input::Start { adopt, remote_rn }),
+                Some(Upstream::new(
+                    up,
                     registrar,
-                    own_poa: up.poa.clone(),
-                    dcse_dirty: false,
-                })
+                    &settings.registrar.cse_base,
+                    store.descendant_ids(),
+                    settings.request_timeout,
+                    settings.seed,
+                    adopt,
+                    remote_rn,
+                ))
             }
             _ => None,
         };
@@ -298,6 +246,8 @@ impl Engine {
             own,
             registrar: Registrar::with_store(settings.registrar, store),
             upstream,
+            switch: None,
+            seed: settings.seed,
             liveness: Liveness::new(
                 settings.registree_check_interval,
                 settings.request_timeout,
@@ -319,6 +269,11 @@ impl Engine {
             max_payload: settings.max_payload,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            out_events: VecDeque::new(),
+            tally: Tally::default(),
+            drops: Throttle::new(Duration::from_secs(60), DROPS_SHOWN_PER_MINUTE),
+            next_summary: now.mono + SUMMARY_EVERY,
+            check_report: false,
         };
         // Restored registrees are watched like new ones (spread over the
         // first interval); that is not news, so no events.
@@ -454,8 +409,10 @@ impl Engine {
         }
     }
 
-    /// Runs every registree's liveness check now (SIGUSR1).
+    /// Runs every registree's liveness check now (SIGUSR1); a
+    /// [`Event::Summary`] tells the result when the checks are over.
     pub fn check_now(&mut self, now: Now) {
+        self.check_report = true;
         self.liveness.all_due(now.mono);
         if let Some(u) = &mut self.upstream {
             u.machine.check_now(now);
@@ -529,6 +486,11 @@ impl Engine {
         if let Some(u) = &mut self.upstream {
             u.machine.handle(Input::Timer, now);
         }
+        if now.mono >= self.next_summary {
+            self.next_summary = now.mono + SUMMARY_EVERY;
+            let summary = self.summary(false);
+            self.events.push_back(summary);
+        }
         self.flush(now);
     }
 
@@ -598,7 +560,7 @@ impl Engine {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.out_events.pop_front()
     }
 
     /// When [`Engine::handle_timeout`] is due next.
@@ -610,10 +572,15 @@ impl Engine {
         let probes = (self.links.is_up(Link::LOCAL) && !self.stopping)
             .then(|| self.liveness.poll_timeout())
             .flatten();
-        [self.forwards.next_deadline(), own, probes]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.forwards.next_deadline(),
+            own,
+            probes,
+            Some(self.next_summary),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ----- internals -----
@@ -630,6 +597,78 @@ impl Engine {
             self.carry_out(action, now);
         }
         self.start_probes(now);
+        if self.check_report && self.checks_are_over(now) {
+            self.check_report = false;
+            let summary = self.summary(true);
+            self.events.push_back(summary);
+        }
+        self.review_events(now);
+    }
+
+    /// No probe of a check asked for is due or outstanding, nor the check
+    /// of the own CSR.
+    fn checks_are_over(&self, now: Now) -> bool {
+        let own_checking = self.upstream.as_ref().is_some_and(|u| {
+            matches!(
+                u.machine.phase(),
+                Phase::Waiting {
+                    step: Step::Check,
+                    ..
+                }
+            )
+        });
+        !own_checking
+            && !self.forwards.has_probes()
+            && self
+                .liveness
+                .poll_timeout()
+                .is_none_or(|t| t > now.mono || !self.links.is_up(Link::LOCAL))
+    }
+
+    fn summary(&mut self, checked_now: bool) -> Event {
+        let (handled, refused) = self.tally.take_since();
+        let registrees_missing = self
+            .registrar
+            .store()
+            .registrees()
+            .filter_map(|(_, c)| c.csi())
+            .filter(|csi| self.liveness.misses(csi).unwrap_or(0) > 0)
+            .count();
+        Event::Summary(Summary {
+            checked_now,
+            registered: self.registration().map(Registration::is_registered),
+            registrees: self.registree_count(),
+            registrees_missing,
+            handled,
+            refused,
+        })
+    }
+
+    /// Counts answers and throttles drops: what the driver gets to print
+    /// is decided here, on the engine's clock.
+    fn review_events(&mut self, now: Now) {
+        while let Some(e) = self.events.pop_front() {
+            match &e {
+                Event::Handled { rsc, .. } => {
+                    if let Some(count) = self.tally.count(!rsc.is_success(), now.mono) {
+                        self.out_events.push_back(e);
+                        self.out_events.push_back(Event::RefusalsSpiking { count });
+                        continue;
+                    }
+                }
+                Event::Dropped { .. } => {
+                    let (show, ended) = self.drops.allow(now.mono);
+                    if let Some(count) = ended {
+                        self.out_events.push_back(Event::DropsSuppressed { count });
+                    }
+                    if !show {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            self.out_events.push_back(e);
+        }
     }
 
     fn apply_notices(&mut self, now: Now) {

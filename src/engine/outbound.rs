@@ -64,6 +64,7 @@ impl Engine {
         );
         self.transmits.push_back(Transmit::Request {
             to: next_hop,
+            link,
             format,
             payload,
             ack,
@@ -150,6 +151,7 @@ impl Engine {
                         .add(rqi, &csi, now.mono, Purpose::Probe { csi: csi.clone() });
                     self.transmits.push_back(Transmit::Request {
                         to: peer,
+                        link: Link::LOCAL,
                         format: Format::Json,
                         payload,
                         ack: None,

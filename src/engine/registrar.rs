@@ -123,6 +123,14 @@ impl Registrar {
         self.cfg.allowed = allowed;
     }
 
+    /// The registrar this CSE registers at (config reload): requests for
+    /// targets outside the tree go there, and its CSR is not a registree's.
+    pub(crate) fn set_upstream(&mut self, upstream: Option<CseId>) {
+        self.store
+            .set_upstream(upstream.as_ref().map(CseId::as_str));
+        self.cfg.upstream = upstream;
+    }
+
     pub(crate) fn set_limits(&mut self, limits: Limits) {
         self.cfg.limits = limits;
     }

@@ -266,6 +266,10 @@ impl Store {
         old
     }
 
+    pub(crate) fn set_upstream(&mut self, upstream: Option<&str>) {
+        self.upstream = upstream.map(str::to_owned);
+    }
+
     /// Keeps the local `<remoteCSE>` of the own registrar (`csr` as
     /// retrieved from it) below the CSEBase `base_ri`. `ct` stays what it
     /// was; `lt` moves only when something else changed, so a routine

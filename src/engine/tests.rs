@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::Config;
-use crate::primitive::{Request, ResourceType};
+use crate::primitive::{Operation, Request, ResourceType};
 use crate::time::Timestamp;
 use crate::topic;
 use serde_json::{json, Value};
@@ -122,7 +122,7 @@ fn drain(e: &mut Engine) -> Out {
 
 fn connected(s: EngineSettings) -> (Engine, Now) {
     let now = start();
-    let mut e = Engine::new(s, Snapshot::default(), now);
+    let mut e = Engine::new(s, now);
     e.connection(true, now);
     (e, now)
 }
@@ -422,7 +422,7 @@ fn a_redelivery_after_a_crash_gets_the_answer_that_was_written() {
             _ => {}
         }
     }
-    let mut e = Engine::new(in_cse("60s", true), snapshot, now);
+    let mut e = Engine::restore(in_cse("60s", true), snapshot, now).expect("valid store");
     e.connection(true, now);
     e.handle_request(
         from("/id-a", "/id-in"),
@@ -681,7 +681,7 @@ fn xml_is_refused_in_xml() {
 #[test]
 fn the_registrar_csr_is_completed_and_stored_by_the_engine() {
     let now = start();
-    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
+    let mut e = Engine::new(mn_cse(), now);
     assert!(
         drain(&mut e).requests.is_empty(),
         "nothing before the broker is there"
@@ -712,7 +712,7 @@ fn the_registrar_csr_is_completed_and_stored_by_the_engine() {
 #[test]
 fn a_storm_of_registrations_is_carried_up_in_few_updates() {
     let now = start();
-    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
+    let mut e = Engine::new(mn_cse(), now);
     e.connection(true, now);
     let mut registrar = upstream_registrar(now);
     let mut updates = 0;
@@ -896,7 +896,7 @@ fn the_answer_cache_cannot_be_hijacked() {
 #[test]
 fn a_registrar_cannot_speak_for_cses_below_this_one() {
     let now = start();
-    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
+    let mut e = Engine::new(mn_cse(), now);
     e.connection(true, now);
     drain(&mut e);
     let mut r = csr_req(
@@ -1040,7 +1040,7 @@ fn an_own_update_over_the_payload_limit_is_reported_and_keeps_the_registration()
     let now = start();
     let mut s = mn_cse();
     s.max_payload = 4096;
-    let mut e = Engine::new(s, Snapshot::default(), now);
+    let mut e = Engine::new(s, now);
     e.connection(true, now);
     let mut registrar = upstream_registrar(now);
     let mut events = Vec::new();
@@ -1232,7 +1232,7 @@ fn two_links_each_pause_only_what_needs_them() {
         u.link = Link::UPSTREAM;
     }
     let now = start();
-    let mut e = Engine::new(s, Snapshot::default(), now);
+    let mut e = Engine::new(s, now);
     e.link_connection(Link::LOCAL, true, now);
     assert!(
         drain(&mut e).requests.is_empty(),
@@ -1293,7 +1293,7 @@ fn with_two_brokers_each_hop_is_believed_only_on_its_own() {
     if let Some(u) = &mut s.registration {
         u.link = Link::UPSTREAM;
     }
-    let mut e = Engine::new(s, Snapshot::default(), now);
+    let mut e = Engine::new(s, now);
     e.link_connection(Link::LOCAL, true, now);
     e.link_connection(Link::UPSTREAM, true, now);
     drain(&mut e);

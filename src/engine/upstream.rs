@@ -4,11 +4,13 @@
 //! descendants that go up as `dcse` (docs/protocol.md §6).
 
 use super::forwards::Purpose;
-use super::registration::{Action, Input, OwnCsr, Phase, Registration};
-use super::{Engine, Event, Transmit};
+use super::registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig};
+use super::{Engine, Event, Transmit, UpstreamSettings};
 use crate::id::CseId;
 use crate::primitive::{Format, Response, Rsc};
+use crate::resource::CseBase;
 use crate::time::Now;
+use std::time::Duration;
 use tracing::debug;
 
 /// The own registration and what the engine keeps for it.
@@ -24,7 +26,95 @@ pub(crate) struct Upstream {
     pub(crate) dcse_dirty: bool,
 }
 
+impl Upstream {
+    /// The own registration at `registrar`, not started yet; `adopt`: the
+    /// local state says a CSR of this CSE is there already (named
+    /// `remote_rn`, when known).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        settings: &UpstreamSettings,
+        registrar: CseId,
+        base: &CseBase,
+        descendants: Vec<String>,
+        request_timeout: Duration,
+        seed: u64,
+        adopt: bool,
+        remote_rn: Option<String>,
+    ) -> Upstream {
+        let mut want = OwnCsr::from_cse_base(base, descendants);
+        if let Some(poa) = &settings.poa {
+            want.poa = poa.clone();
+        }
+        let machine = Registration::new(
+            RegistreeConfig {
+                own: base.csi.clone(),
+                registrar: registrar.clone(),
+                registrar_rn: settings.registrar_rn.clone(),
+                check_interval: settings.check_interval,
+                request_timeout,
+                seed,
+            },
+            want,
+        );
+        Upstream {
+            machine,
+            start: Some(Input::Start { adopt, remote_rn }),
+            registrar,
+            own_poa: settings.poa.clone(),
+            dcse_dirty: false,
+        }
+    }
+}
+
 impl Engine {
+    /// Another registrar (config reload; `None`: none any more): the node
+    /// deregisters from the one it has, then registers at the new one. The
+    /// link toward it stays what it was (a broker of its own needs a
+    /// restart).
+    pub fn set_registrar(&mut self, registrar: Option<(CseId, UpstreamSettings)>, now: Now) {
+        let next = registrar.map(|(id, settings)| {
+            Upstream::new(
+                &settings,
+                id,
+                self.registrar.cse_base(),
+                self.registrar.store().descendant_ids(),
+                self.forwards.timeout(),
+                self.seed ^ now.wall.0,
+                false,
+                None,
+            )
+        });
+        match &mut self.upstream {
+            Some(old) => {
+                if let Some(n) = &next {
+                    self.events.push_back(Event::RegistrarChanged {
+                        from: old.registrar.clone(),
+                        to: n.registrar.clone(),
+                    });
+                }
+                self.switch = Some(next);
+                old.machine.handle(Input::Shutdown, now);
+            }
+            None => self.install_upstream(next, now),
+        }
+        self.flush(now);
+    }
+
+    /// Makes `next` the own registration and starts it when its link is up.
+    fn install_upstream(&mut self, next: Option<Upstream>, now: Now) {
+        let id = next.as_ref().map(|u| u.registrar.clone());
+        self.registrar.set_upstream(id);
+        self.upstream = next;
+        if let Some(u) = &mut self.upstream {
+            u.dcse_dirty = true;
+            if self.links.is_up(self.links.registrar()) && !self.stopping {
+                if let Some(start) = u.start.take() {
+                    u.machine.handle(start, now);
+                }
+            }
+        }
+    }
+
     /// Carries the descendants up as the own CSR's `dcse`: computed only when
     /// the machine can act on it, so a storm of registrations costs one
     /// UPDATE per round trip, not one (and one O(n) list) per registree.
@@ -101,6 +191,7 @@ impl Engine {
                         );
                         self.transmits.push_back(Transmit::Request {
                             to: registrar,
+                            link: self.links.registrar(),
                             format: Format::Json,
                             payload,
                             ack: None,
@@ -152,10 +243,13 @@ impl Engine {
             Action::CheckUnanswered { times } => self
                 .events
                 .push_back(Event::CheckUnanswered { registrar, times }),
-            Action::Stopped => {
-                self.stopped = true;
-                self.events.push_back(Event::Stopped);
-            }
+            Action::Stopped => match self.switch.take() {
+                Some(next) if !self.stopping => self.install_upstream(next, now),
+                _ => {
+                    self.stopped = true;
+                    self.events.push_back(Event::Stopped);
+                }
+            },
         }
     }
 }

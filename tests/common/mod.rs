@@ -341,11 +341,7 @@ impl InProcess {
         let cfg = m2mnode::config::Config::from_str(config, Path::new("in-process.toml"))
             .expect("config");
         let now = m2mnode::time::Now::system();
-        let mut e = m2mnode::engine::Engine::new(
-            cfg.engine_settings(now.wall, now.wall.0),
-            Default::default(),
-            now,
-        );
+        let mut e = m2mnode::engine::Engine::new(cfg.engine_settings(now.wall, now.wall.0), now);
         e.connection(true, now);
         while e.poll_transmit().is_some() {}
         InProcess {

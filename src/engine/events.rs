@@ -1,0 +1,514 @@
+//! What happened, as the engine tells it: each [`Event`] carries its
+//! severity and its message, so the driver prints and decides nothing
+//! (docs/operations.md, "Logs", gives the level of each line). The
+//! throttles that keep a flood from becoming a flood of lines live here
+//! too, on the engine's clock.
+
+use super::registration::Step;
+use crate::id::CseId;
+use crate::primitive::{Operation, Rsc};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// How serious an event is: the level the driver prints it at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Why a registree's CSR went away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// It deleted it (or its registrar did, through this node).
+    Deleted,
+    /// It failed [`super::LIVENESS_MISSES`] liveness probes in a row.
+    Unresponsive { rsc: Rsc },
+}
+
+/// What the node has been doing, for the sign-of-life line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Why now: the hourly line, or the end of a check asked for (SIGUSR1).
+    pub checked_now: bool,
+    /// Registered at the registrar (`None`: this node has none).
+    pub registered: Option<bool>,
+    pub registrees: usize,
+    /// Registrees whose last probe failed.
+    pub registrees_missing: usize,
+    /// Requests answered and refused since the last summary.
+    pub handled: u64,
+    pub refused: u64,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Registered {
+        registrar: CseId,
+    },
+    /// `confirmed`: the registrar confirmed the deletion (2002/4004) or the
+    /// CSR was lost there; false: it could not be reached, and the CSR may
+    /// still be there.
+    Deregistered {
+        registrar: CseId,
+        confirmed: bool,
+    },
+    /// A registration step failed and is retried; `answer`: the registrar's
+    /// status and `m2m:dbg`, `None` when it did not answer.
+    RegistrationRetry {
+        step: Step,
+        retry_in: Duration,
+        answer: Option<(Rsc, String)>,
+    },
+    /// The registrar no longer has the own CSR; registering again.
+    RegistrationLost {
+        registrar: CseId,
+        answer: Option<(Rsc, String)>,
+    },
+    /// The check of the own CSR went unanswered `times` in a row.
+    CheckUnanswered {
+        registrar: CseId,
+        times: u32,
+    },
+    /// The own CSR's name at the registrar is held by another CSE.
+    Squatted {
+        rn: String,
+        csi: String,
+    },
+    /// The registrar changed by a reload: deregistering from `from`, then
+    /// registering at `to`.
+    RegistrarChanged {
+        from: CseId,
+        to: CseId,
+    },
+    RegistreeAdded {
+        csi: String,
+    },
+    RegistreeRemoved {
+        csi: String,
+        why: Removal,
+    },
+    /// A liveness probe failed; the registree stays for now.
+    ProbeMissed {
+        csi: String,
+        rsc: Rsc,
+        misses: u32,
+    },
+    /// A request was answered (or refused); for the request log.
+    Handled {
+        op: Operation,
+        to: String,
+        fr: String,
+        rsc: Rsc,
+        why: Option<String>,
+    },
+    /// More requests were refused in the last minute than a healthy node
+    /// sees; each refusal itself is a debug line.
+    RefusalsSpiking {
+        count: u64,
+    },
+    /// A batch could not be written; its requests were answered 5000.
+    StoreFailed {
+        why: String,
+    },
+    /// A request of this node's own registration would exceed
+    /// `mqtt.max_payload` (e.g. the `dcse` of a large subtree).
+    OwnRequestTooLarge {
+        op: Operation,
+        bytes: usize,
+        limit: usize,
+        dcse: usize,
+    },
+    /// A payload that could not be answered was dropped.
+    Dropped {
+        why: String,
+    },
+    /// Payloads dropped in the last minute beyond those shown one by one.
+    DropsSuppressed {
+        count: u32,
+    },
+    /// The sign of life: hourly, and after a check asked for.
+    Summary(Summary),
+    /// Deregistration is over (or there was none): the driver may exit.
+    Stopped,
+}
+
+impl Event {
+    pub fn severity(&self) -> Severity {
+        use Severity::*;
+        match self {
+            Event::Registered { .. }
+            | Event::RegistrarChanged { .. }
+            | Event::RegistreeAdded { .. }
+            | Event::RegistreeRemoved { .. }
+            | Event::Summary(_) => Info,
+            Event::Deregistered { confirmed, .. } => {
+                if *confirmed {
+                    Info
+                } else {
+                    Warn
+                }
+            }
+            Event::RegistrationRetry { .. }
+            | Event::RegistrationLost { .. }
+            | Event::RefusalsSpiking { .. }
+            | Event::Dropped { .. }
+            | Event::DropsSuppressed { .. } => Warn,
+            // The first, then every tenth: a registrar that is away for an
+            // hour makes a handful of lines, not hundreds.
+            Event::CheckUnanswered { times, .. } => {
+                if *times == 1 || times % 10 == 0 {
+                    Warn
+                } else {
+                    Debug
+                }
+            }
+            Event::Squatted { .. }
+            | Event::StoreFailed { .. }
+            | Event::OwnRequestTooLarge { .. } => Error,
+            Event::ProbeMissed { .. } | Event::Handled { .. } | Event::Stopped => Debug,
+        }
+    }
+
+    /// A short name of the kind of event (a field of every log line).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Registered { .. } => "registered",
+            Event::Deregistered { .. } => "deregistered",
+            Event::RegistrationRetry { .. } => "registration_retry",
+            Event::RegistrationLost { .. } => "registration_lost",
+            Event::CheckUnanswered { .. } => "check_unanswered",
+            Event::Squatted { .. } => "squatted",
+            Event::RegistrarChanged { .. } => "registrar_changed",
+            Event::RegistreeAdded { .. } => "registree_added",
+            Event::RegistreeRemoved { .. } => "registree_removed",
+            Event::ProbeMissed { .. } => "probe_missed",
+            Event::Handled { .. } => "handled",
+            Event::RefusalsSpiking { .. } => "refusals",
+            Event::StoreFailed { .. } => "store_failed",
+            Event::OwnRequestTooLarge { .. } => "own_request_too_large",
+            Event::Dropped { .. } => "dropped",
+            Event::DropsSuppressed { .. } => "dropped",
+            Event::Summary(_) => "summary",
+            Event::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the operator may do about a refusal of the own registration.
+fn hint(rsc: Rsc) -> &'static str {
+    match rsc {
+        Rsc::NOT_FOUND => " (is [registrar] name the registrar's CSEBase resourceName?)",
+        Rsc::SECURITY_ASSOCIATION_REQUIRED | Rsc::ORIGINATOR_HAS_NO_PRIVILEGE => {
+            " (is this CSE-ID allowed to register there?)"
+        }
+        _ => "",
+    }
+}
+
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::CleanStale => "deleting a stale own <remoteCSE>",
+        Step::Create => "creating the own <remoteCSE>",
+        Step::Adopt => "retrieving the existing own <remoteCSE>",
+        Step::Update => "updating the own <remoteCSE>",
+        Step::FetchBase => "retrieving the registrar's <CSEBase>",
+        Step::Check => "checking the own <remoteCSE>",
+    }
+}
+
+fn duration(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Registered { registrar } => write!(f, "registered at {registrar}"),
+            Event::Deregistered {
+                registrar,
+                confirmed: true,
+            } => write!(f, "deregistered from {registrar}"),
+            Event::Deregistered {
+                registrar,
+                confirmed: false,
+            } => write!(
+                f,
+                "could not deregister from {registrar}: it did not answer; its <remoteCSE> for this CSE may remain there"
+            ),
+            Event::RegistrationRetry {
+                step,
+                retry_in,
+                answer: None,
+            } => write!(
+                f,
+                "the registrar did not answer ({}); retrying in {}",
+                step_name(*step),
+                duration(*retry_in)
+            ),
+            Event::RegistrationRetry {
+                step,
+                retry_in,
+                answer: Some((rsc, why)),
+            } => write!(
+                f,
+                "the registrar refused {}: {rsc} {why}{}; retrying in {}",
+                step_name(*step),
+                hint(*rsc),
+                duration(*retry_in)
+            ),
+            Event::RegistrationLost { registrar, answer } => {
+                write!(f, "{registrar} no longer has this CSE's <remoteCSE>")?;
+                if let Some((rsc, why)) = answer {
+                    write!(f, " ({rsc} {why})")?;
+                }
+                f.write_str(" (a registrar reset?); registering again")
+            }
+            Event::CheckUnanswered { registrar, times } => write!(
+                f,
+                "{registrar} did not answer the check of the own <remoteCSE> ({times} in a row); the registration is kept and checked again"
+            ),
+            Event::Squatted { rn, csi } => write!(
+                f,
+                "the own <remoteCSE> name {rn} at the registrar is taken by {csi}; remove that CSR at the registrar or give this CSE another CSE-ID"
+            ),
+            Event::RegistrarChanged { from, to } => write!(
+                f,
+                "the registrar changed from {from} to {to}: deregistering there, then registering here"
+            ),
+            Event::RegistreeAdded { csi } => write!(f, "registree {csi} registered"),
+            Event::RegistreeRemoved {
+                csi,
+                why: Removal::Deleted,
+            } => write!(f, "registree {csi} deregistered"),
+            Event::RegistreeRemoved {
+                csi,
+                why: Removal::Unresponsive { rsc },
+            } => write!(
+                f,
+                "registree {csi} did not answer its liveness checks ({rsc}); removed its <remoteCSE>"
+            ),
+            Event::ProbeMissed { csi, rsc, misses } => write!(
+                f,
+                "liveness probe of {csi} failed ({rsc}), {misses} in a row"
+            ),
+            Event::Handled {
+                op,
+                to,
+                fr,
+                rsc,
+                why,
+            } => {
+                write!(f, "{} {to} from {fr}: {rsc}", op.name())?;
+                if let Some(why) = why {
+                    write!(f, " ({why})")?;
+                }
+                Ok(())
+            }
+            Event::RefusalsSpiking { count } => write!(
+                f,
+                "{count} requests were refused in the last minute (each at debug level; `m2mnode status` counts them)"
+            ),
+            Event::StoreFailed { why } => {
+                write!(f, "cannot write the store; the change was refused (5000): {why}")
+            }
+            Event::OwnRequestTooLarge {
+                op,
+                bytes,
+                limit,
+                dcse,
+            } => write!(
+                f,
+                "the own <remoteCSE> {} would be {bytes} bytes, over mqtt.max_payload ({limit}), with {dcse} descendants in dcse; raise mqtt.max_payload (and the brokers' limits); the registration is kept",
+                op.name()
+            ),
+            Event::Dropped { why } => write!(f, "dropping {why}"),
+            Event::DropsSuppressed { count } => write!(
+                f,
+                "{count} more payloads were dropped in the last minute without a line each"
+            ),
+            Event::Summary(s) => {
+                f.write_str(if s.checked_now {
+                    "checked now: "
+                } else {
+                    "still running: "
+                })?;
+                match s.registered {
+                    Some(true) => f.write_str("registered")?,
+                    Some(false) => f.write_str("not registered")?,
+                    None => f.write_str("no registrar")?,
+                }
+                write!(f, ", {} registrees", s.registrees)?;
+                if s.registrees_missing > 0 {
+                    write!(f, " ({} missing their last check)", s.registrees_missing)?;
+                }
+                write!(
+                    f,
+                    ", {} requests handled and {} refused since the last summary",
+                    s.handled, s.refused
+                )
+            }
+            Event::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+/// At most `per_window` lines a window; the rest are counted and told in
+/// one line when the next window begins.
+pub(crate) struct Throttle {
+    window: Duration,
+    per_window: u32,
+    start: Option<Instant>,
+    shown: u32,
+    suppressed: u32,
+}
+
+impl Throttle {
+    pub(crate) fn new(window: Duration, per_window: u32) -> Throttle {
+        Throttle {
+            window,
+            per_window,
+            start: None,
+            shown: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether one more line may be shown at `now`, and how many were
+    /// suppressed in the window that just ended, if any.
+    pub(crate) fn allow(&mut self, now: Instant) -> (bool, Option<u32>) {
+        let mut ended = None;
+        match self.start {
+            Some(s) if now.duration_since(s) < self.window => {}
+            _ => {
+                if self.suppressed > 0 {
+                    ended = Some(self.suppressed);
+                }
+                self.start = Some(now);
+                self.shown = 0;
+                self.suppressed = 0;
+            }
+        }
+        if self.shown < self.per_window {
+            self.shown += 1;
+            (true, ended)
+        } else {
+            self.suppressed += 1;
+            (false, ended)
+        }
+    }
+}
+
+/// Counts requests answered and refused: totals for status, counts since
+/// the last summary, and a spike of refusals within a minute.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) handled_total: u64,
+    pub(crate) refused_total: u64,
+    handled_since: u64,
+    refused_since: u64,
+    minute_start: Option<Instant>,
+    refused_minute: u64,
+    spike_told: bool,
+}
+
+/// Refusals within a minute above which one WARN line says so.
+const REFUSAL_SPIKE: u64 = 100;
+
+impl Tally {
+    /// Counts one answer; `Some(n)` when refusals just passed the spike
+    /// threshold in the current minute (told once a minute).
+    pub(crate) fn count(&mut self, refused: bool, now: Instant) -> Option<u64> {
+        self.handled_total += 1;
+        self.handled_since += 1;
+        if !refused {
+            return None;
+        }
+        self.refused_total += 1;
+        self.refused_since += 1;
+        match self.minute_start {
+            Some(s) if now.duration_since(s) < Duration::from_secs(60) => {}
+            _ => {
+                self.minute_start = Some(now);
+                self.refused_minute = 0;
+                self.spike_told = false;
+            }
+        }
+        self.refused_minute += 1;
+        if self.refused_minute >= REFUSAL_SPIKE && !self.spike_told {
+            self.spike_told = true;
+            return Some(self.refused_minute);
+        }
+        None
+    }
+
+    /// (handled, refused) since the last call.
+    pub(crate) fn take_since(&mut self) -> (u64, u64) {
+        let r = (self.handled_since, self.refused_since);
+        self.handled_since = 0;
+        self.refused_since = 0;
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_shows_some_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(Duration::from_secs(60), 2);
+        assert_eq!(t.allow(t0), (true, None));
+        assert_eq!(t.allow(t0), (true, None));
+        assert_eq!(t.allow(t0), (false, None));
+        assert_eq!(t.allow(t0), (false, None));
+        assert_eq!(t.allow(t0 + Duration::from_secs(60)), (true, Some(2)));
+    }
+
+    #[test]
+    fn a_refusal_spike_is_told_once_a_minute() {
+        let t0 = Instant::now();
+        let mut t = Tally::default();
+        let told: Vec<u64> = (0..250).filter_map(|_| t.count(true, t0)).collect();
+        assert_eq!(told, vec![REFUSAL_SPIKE]);
+        assert_eq!(
+            t.count(true, t0 + Duration::from_secs(61)),
+            None,
+            "a new minute starts counting anew"
+        );
+        assert_eq!(t.take_since(), (251, 251));
+        assert_eq!(t.take_since(), (0, 0));
+    }
+
+    #[test]
+    fn every_check_unanswered_is_not_news() {
+        let r = CseId::new("/id-in").expect("id");
+        let sev = |times| {
+            Event::CheckUnanswered {
+                registrar: r.clone(),
+                times,
+            }
+            .severity()
+        };
+        assert_eq!(sev(1), Severity::Warn);
+        assert_eq!(sev(2), Severity::Debug);
+        assert_eq!(sev(10), Severity::Warn);
+    }
+
+    #[test]
+    fn a_refusal_names_the_step_and_hints() {
+        let e = Event::RegistrationRetry {
+            step: Step::Create,
+            retry_in: Duration::from_secs(2),
+            answer: Some((Rsc::NOT_FOUND, "no such CSEBase".into())),
+        };
+        let text = e.to_string();
+        assert!(text.contains("creating the own <remoteCSE>"), "{text}");
+        assert!(text.contains("[registrar] name"), "{text}");
+        assert_eq!(e.severity(), Severity::Warn);
+    }
+}
