@@ -1,4 +1,4 @@
-//! The TOML configuration (README "Running a node" and "Operating m2mnode"), validated with
+//! The TOML configuration (docs/operations.md, "Configuration"), validated with
 //! errors that name the setting at fault.
 
 use crate::engine::{EngineSettings, Limits, RegistrarSettings, UpstreamSettings};
@@ -24,8 +24,8 @@ pub struct Config {
     pub limits: LimitsConfig,
 }
 
-/// Bounds on what requests can make the node hold (README "Security
-/// model"); every key is optional and defaults to [`Limits::default`].
+/// Bounds on what requests can make the node hold (docs/protocol.md
+/// §12); every key is optional and defaults to [`Limits::default`].
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {

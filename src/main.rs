@@ -1,4 +1,4 @@
-//! The `m2mnode` command line (README "Running a node" and "Operating m2mnode").
+//! The `m2mnode` command line (docs/operations.md, "Commands and flags").
 
 mod broker;
 mod demo;

@@ -58,7 +58,7 @@ fn m2mnode_mn_registers_at_acme_in_under_a_topic_prefix() {
     // Not tested: ACME forwarding to the node. The pinned ACME publishes
     // the requests it originates (MQTTClient.sendMqttRequest) on
     // `/oneM2M/req/...` without its topicPrefix, so they never reach a
-    // prefixed node (README "Topic prefix").
+    // prefixed node (docs/acme.md, deviation 12).
     // The node's checks of its CSR at ACME keep being answered.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(

@@ -43,7 +43,7 @@ pub struct RegistrarSettings {
 }
 
 /// What one registree may make this node hold (issue: every resource has a
-/// limit). Defaults in [`Limits::default`]; README "Security model".
+/// limit). Defaults in [`Limits::default`]; docs/protocol.md §12.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Registrees at most (`[registrees] max`).

@@ -47,7 +47,7 @@ fn mosquitto_binary() -> PathBuf {
             return bin;
         }
     }
-    panic!("mosquitto is not installed: run the README test command (.ci/test), which installs it");
+    panic!("mosquitto is not installed: run the README test command (./test.sh, run by .ci/run), which installs it");
 }
 
 pub fn wait_until(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
