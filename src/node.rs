@@ -69,6 +69,7 @@ fn settings_of(
         node: true,
         topic_prefix: m.topic_prefix.clone(),
         link,
+        seed: crate::time::Timestamp::now().0 ^ u64::from(link.0),
     })
 }
 
@@ -112,6 +113,7 @@ fn feed(engine: &mut Engine, msg: Incoming, link: Option<Link>, now: Now) {
             _,
         ) => engine.handle_request(route, &payload, ack.map(Ack), now),
         (Incoming::Response { route, payload }, _) => engine.handle_response(&route, &payload, now),
+        (Incoming::Dropped { topic, why }, _) => engine.handle_dropped(&topic, why, now),
         (Incoming::Connected, Some(l)) => engine.link_connection(l, true, now),
         (Incoming::Disconnected, Some(l)) => engine.link_connection(l, false, now),
         (Incoming::Connected, None) => engine.connection(true, now),

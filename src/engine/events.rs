@@ -28,6 +28,29 @@ pub enum Removal {
     Unresponsive { rsc: Rsc },
 }
 
+/// Why the transport dropped a publish before it became a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// Larger than `mqtt.max_payload`.
+    Oversize { bytes: usize, limit: usize },
+    /// On a topic that is not `/oneM2M/{req|resp}/<orig>/<recv>/<type>`
+    /// (Mobius answers a second time without the type level:
+    /// docs/mobius.md).
+    NotOneM2M,
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dropped::Oversize { bytes, limit } => write!(
+                f,
+                "a payload of {bytes} bytes, over mqtt.max_payload ({limit})"
+            ),
+            Dropped::NotOneM2M => f.write_str("a publish on a topic that is not oneM2M"),
+        }
+    }
+}
+
 /// What the node has been doing, for the sign-of-life line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
@@ -126,6 +149,10 @@ pub enum Event {
     Dropped {
         why: String,
     },
+    /// A publish that is not a oneM2M message at all (not news).
+    Ignored {
+        topic: String,
+    },
     /// Payloads dropped in the last minute beyond those shown one by one.
     DropsSuppressed {
         count: u32,
@@ -169,7 +196,10 @@ impl Event {
             Event::Squatted { .. }
             | Event::StoreFailed { .. }
             | Event::OwnRequestTooLarge { .. } => Error,
-            Event::ProbeMissed { .. } | Event::Handled { .. } | Event::Stopped => Debug,
+            Event::ProbeMissed { .. }
+            | Event::Handled { .. }
+            | Event::Ignored { .. }
+            | Event::Stopped => Debug,
         }
     }
 
@@ -192,6 +222,7 @@ impl Event {
             Event::OwnRequestTooLarge { .. } => "own_request_too_large",
             Event::Dropped { .. } => "dropped",
             Event::DropsSuppressed { .. } => "dropped",
+            Event::Ignored { .. } => "ignored",
             Event::Summary(_) => "summary",
             Event::Stopped => "stopped",
         }
@@ -326,6 +357,9 @@ impl fmt::Display for Event {
                 op.name()
             ),
             Event::Dropped { why } => write!(f, "dropping {why}"),
+            Event::Ignored { topic } => {
+                write!(f, "ignoring a publish on {topic}: not a oneM2M topic")
+            }
             Event::DropsSuppressed { count } => write!(
                 f,
                 "{count} more payloads were dropped in the last minute without a line each"
@@ -408,6 +442,9 @@ impl Throttle {
 pub(crate) struct Tally {
     pub(crate) handled_total: u64,
     pub(crate) refused_total: u64,
+    /// Publishes dropped before they could be answered (oversize, not
+    /// oneM2M, undecodable without an rqi).
+    pub(crate) dropped_total: u64,
     handled_since: u64,
     refused_since: u64,
     minute_start: Option<Instant>,

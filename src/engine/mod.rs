@@ -53,7 +53,7 @@ pub mod store;
 mod upstream;
 
 pub use crate::topic::Link;
-pub use events::{Event, Removal, Severity, Summary};
+pub use events::{Dropped, Event, Removal, Severity, Summary};
 pub use liveness::MISSES as LIVENESS_MISSES;
 pub use registrar::{Limits, Outcome, Registrar, RegistrarSettings};
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
@@ -472,6 +472,21 @@ impl Engine {
         self.flush(now);
     }
 
+    /// The transport dropped a publish on `topic` before it became a
+    /// message (it was acknowledged): counted, and told unless it is noise.
+    pub fn handle_dropped(&mut self, topic: &str, why: Dropped, now: Now) {
+        let event = match why {
+            Dropped::NotOneM2M => Event::Ignored {
+                topic: topic.to_owned(),
+            },
+            oversize => Event::Dropped {
+                why: format!("{oversize} on {topic}"),
+            },
+        };
+        self.events.push_back(event);
+        self.flush(now);
+    }
+
     /// Time has come: expire what waited too long, fire timers, start probes.
     pub fn handle_timeout(&mut self, now: Now) {
         while let Some((rqi, p)) = self.forwards.take_expired(now.mono) {
@@ -656,7 +671,9 @@ impl Engine {
                         continue;
                     }
                 }
+                Event::Ignored { .. } => self.tally.dropped_total += 1,
                 Event::Dropped { .. } => {
+                    self.tally.dropped_total += 1;
                     let (show, ended) = self.drops.allow(now.mono);
                     if let Some(count) = ended {
                         self.out_events.push_back(Event::DropsSuppressed { count });

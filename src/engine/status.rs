@@ -61,6 +61,11 @@ pub(super) fn status(engine: &Engine) -> Value {
         "registrar": registrar,
         "registrees": registrees,
         "descendants": store.descendant_ids(),
+        "requests": {
+            "handled": engine.tally.handled_total,
+            "refused": engine.tally.refused_total,
+            "dropped": engine.tally.dropped_total,
+        },
         "store": {
             "durable": engine.durability.is_durable(),
             "unwritten": engine.durability.unwritten(),

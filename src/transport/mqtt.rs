@@ -10,6 +10,7 @@
 
 use crate::config::BrokerUrl;
 use crate::primitive::{Format, Request, Response, Rsc};
+use crate::engine::Dropped;
 use crate::topic::{self, Kind, Link, Route};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
@@ -55,6 +56,9 @@ pub struct Settings {
     /// Which of the node's links this connection is: routes of what comes
     /// in are marked with it, and so are ack tokens (their top bit).
     pub link: Link,
+    /// Seeds the reconnect jitter (the node passes its start seed, so
+    /// nodes restarted together do not retry in step).
+    pub seed: u64,
 }
 
 impl Settings {
@@ -82,6 +86,7 @@ impl Settings {
             node: false,
             topic_prefix: String::new(),
             link: Link::LOCAL,
+            seed: std::process::id().into(),
         }
     }
 }
@@ -102,6 +107,10 @@ pub enum Incoming {
         route: Route,
         payload: Vec<u8>,
     },
+    /// A publish that never reached the engine as a message: too large
+    /// for `max_payload`, or on a topic that is not oneM2M. It was
+    /// acknowledged; the engine counts and tells it.
+    Dropped { topic: String, why: Dropped },
     /// Connected (again) and subscribed.
     Connected,
     Disconnected,
@@ -517,7 +526,7 @@ impl Transport {
         let mut attempts: u32 = 0;
         let mut last_warned: Option<std::time::Instant> = None;
         let mut awaiting_subacks = 0usize;
-        let mut seed = crate::time::Timestamp::now().0 | 1;
+        let mut seed = self.settings.seed | 1;
         loop {
             let event = tokio::select! {
                 ev = eventloop.poll() => ev,
@@ -667,24 +676,27 @@ impl Transport {
         ack: Option<u64>,
         tx: &mpsc::Sender<Incoming>,
     ) {
-        if payload.len() > self.settings.max_payload {
-            warn!(
-                topic = topic_name,
-                bytes = payload.len(),
-                limit = self.settings.max_payload,
-                "dropping an oversize payload"
-            );
+        let parsed = topic::parse_prefixed(&self.settings.topic_prefix, topic_name)
+            .map(|r| r.on(self.settings.link));
+        let dropped = if payload.len() > self.settings.max_payload {
+            Some(Dropped::Oversize {
+                bytes: payload.len(),
+                limit: self.settings.max_payload,
+            })
+        } else if parsed.is_none() {
+            Some(Dropped::NotOneM2M)
+        } else {
+            None
+        };
+        let (Some(route), None) = (parsed, &dropped) else {
             self.ack_from_loop(ack);
-            return;
-        }
-        let Some(route) = topic::parse_prefixed(&self.settings.topic_prefix, topic_name)
-            .map(|r| r.on(self.settings.link))
-        else {
-            debug!(
-                topic = topic_name,
-                "ignoring a publish on a topic that is not oneM2M"
-            );
-            self.ack_from_loop(ack);
+            let why = dropped.unwrap_or(Dropped::NotOneM2M);
+            if self.settings.node {
+                let topic = topic_name.to_owned();
+                let _ = tx.send(Incoming::Dropped { topic, why }).await;
+            } else {
+                debug!(topic = topic_name, "dropped: {why}");
+            }
             return;
         };
         match route.kind {
