@@ -5,10 +5,15 @@
 
 use super::dedupe;
 use super::store::{Answered, Store, Undo};
-use super::{Ack, Event};
+use super::events::Event;
 use crate::primitive::{Format, Response};
 use crate::topic::Route;
 use std::collections::HashMap;
+
+/// A message the driver must acknowledge to the broker (an opaque token it
+/// chose), once what the engine says about it has been handed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ack(pub u64);
 
 /// Acks whose durable answer is tracked for forgetting; beyond, the
 /// persister's count bound trims them.

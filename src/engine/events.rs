@@ -44,7 +44,7 @@ impl fmt::Display for Dropped {
         match self {
             Dropped::Oversize { bytes, limit } => write!(
                 f,
-                "a payload of {bytes} bytes, over mqtt.max_payload ({limit})"
+                "an oversize payload of {bytes} bytes (mqtt.max_payload is {limit})"
             ),
             Dropped::NotOneM2M => f.write_str("a publish on a topic that is not oneM2M"),
         }

@@ -63,6 +63,7 @@ use crate::primitive::{Format, Response, Rsc};
 use crate::time::Now;
 use crate::topic::Route;
 use dedupe::RecentRequests;
+pub use durability::Ack;
 use durability::Durability;
 use events::{Tally, Throttle};
 use forwards::Forwards;
@@ -111,11 +112,6 @@ const RECENT_ANSWERS: usize = 1024;
 const SUMMARY_EVERY: Duration = Duration::from_secs(3600);
 /// Dropped payloads told one line each per minute; the rest are counted.
 const DROPS_SHOWN_PER_MINUTE: u32 = 10;
-
-/// A message the driver must acknowledge to the broker (an opaque token it
-/// chose), once what the engine says about it has been handed on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Ack(pub u64);
 
 /// Something to send.
 #[derive(Clone, Debug, PartialEq)]
