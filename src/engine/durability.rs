@@ -4,8 +4,8 @@
 //! stays durable until its request's PUBACK is written.
 
 use super::dedupe;
-use super::store::{Answered, Store, Undo};
 use super::events::Event;
+use super::store::{Answered, Store, Undo};
 use crate::primitive::{Format, Response};
 use crate::topic::Route;
 use std::collections::HashMap;

@@ -1333,3 +1333,189 @@ fn with_two_brokers_each_hop_is_believed_only_on_its_own() {
     assert_eq!(drain(&mut e).responses[0].1.rsc, Rsc::OK);
     assert!(e.registrar().store().by_csi("/id-asn").is_some());
 }
+
+// ----- events, reload -----
+
+/// Runs the MN against `registrar` for `rounds` exchanges; returns the events.
+fn exchange(e: &mut Engine, registrar: &mut Registrar, now: &mut Now, rounds: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..rounds {
+        let out = drain(e);
+        events.extend(out.events);
+        for (_, req, _) in out.requests {
+            answer_upstream(e, registrar, &req, *now);
+        }
+        *now = now.plus(Duration::from_millis(10));
+        e.handle_timeout(*now);
+    }
+    events.extend(drain(e).events);
+    events
+}
+
+#[test]
+fn a_reload_with_the_right_registrar_name_registers_without_a_restart() {
+    let mut s = mn_cse();
+    if let Some(u) = &mut s.registration {
+        u.registrar_rn = "cse-typo".into();
+    }
+    let mut now = start();
+    let mut e = Engine::new(s, now);
+    e.connection(true, now);
+    let mut registrar = upstream_registrar(now);
+    let events = exchange(&mut e, &mut registrar, &mut now, 5);
+    assert!(!e.is_registered());
+    let refusal = events
+        .iter()
+        .find(|ev| matches!(ev, Event::RegistrationRetry { .. }))
+        .expect("the 4004 is told");
+    assert_eq!(refusal.severity(), Severity::Warn);
+    assert!(
+        refusal.to_string().contains("[registrar] name"),
+        "{refusal}"
+    );
+
+    let fixed = mn_cse().registration.expect("upstream settings");
+    e.set_registrar(Some((CseId::new("/id-in").expect("id"), fixed)), now);
+    let events = exchange(&mut e, &mut registrar, &mut now, 10);
+    assert!(e.is_registered(), "{events:?}");
+    assert!(events
+        .iter()
+        .any(|ev| matches!(ev, Event::RegistrarChanged { .. })));
+    assert!(events
+        .iter()
+        .any(|ev| matches!(ev, Event::Registered { .. })));
+    assert!(!e.is_stopped(), "a switch is not a stop");
+    assert!(registrar.store().by_csi("/id-mn").is_some());
+}
+
+#[test]
+fn a_reload_to_another_registrar_deregisters_from_the_old_one_first() {
+    let mut now = start();
+    let mut e = Engine::new(mn_cse(), now);
+    e.connection(true, now);
+    let mut registrar = upstream_registrar(now);
+    exchange(&mut e, &mut registrar, &mut now, 10);
+    assert!(e.is_registered());
+    let mut same = mn_cse().registration.expect("upstream settings");
+    same.registrar_rn = "cse-in".into();
+    // The same registrar under its (unchanged) name: deregister, register.
+    e.set_registrar(Some((CseId::new("/id-in").expect("id"), same)), now);
+    let out = drain(&mut e);
+    assert_eq!(out.requests.len(), 1);
+    assert_eq!(out.requests[0].1.op, Operation::Delete, "first the DELETE");
+    for (_, req, _) in out.requests {
+        answer_upstream(&mut e, &mut registrar, &req, now);
+    }
+    assert!(registrar.store().by_csi("/id-mn").is_none());
+    exchange(&mut e, &mut registrar, &mut now, 10);
+    assert!(e.is_registered());
+    assert!(registrar.store().by_csi("/id-mn").is_some());
+}
+
+#[test]
+fn sigusr1_tells_the_result_once_the_checks_are_over() {
+    let now = start();
+    let mut e = Engine::new(in_cse("60s", false), now);
+    e.connection(true, now);
+    for i in 0..3 {
+        let csi = format!("/id-a{i}");
+        e.handle_request(from(&csi, "/id-in"), &csr_create(&csi, "c"), None, now);
+    }
+    drain(&mut e);
+    e.check_now(now);
+    let out = drain(&mut e);
+    assert_eq!(out.requests.len(), 3, "every registree is probed now");
+    assert!(!out.events.iter().any(|ev| matches!(ev, Event::Summary(_))));
+    // Two answer, one does not.
+    for (to, req, _) in out.requests.iter().take(2) {
+        let rsp = Response::new(Rsc::OK, &req.rqi);
+        e.handle_response(
+            &answer_from(to.as_str(), "/id-in"),
+            &serde_json::to_vec(&rsp).expect("json"),
+            now,
+        );
+    }
+    assert!(!drain(&mut e)
+        .events
+        .iter()
+        .any(|ev| matches!(ev, Event::Summary(_))));
+    let later = now.plus(Duration::from_secs(6));
+    e.handle_timeout(later);
+    let summaries: Vec<Event> = drain(&mut e)
+        .events
+        .into_iter()
+        .filter(|ev| matches!(ev, Event::Summary(_)))
+        .collect();
+    let [Event::Summary(s)] = summaries.as_slice() else {
+        panic!("one summary: {summaries:?}");
+    };
+    assert!(s.checked_now);
+    assert_eq!((s.registrees, s.registrees_missing), (3, 1));
+    assert_eq!(summaries[0].severity(), Severity::Info);
+}
+
+#[test]
+fn an_hourly_summary_counts_what_was_handled_since_the_last() {
+    let now = start();
+    let mut e = Engine::new(in_cse("60s", false), now);
+    e.connection(true, now);
+    e.handle_request(
+        from("/id-a", "/id-in"),
+        &csr_create("/id-a", "c"),
+        None,
+        now,
+    );
+    e.handle_request(
+        from("/id-b", "/id-in"),
+        &csr_create("/id-a", "c2"),
+        None,
+        now,
+    );
+    drain(&mut e);
+    assert!(e
+        .poll_timeout()
+        .is_some_and(|t| t <= now.mono + Duration::from_secs(3600)));
+    e.handle_timeout(now.plus(Duration::from_secs(3600)));
+    let Some(Event::Summary(s)) = drain(&mut e)
+        .events
+        .into_iter()
+        .find(|ev| matches!(ev, Event::Summary(_)))
+    else {
+        panic!("a summary after an hour");
+    };
+    assert!(!s.checked_now);
+    assert_eq!((s.handled, s.refused, s.registrees), (2, 1, 1));
+    assert_eq!(e.status()["m2mnode:status"]["requests"]["refused"], 1);
+}
+
+#[test]
+fn a_flood_of_refusals_is_one_warning_and_debug_lines() {
+    let now = start();
+    let mut e = Engine::new(in_cse("60s", false), now);
+    e.connection(true, now);
+    let mut warnings = 0;
+    for i in 0..300 {
+        let mut r = Request::new(
+            Operation::Update,
+            "/id-in/cse-in",
+            "/id-x",
+            &format!("u{i}"),
+        );
+        r.rvi = Some("3".into());
+        e.handle_request(
+            from("/id-x", "/id-in"),
+            &serde_json::to_vec(&r).expect("json"),
+            None,
+            now,
+        );
+        let out = drain(&mut e);
+        for ev in &out.events {
+            match ev {
+                Event::Handled { .. } => assert_eq!(ev.severity(), Severity::Debug),
+                Event::RefusalsSpiking { .. } => warnings += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(warnings, 1);
+}

@@ -9,8 +9,8 @@
 //! block nobody: a request then ends at once as 5103.
 
 use crate::config::BrokerUrl;
-use crate::primitive::{Format, Request, Response, Rsc};
 use crate::engine::Dropped;
+use crate::primitive::{Format, Request, Response, Rsc};
 use crate::topic::{self, Kind, Link, Route};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
@@ -110,7 +110,10 @@ pub enum Incoming {
     /// A publish that never reached the engine as a message: too large
     /// for `max_payload`, or on a topic that is not oneM2M. It was
     /// acknowledged; the engine counts and tells it.
-    Dropped { topic: String, why: Dropped },
+    Dropped {
+        topic: String,
+        why: Dropped,
+    },
     /// Connected (again) and subscribed.
     Connected,
     Disconnected,
