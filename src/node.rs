@@ -400,7 +400,12 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
         applied.push("limits");
     }
     match (&new.registrar, &current.registrar) {
-        (Some(n), Some(c)) if n.id == c.id && n.name == c.name && n.mqtt == c.mqtt => {
+        (Some(n), Some(c))
+            if n.id == c.id
+                && n.name == c.name
+                && n.mqtt == c.mqtt
+                && n.serialization == c.serialization =>
+        {
             if n.check_interval != c.check_interval {
                 engine.set_registrar_check_interval(n.check_interval, now);
                 applied.push("registrar.check_interval");
@@ -583,12 +588,31 @@ fn log_event(e: &Event, throttle: &mut Throttle) {
         Event::Deregistered {
             registrar,
             confirmed: true,
+            ..
         } => info!(registrar = %registrar, "deregistered from {registrar}"),
         Event::Deregistered {
             registrar,
             confirmed: false,
+            csr,
+            retried_at_start,
         } => {
-            warn!(registrar = %registrar, "could not deregister from {registrar}: it did not answer; its liveness check will remove the <remoteCSE>")
+            if *retried_at_start {
+                warn!(registrar = %registrar, csr = %csr, "could not deregister from {registrar}: it did not confirm the DELETE; {csr} is deleted at the next start, before registering again")
+            } else {
+                warn!(registrar = %registrar, csr = %csr, "could not deregister from {registrar}: it did not confirm the DELETE; {csr} may stay there (no data_dir to remember it): delete it at the registrar")
+            }
+        }
+        Event::AttributesRefused {
+            registrar,
+            attributes,
+            answer,
+        } => {
+            let (rsc, why) = answer
+                .as_ref()
+                .map(|(r, w)| (r.to_string(), w.as_str()))
+                .unwrap_or_default();
+            let attributes = attributes.join(", ");
+            info!(registrar = %registrar, attributes = %attributes, rsc = %rsc, why = %why, "{registrar} refused the optional attributes {attributes} of the own <remoteCSE> and took it without them; they are left out from now on")
         }
         Event::RegistrationRetry {
             step,

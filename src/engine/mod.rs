@@ -43,6 +43,7 @@ mod dedupe;
 mod durability;
 mod forwards;
 mod liveness;
+mod peer;
 pub mod registrar;
 pub mod registration;
 pub mod store;
@@ -75,6 +76,8 @@ pub struct UpstreamSettings {
     /// The own `<remoteCSE>`'s `poa` when it is not the CSEBase's (the
     /// registrar reaches this node on another broker than registrees do).
     pub poa: Option<Vec<String>>,
+    /// `[registrar] serialization`: for a registrar that declares no `csz`.
+    pub serialization: Option<Format>,
 }
 
 /// Everything the engine is configured with (built by `config.rs`).
@@ -148,11 +151,21 @@ pub enum Event {
         registrar: CseId,
     },
     /// `confirmed`: the registrar confirmed the deletion (2002/4004) or the
-    /// CSR was lost there; false: it could not be reached, and the CSR may
-    /// still be there (its liveness check will remove it).
+    /// CSR was lost there; false: it did not, and the CSR `csr` may still be
+    /// there; `retried_at_start`: the next start deletes it before
+    /// registering again (docs/protocol.md §5.6).
     Deregistered {
         registrar: CseId,
         confirmed: bool,
+        csr: String,
+        retried_at_start: bool,
+    },
+    /// The registrar refused the optional `attributes` of the own CSR and
+    /// took it without them; they are left out from now on.
+    AttributesRefused {
+        registrar: CseId,
+        attributes: Vec<String>,
+        answer: Option<(Rsc, String)>,
     },
     /// A registration step failed and is retried; `answer`: the registrar's
     /// status and `m2m:dbg`, `None` when it did not answer.
@@ -253,6 +266,8 @@ pub struct Engine {
     /// The registrar is on a broker of its own ([`Engine::link_connection`]).
     separate_upstream: bool,
     own_poa: Option<Vec<String>>,
+    /// `[registrar] serialization` (see [`UpstreamSettings`]).
+    upstream_format: Option<Format>,
     stopping: bool,
     stopped: bool,
     request_timeout: Duration,
@@ -293,7 +308,7 @@ impl Engine {
                 if let Some(poa) = &up.poa {
                     want.poa = poa.clone();
                 }
-                let m = Registration::new(
+                let mut m = Registration::new(
                     RegistreeConfig {
                         own: own.clone(),
                         registrar: registrar.clone(),
@@ -304,6 +319,7 @@ impl Engine {
                     },
                     want,
                 );
+                m.restore(&store.registrar_memo(registrar.as_str()));
                 Some(m)
             }
             _ => None,
@@ -333,6 +349,7 @@ impl Engine {
             upstream_up: false,
             separate_upstream: false,
             own_poa: settings.registration.as_ref().and_then(|u| u.poa.clone()),
+            upstream_format: settings.registration.as_ref().and_then(|u| u.serialization),
             stopping: false,
             stopped: false,
             request_timeout: settings.request_timeout,
@@ -1072,10 +1089,15 @@ impl Engine {
                 self.take_internal_undo();
             }
             Action::Registered => self.events.push_back(Event::Registered { registrar }),
-            Action::Deregistered { confirmed } => self.events.push_back(Event::Deregistered {
-                registrar,
-                confirmed,
-            }),
+            Action::Deregistered { confirmed } => {
+                let e = self.deregistered(registrar, confirmed);
+                self.events.push_back(e)
+            }
+            Action::AttributesRefused {
+                attributes,
+                answer,
+                memo,
+            } => self.attributes_refused(registrar, attributes, answer, memo),
             Action::Retry {
                 step,
                 retry_in,

@@ -7,7 +7,7 @@
 //! (when the node is durable) and as a [`Notice`] the engine turns into
 //! liveness bookkeeping and events. No I/O happens here.
 
-use crate::persist::{Snapshot, StoreChange};
+use crate::persist::{RegistrarMemo, Snapshot, StoreChange};
 use crate::resource::RemoteCse;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -40,6 +40,8 @@ pub(crate) enum Undo {
         old: Option<Box<RemoteCse>>,
     },
     OwnRn(Option<String>),
+    /// What was learned about registrar `csi` (never undone: written again).
+    Memo(String),
 }
 
 pub struct Store {
@@ -52,6 +54,8 @@ pub struct Store {
     by_rn: HashMap<String, String>,
     descendants: BTreeMap<String, Descendant>,
     own_csr_rn: Option<String>,
+    /// What was learned per registrar, by CSE-ID.
+    memos: BTreeMap<String, RegistrarMemo>,
     /// Changes not yet handed to the persister; `None`: not durable.
     changes: Option<Vec<StoreChange>>,
     /// How to undo each change, for the engine (durable only).
@@ -112,6 +116,7 @@ impl Store {
             by_rn: HashMap::new(),
             descendants: BTreeMap::new(),
             own_csr_rn: None,
+            memos: BTreeMap::new(),
             changes: durable.then(Vec::new),
             undo: Vec::new(),
             notices: Vec::new(),
@@ -124,6 +129,42 @@ impl Store {
             self.apply(&ri, Some(csr));
         }
         self.own_csr_rn = snapshot.own_csr_rn;
+        self.memos = snapshot.registrars.into_iter().collect();
+    }
+
+    /// What was learned about registrar `csi` (empty if nothing).
+    pub fn registrar_memo(&self, csi: &str) -> RegistrarMemo {
+        self.memos.get(csi).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn set_registrar_memo(&mut self, csi: &str, memo: RegistrarMemo) {
+        if self.registrar_memo(csi) == memo {
+            return;
+        }
+        if memo.is_empty() {
+            self.memos.remove(csi);
+        } else {
+            self.memos.insert(csi.to_owned(), memo.clone());
+        }
+        if let Some(c) = &mut self.changes {
+            c.push(StoreChange::Registrar {
+                csi: csi.to_owned(),
+                memo,
+            });
+            self.undo.push(Undo::Memo(csi.to_owned()));
+        }
+    }
+
+    /// Records what is known about registrar `csi` again (after a failed batch).
+    pub(crate) fn rewrite_memo(&mut self, csi: &str) {
+        let memo = self.registrar_memo(csi);
+        if let Some(c) = &mut self.changes {
+            c.push(StoreChange::Registrar {
+                csi: csi.to_owned(),
+                memo,
+            });
+            self.undo.push(Undo::Memo(csi.to_owned()));
+        }
     }
 
     pub fn get(&self, ri: &str) -> Option<&RemoteCse> {
@@ -442,6 +483,7 @@ mod tests {
             csrs: vec![("id-a".into(), csr("/id-a", &[]))],
             own_csr_rn: None,
             answered: Vec::new(),
+            registrars: Vec::new(),
         };
         assert_eq!(validate_snapshot(&ok, "/id-in", 64), Ok(()));
         for (ri, c, what) in [
@@ -453,6 +495,7 @@ mod tests {
                 csrs: vec![(ri.into(), c)],
                 own_csr_rn: None,
                 answered: Vec::new(),
+                registrars: Vec::new(),
             };
             let e = validate_snapshot(&s, "/id-in", 64).expect_err(what);
             assert!(e.contains(what), "{e}");
@@ -464,6 +507,7 @@ mod tests {
             ],
             own_csr_rn: None,
             answered: Vec::new(),
+            registrars: Vec::new(),
         };
         assert!(validate_snapshot(&twice, "/id-in", 64).is_err());
     }

@@ -41,6 +41,23 @@ pub enum StoreChange {
         fr: String,
         rqi: String,
     },
+    /// What this node learned about its registrar `csi` (default: forget it).
+    Registrar { csi: String, memo: RegistrarMemo },
+}
+
+/// What a node learned about one of its registrars beyond the standard,
+/// kept across restarts (docs/protocol.md §5.6).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistrarMemo {
+    /// Optional attributes of the own `<remoteCSE>` (`csz`, `dcse`, ...) that
+    /// the registrar refused: they are left out of every CREATE and UPDATE.
+    pub refused: Vec<String>,
+}
+
+impl RegistrarMemo {
+    pub fn is_empty(&self) -> bool {
+        self.refused.is_empty()
+    }
 }
 
 /// A remembered answer: to the request (hop, fr, rqi), the response
@@ -65,6 +82,8 @@ pub struct Snapshot {
     pub own_csr_rn: Option<String>,
     /// Answers of the latest changes, oldest first.
     pub answered: Vec<Answered>,
+    /// What was learned per registrar (by CSE-ID), ordered by CSE-ID.
+    pub registrars: Vec<(String, RegistrarMemo)>,
 }
 
 /// Why the store could not be opened, read or written. Every message names
