@@ -71,3 +71,7 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "peer_tests.rs"]
+mod tests;

@@ -454,7 +454,15 @@ impl Registration {
                 if self.want.as_ref() == Some(&want) {
                     return;
                 }
+                // A change only of what this registrar refuses is not sent.
+                let unseen = self.want.as_ref().is_some_and(|old| {
+                    old.update_content_without(&self.omit)
+                        == want.update_content_without(&self.omit)
+                });
                 self.want = Some(want);
+                if unseen {
+                    return;
+                }
                 // A real change: worth one UPDATE (and, if refused, one
                 // replacement) again.
                 self.replaced = false;
