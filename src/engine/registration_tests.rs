@@ -124,7 +124,7 @@ impl World {
                                     panic!("registrar forwarded a registration request")
                                 }
                             },
-                            Err(refusal) => refusal,
+                            Err(refusal) => *refusal,
                         }
                     } else {
                         self.now = self.now.plus(Duration::from_secs(10));
@@ -141,7 +141,7 @@ impl World {
     }
 
     /// The request as the quirky registrar takes it, or its refusal.
-    fn quirk(&self, req: &Request) -> Result<Request, Response> {
+    fn quirk(&self, req: &Request) -> Result<Request, Box<Response>> {
         let q = &self.quirks;
         let mut req = req.clone();
         let refused = match req.op {
@@ -150,15 +150,15 @@ impl World {
             _ => None,
         };
         if let Some(rsc) = refused {
-            return Err(Response::error(rsc, &req.rqi, "no"));
+            return Err(Box::new(Response::error(rsc, &req.rqi, "no")));
         }
         if let Some(Value::Object(csr)) = req.pc.as_mut().and_then(|pc| pc.get_mut("m2m:csr")) {
             if q.refuse.iter().any(|k| csr.contains_key(*k)) {
-                return Err(Response::error(
+                return Err(Box::new(Response::error(
                     Rsc::BAD_REQUEST,
                     &req.rqi,
                     "BAD REQUEST: attribute is not defined",
-                ));
+                )));
             }
             csr.retain(|k, _| !q.unkept.contains(&k.as_str()));
             if let Some((k, v)) = &q.rewrite {
