@@ -253,6 +253,67 @@ fn on_publish(state: &Mutex<State>, topic: &str, payload: &[u8]) -> Vec<(String,
 
 const CSR: &str = "/Mobius2/Mobius/id-mn";
 
+/// The topics of everything published on `filter`, as a bystander sees them.
+struct Watcher {
+    client: rumqttc::Client,
+    topics: Arc<Mutex<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(broker: &Mosquitto, filter: &str) -> Watcher {
+        let opts = MqttOptions::new(format!("watcher-{}", free_port()), "127.0.0.1", broker.port);
+        let (client, mut connection) = rumqttc::Client::new(opts, 64);
+        client
+            .subscribe(filter, QoS::AtMostOnce)
+            .expect("subscribe");
+        let topics = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = {
+            let topics = topics.clone();
+            std::thread::spawn(move || {
+                for ev in connection.iter() {
+                    match ev {
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            let _ = tx.send(());
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => topics
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(p.topic.clone()),
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                        Ok(_) => {}
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                }
+            })
+        };
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("watcher subscribed");
+        Watcher {
+            client,
+            topics,
+            thread: Some(thread),
+        }
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn mn(broker: &Mosquitto, data: &std::path::Path) -> Node {
     Node::start(
         "mn-mobius",
@@ -343,6 +404,7 @@ fn an_mn_registers_at_mobius_as_it_is_stays_quiet_forwards_json_and_deregisters(
     // An AE below the MN sends a CBOR RETRIEVE for Mobius's CSEBase: it
     // goes up as JSON (Mobius declares no csz) and comes back in CBOR.
     let forwarded = mobius.count(2, "/Mobius2/Mobius");
+    let watcher = Watcher::start(&broker, "/oneM2M/+/+/+/+");
     let ae = Client::connect(&broker, "Cae1");
     let rsp = ae.send_as(
         &ae.req(Operation::Retrieve, "/Mobius2/Mobius"),
@@ -358,6 +420,28 @@ fn an_mn_registers_at_mobius_as_it_is_stays_quiet_forwards_json_and_deregisters(
         .iter()
         .any(|(op, to, fr, _)| *op == 2 && to == "/Mobius2/Mobius" && fr == "/id-mn/Cae1"));
     assert_eq!(mobius.state().cbor_requests, 0, "Mobius got no CBOR");
+    // On the wire: the AE's request and answer in CBOR, the hop to Mobius
+    // in JSON.
+    let seen = [
+        "/oneM2M/req/Cae1/id-mn/cbor",
+        "/oneM2M/resp/Cae1/id-mn/cbor",
+        "/oneM2M/req/id-mn/Mobius2/json",
+    ];
+    wait_until(
+        Duration::from_secs(5),
+        "the bystander sees the exchange",
+        || {
+            let topics = watcher.topics();
+            seen.iter().all(|t| topics.iter().any(|x| x == t))
+        },
+    );
+    let topics = watcher.topics();
+    assert!(
+        !topics
+            .iter()
+            .any(|x| x == "/oneM2M/req/id-mn/Mobius2/cbor" || x == "/oneM2M/resp/Cae1/id-mn/json"),
+        "{topics:?}"
+    );
     assert!(!mobius.state().crashed);
 
     let log = mn.log();
