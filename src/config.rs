@@ -3,7 +3,7 @@
 
 use crate::engine::{EngineSettings, Limits, RegistrarSettings, UpstreamSettings};
 use crate::id::CseId;
-use crate::primitive::{ResourceType, SUPPORTED_RELEASES};
+use crate::primitive::{Format, ResourceType, SUPPORTED_RELEASES};
 use crate::resource::{CseBase, CseType, CSZ};
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -115,6 +115,20 @@ pub struct RegistrarConfig {
     /// `[mqtt]`.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// `"json"` or `"cbor"`: what requests forwarded to the registrar are
+    /// sent in when its `<CSEBase>` declares no `csz` (JSON if unset;
+    /// docs/protocol.md §4.4). A declared `csz` wins.
+    #[serde(default, deserialize_with = "serialization")]
+    pub serialization: Option<Format>,
+}
+
+fn serialization<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Format>, D::Error> {
+    let s = String::deserialize(d)?;
+    Format::from_suffix(&s).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not a serialization: \"json\" or \"cbor\""
+        ))
+    })
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -450,6 +464,7 @@ impl Config {
                 } else {
                     crate::topic::Link::LOCAL
                 },
+                serialization: r.serialization,
             }),
             registree_check_interval: self.registrees.check_interval,
             request_timeout: self.mqtt.timeout,
@@ -880,6 +895,26 @@ id = "/id-in"
 name = "cse-in"
 check_interval = "5s"
 "#;
+
+    #[test]
+    fn the_registrar_serialization_is_json_or_cbor() {
+        let c = Config::from_str(GOOD, Path::new("x.toml")).expect("valid");
+        assert_eq!(c.registrar.as_ref().and_then(|r| r.serialization), None);
+        let cbor = format!("{GOOD}serialization = \"cbor\"\n");
+        let c = Config::from_str(&cbor, Path::new("x.toml")).expect("valid");
+        assert_eq!(
+            c.registrar.as_ref().and_then(|r| r.serialization),
+            Some(Format::Cbor)
+        );
+        let xml = format!("{GOOD}serialization = \"xml\"\n");
+        let problems = check_text(&xml, Path::new("x.toml"), None);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "registrar.serialization" && p.message.contains("\"xml\"")),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn a_good_config_loads_with_defaults() {

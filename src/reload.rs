@@ -63,7 +63,9 @@ impl Config {
         }
         match (&self.registrar, &new.registrar) {
             (Some(old), Some(n)) if old.mqtt != n.mqtt => plan.restart.push("registrar.mqtt"),
-            (Some(old), Some(n)) if old.id == n.id && old.name == n.name => {
+            (Some(old), Some(n))
+                if old.id == n.id && old.name == n.name && old.serialization == n.serialization =>
+            {
                 if n.check_interval != old.check_interval {
                     plan.registrar_check_interval = Some(n.check_interval);
                 }

@@ -44,6 +44,7 @@ fn a_commit_on_a_full_disk_fails_and_keeps_the_last_committed_state() {
         csrs: vec![("r1".into(), csr("/id-a", 100))],
         own_csr_rn: Some("id-mn".into()),
         answered: Vec::new(),
+        registrars: Vec::new(),
     };
 
     fill(&filler);

@@ -196,6 +196,7 @@ impl Durability {
             match (u.internal, u.undo) {
                 (true, Undo::Csr { ri, .. }) => redo.push(ri),
                 (true, Undo::OwnRn(_)) => store.rewrite_own_csr_rn(),
+                (_, Undo::Memo(csi)) => store.rewrite_memo(&csi),
                 (false, Undo::Csr { ri, old }) => store.revert(&ri, old),
                 (false, Undo::OwnRn(old)) => store.revert_own_csr_rn(old),
             }

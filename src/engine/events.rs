@@ -73,11 +73,21 @@ pub enum Event {
         registrar: CseId,
     },
     /// `confirmed`: the registrar confirmed the deletion (2002/4004) or the
-    /// CSR was lost there; false: it could not be reached, and the CSR may
-    /// still be there.
+    /// CSR was lost there; false: it did not, and the CSR `csr` may still be
+    /// there; `retried_at_start`: the next start deletes it before
+    /// registering again (docs/protocol.md §5.6).
     Deregistered {
         registrar: CseId,
         confirmed: bool,
+        csr: String,
+        retried_at_start: bool,
+    },
+    /// The registrar refused the optional `attributes` of the own CSR and
+    /// took it without them; they are left out from now on.
+    AttributesRefused {
+        registrar: CseId,
+        attributes: Vec<String>,
+        answer: Option<(Rsc, String)>,
     },
     /// A registration step failed and is retried; `answer`: the registrar's
     /// status and `m2m:dbg`, `None` when it did not answer.
@@ -168,6 +178,7 @@ impl Event {
         use Severity::*;
         match self {
             Event::Registered { .. }
+            | Event::AttributesRefused { .. }
             | Event::RegistrarChanged { .. }
             | Event::RegistreeAdded { .. }
             | Event::RegistreeRemoved { .. }
@@ -208,6 +219,7 @@ impl Event {
         match self {
             Event::Registered { .. } => "registered",
             Event::Deregistered { .. } => "deregistered",
+            Event::AttributesRefused { .. } => "attributes_refused",
             Event::RegistrationRetry { .. } => "registration_retry",
             Event::RegistrationLost { .. } => "registration_lost",
             Event::CheckUnanswered { .. } => "check_unanswered",
@@ -262,14 +274,42 @@ impl fmt::Display for Event {
             Event::Deregistered {
                 registrar,
                 confirmed: true,
+                ..
             } => write!(f, "deregistered from {registrar}"),
             Event::Deregistered {
                 registrar,
                 confirmed: false,
-            } => write!(
-                f,
-                "could not deregister from {registrar}: it did not answer; its <remoteCSE> for this CSE may remain there"
-            ),
+                csr,
+                retried_at_start,
+            } => {
+                write!(
+                    f,
+                    "could not deregister from {registrar}: it did not confirm the DELETE; "
+                )?;
+                if *retried_at_start {
+                    write!(f, "{csr} is deleted at the next start, before registering again")
+                } else {
+                    write!(
+                        f,
+                        "{csr} may stay there (no data_dir to remember it): delete it at the registrar"
+                    )
+                }
+            }
+            Event::AttributesRefused {
+                registrar,
+                attributes,
+                answer,
+            } => {
+                write!(
+                    f,
+                    "{registrar} refused the optional attributes {} of the own <remoteCSE>",
+                    attributes.join(", ")
+                )?;
+                if let Some((rsc, why)) = answer {
+                    write!(f, " ({rsc} {why})")?;
+                }
+                f.write_str(" and took it without them; they are left out from now on")
+            }
             Event::RegistrationRetry {
                 step,
                 retry_in,

@@ -46,6 +46,7 @@ mod ingress;
 mod links;
 mod liveness;
 mod outbound;
+mod peer;
 pub mod registrar;
 pub mod registration;
 mod status;
@@ -85,6 +86,8 @@ pub struct UpstreamSettings {
     /// The link the registrar is reached on: [`Link::UPSTREAM`] when
     /// `[registrar.mqtt]` sets a broker of its own, else [`Link::LOCAL`].
     pub link: Link,
+    /// `[registrar] serialization`: for a registrar that declares no `csz`.
+    pub serialization: Option<Format>,
 }
 
 /// Everything the engine is configured with (built by `config.rs`).
@@ -219,6 +222,7 @@ impl Engine {
             (Some(up), Some(registrar)) => {
                 let adopt = store.by_csi(registrar.as_str()).is_some();
                 let remote_rn = store.own_csr_rn().map(str::to_owned);
+                let memo = store.registrar_memo(registrar.as_str());
                 Some(Upstream::new(
                     up,
                     registrar,
@@ -228,6 +232,7 @@ impl Engine {
                     settings.seed,
                     adopt,
                     remote_rn,
+                    &memo,
                 ))
             }
             _ => None,

@@ -41,7 +41,10 @@ impl Engine {
             return;
         }
         let original = std::mem::replace(&mut request.rqi, self.forwards.next_rqi("fw"));
-        let payload = match format.encode(&request) {
+        // Each hop gets a serialization it declares; the answer goes back
+        // in the originator's (`format`, kept in the relay).
+        let hop_format = self.hop_format(&next_hop, format);
+        let payload = match hop_format.encode(&request) {
             Ok(p) => p,
             Err(e) => {
                 let rsp = Response::error(Rsc::INTERNAL_SERVER_ERROR, &original, e.to_string());
@@ -65,7 +68,7 @@ impl Engine {
         self.transmits.push_back(Transmit::Request {
             to: next_hop,
             link,
-            format,
+            format: hop_format,
             payload,
             ack,
         });

@@ -9,12 +9,13 @@
 //! [`Action::Send`], a 4008 when none came in time. The machine has at most
 //! one request outstanding, so it can never create two CSRs at once.
 
+use super::store::RegistrarMemo;
 use crate::id::CseId;
 use crate::primitive::{wrap, Content, Operation, Request, ResourceType, Response, Rsc, OWN_RVI};
 use crate::resource::{CseBase, RemoteCse};
 use crate::time::Now;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -29,6 +30,17 @@ pub struct RegistreeConfig {
     /// Seeds the backoff jitter and the rqi prefix; any value unique per start.
     pub seed: u64,
 }
+
+/// Attributes of the own `<remoteCSE>` that a registrar may refuse: all
+/// optional in TS-0001 §9.6.4 (docs/protocol.md §5.6). A registrar that
+/// refuses them gets the CSR without them.
+pub const OPTIONAL_ATTRIBUTES: &[&str] = &["csz", "dcse", "lbl", "nl"];
+
+/// What a registration always carries: the mandatory attributes of
+/// TS-0001 §9.6.4 (`cb`, `csi`, `rr`, `srv`) plus `poa` and `cst`, without
+/// which the registrar can neither reach nor classify this CSE. A refusal
+/// that names one of them is not answered by leaving anything out.
+const REQUIRED_ATTRIBUTES: &[&str] = &["cb", "csi", "rr", "srv", "poa", "cst"];
 
 /// What this node wants its CSR at the registrar to say (ACME `_copyCSE2CSR`
 /// for the own CSR).
@@ -61,6 +73,11 @@ impl OwnCsr {
 
     /// The CREATE body: cb, csi, rr, srv, cst, poa, csz, dcse (+ lbl, nl).
     pub fn create_content(&self, own: &CseId) -> Content {
+        self.create_content_without(own, &BTreeSet::new())
+    }
+
+    /// The CREATE body without the optional attributes in `omit`.
+    pub fn create_content_without(&self, own: &CseId, omit: &BTreeSet<String>) -> Content {
         let mut body = json!({
             "rn": own.bare(),
             "csi": own.as_str(),
@@ -72,12 +89,17 @@ impl OwnCsr {
             "csz": self.csz,
             "dcse": self.dcse,
         });
-        self.add_optional(&mut body);
+        self.add_optional(&mut body, omit);
         wrap("m2m:csr", body)
     }
 
     /// The UPDATE body: only attributes that are RW after creation.
     pub fn update_content(&self) -> Content {
+        self.update_content_without(&BTreeSet::new())
+    }
+
+    /// The UPDATE body without the optional attributes in `omit`.
+    pub fn update_content_without(&self, omit: &BTreeSet<String>) -> Content {
         let mut body = json!({
             "rr": true,
             "srv": self.srv,
@@ -85,11 +107,11 @@ impl OwnCsr {
             "csz": self.csz,
             "dcse": self.dcse,
         });
-        self.add_optional(&mut body);
+        self.add_optional(&mut body, omit);
         wrap("m2m:csr", body)
     }
 
-    fn add_optional(&self, body: &mut Value) {
+    fn add_optional(&self, body: &mut Value, omit: &BTreeSet<String>) {
         if let Value::Object(m) = body {
             if !self.lbl.is_empty() {
                 m.insert("lbl".into(), json!(self.lbl));
@@ -97,25 +119,62 @@ impl OwnCsr {
             if let Some(nl) = &self.nl {
                 m.insert("nl".into(), json!(nl));
             }
+            m.retain(|k, _| !omit.contains(k));
         }
     }
 
-    /// Whether the CSR at the registrar says something else than wanted.
-    pub fn differs_from(&self, remote: &RemoteCse) -> bool {
-        let same = |want: &[String], have: &Option<Vec<String>>| {
-            have.as_deref().unwrap_or_default() == want
+    /// The optional attributes a CREATE or UPDATE of this CSR would carry.
+    fn optional_present(&self) -> BTreeSet<String> {
+        let mut present: BTreeSet<String> = ["csz", "dcse"].map(String::from).into();
+        if !self.lbl.is_empty() {
+            present.insert("lbl".into());
+        }
+        if self.nl.is_some() {
+            present.insert("nl".into());
+        }
+        present
+    }
+
+    /// The attributes whose value at the registrar (as `remote` shows it)
+    /// is not what this node wants. An attribute the registrar does not
+    /// show is not compared: a registrar that does not store it (or leaves
+    /// an empty list out) would otherwise be updated on every check, for
+    /// ever (docs/protocol.md §5.6). `skip`: attributes not to compare.
+    pub fn drift(&self, remote: &RemoteCse, skip: &BTreeSet<String>) -> BTreeSet<String> {
+        let differs = |want: &[String], have: &Option<Vec<String>>| {
+            have.as_deref().is_some_and(|h| h != want)
         };
-        let mut want_dcse = self.dcse.clone();
-        want_dcse.sort();
-        let mut have_dcse = remote.dcse().to_vec();
-        have_dcse.sort();
-        !(same(&self.srv, &remote.srv)
-            && same(&self.poa, &remote.poa)
-            && same(&self.csz, &remote.csz)
-            && want_dcse == have_dcse
-            && (self.lbl.is_empty() || same(&self.lbl, &remote.lbl))
-            && (self.nl.is_none() || self.nl == remote.nl)
-            && remote.rr == Some(true))
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        let mut out = BTreeSet::new();
+        let mut check = |name: &str, d: bool| {
+            if d && !skip.contains(name) {
+                out.insert(name.to_owned());
+            }
+        };
+        check("srv", differs(&self.srv, &remote.srv));
+        check("poa", differs(&self.poa, &remote.poa));
+        check("csz", differs(&self.csz, &remote.csz));
+        check(
+            "dcse",
+            remote
+                .dcse
+                .as_deref()
+                .is_some_and(|h| sorted(h) != sorted(&self.dcse)),
+        );
+        check(
+            "lbl",
+            !self.lbl.is_empty() && differs(&self.lbl, &remote.lbl),
+        );
+        check(
+            "nl",
+            self.nl.is_some() && remote.nl.is_some() && self.nl != remote.nl,
+        );
+        check("rr", remote.rr == Some(false));
+        out
     }
 }
 
@@ -162,6 +221,14 @@ pub enum Action {
     Squatted {
         rn: String,
         csi: String,
+    },
+    /// The registrar refused the optional `attributes` of the own CSR
+    /// (`answer`: its refusal) and took the CSR without them: they are left
+    /// out from now on, and `memo` is what to keep about this registrar.
+    AttributesRefused {
+        attributes: Vec<String>,
+        answer: Option<(Rsc, String)>,
+        memo: RegistrarMemo,
     },
     /// The registrar no longer has the own CSR (e.g. 4004 after its reset):
     /// no longer registered; registering again follows.
@@ -229,6 +296,25 @@ pub struct Registration {
     unanswered_checks: u32,
     /// The registrar's last refusal, reported with the retry it causes.
     refusal: Option<(Rsc, String)>,
+    /// Optional attributes this registrar refused: never sent to it.
+    omit: BTreeSet<String>,
+    /// Optional attributes left out on trial, after a refusal (`trial_cause`)
+    /// that may have been about them; learned into `omit` on success.
+    trial: Option<BTreeSet<String>>,
+    trial_cause: Option<(Rsc, String)>,
+    /// The one trial of this attempt was made (reset at each retry).
+    trial_spent: bool,
+    /// The own CSR was deleted and created anew because it could not be
+    /// updated; done once until an UPDATE succeeds or the CSR changes.
+    replaced: bool,
+    /// Attributes the registrar accepted in an UPDATE but does not keep (a
+    /// RETRIEVE shows them unchanged): no longer compared at the check.
+    unkept: BTreeSet<String>,
+    /// The attributes the last UPDATE after a check was made for.
+    drift_sent: Option<BTreeSet<String>>,
+    /// An UPDATE was refused and the CSR kept as it is: no UPDATE for what
+    /// the check finds until the own CSR changes.
+    update_refused: bool,
     timer: Option<Instant>,
     failures: u32,
     rng: u64,
@@ -252,6 +338,14 @@ impl Registration {
             squatter: None,
             unanswered_checks: 0,
             refusal: None,
+            omit: BTreeSet::new(),
+            trial: None,
+            trial_cause: None,
+            trial_spent: false,
+            replaced: false,
+            unkept: BTreeSet::new(),
+            drift_sent: None,
+            update_refused: false,
             timer: None,
             failures: 0,
             rng,
@@ -262,6 +356,37 @@ impl Registration {
 
     pub fn is_registered(&self) -> bool {
         self.registered
+    }
+
+    /// Takes what an earlier run learned about this registrar.
+    pub fn restore(&mut self, memo: &RegistrarMemo) {
+        self.omit = memo
+            .refused
+            .iter()
+            .filter(|a| OPTIONAL_ATTRIBUTES.contains(&a.as_str()))
+            .cloned()
+            .collect();
+    }
+
+    /// What to keep about this registrar.
+    pub fn memo(&self) -> RegistrarMemo {
+        RegistrarMemo {
+            refused: self.omit.iter().cloned().collect(),
+        }
+    }
+
+    /// The address of the own CSR at the registrar.
+    pub fn own_csr(&self) -> String {
+        self.own_csr_address()
+    }
+
+    /// Whether the own CSR at the registrar has the name this node would
+    /// give it at any start (its CSE-ID without '/'): then even a node
+    /// without a store deletes it at its next start.
+    pub fn own_csr_has_default_name(&self) -> bool {
+        self.remote_rn
+            .as_deref()
+            .is_none_or(|rn| rn == self.cfg.own.bare())
     }
 
     pub fn phase(&self) -> &Phase {
@@ -318,7 +443,10 @@ impl Registration {
                 self.timer = None;
                 match self.phase.clone() {
                     Phase::Registered => self.begin(Step::Check, now),
-                    Phase::Backoff { step } => self.begin(step, now),
+                    Phase::Backoff { step } => {
+                        self.trial_spent = false;
+                        self.begin(step, now)
+                    }
                     _ => {}
                 }
             }
@@ -326,7 +454,19 @@ impl Registration {
                 if self.want.as_ref() == Some(&want) {
                     return;
                 }
+                // A change only of what this registrar refuses is not sent.
+                let unseen = self.want.as_ref().is_some_and(|old| {
+                    old.update_content_without(&self.omit)
+                        == want.update_content_without(&self.omit)
+                });
                 self.want = Some(want);
+                if unseen {
+                    return;
+                }
+                // A real change: worth one UPDATE (and, if refused, one
+                // replacement) again.
+                self.replaced = false;
+                self.update_refused = false;
                 match self.phase {
                     Phase::Registered => self.begin(Step::Update, now),
                     Phase::Waiting { .. } | Phase::Backoff { .. } => self.dirty = true,
@@ -349,15 +489,18 @@ impl Registration {
         self.timer = None;
         // Nothing was ever created at the registrar this run and nothing is
         // known from earlier ones: nothing to delete there. A CREATE still
-        // unanswered may have succeeded, though.
-        let creating = matches!(
+        // unanswered may have succeeded, though, and a conflict said a CSR
+        // of this name is there. Whatever the state otherwise (a backoff, a
+        // refused UPDATE of an adopted CSR), a CSR this node may hold is
+        // deleted.
+        let may_exist = matches!(
             self.phase,
             Phase::Waiting {
-                step: Step::Create,
+                step: Step::Create | Step::Adopt,
                 ..
             }
-        );
-        if !self.registered && self.remote_rn.is_none() && !creating {
+        ) || self.after_conflict;
+        if !self.registered && self.remote_rn.is_none() && !may_exist {
             self.out.push_back(Action::RemoveRegistrarCsr);
             self.stop(true);
             return;
@@ -382,8 +525,11 @@ impl Registration {
         let step = match &self.phase {
             Phase::Waiting { step, rqi } if *rqi == rsp.rqi => *step,
             Phase::Deregistering { rqi } if *rqi == rsp.rqi => {
-                // Whatever the answer, the local half goes: the registrar's
-                // own liveness check removes a CSR we could not delete.
+                // Whatever the answer, the local half goes. An unconfirmed
+                // DELETE keeps the own CSR's name in the store: the next
+                // start deletes that CSR before it registers again
+                // (docs/protocol.md §5.6); a registrar need not have a
+                // liveness check that would (Mobius has none).
                 self.out.push_back(Action::RemoveRegistrarCsr);
                 let confirmed = rsp.rsc == Rsc::DELETED || rsp.rsc == Rsc::NOT_FOUND;
                 if confirmed {
@@ -398,6 +544,21 @@ impl Registration {
         let unreachable = is_unreachable(rsp.rsc);
         self.refusal = (!unreachable && !rsp.rsc.is_success())
             .then(|| (rsp.rsc, rsp.debug_text().unwrap_or_default().to_owned()));
+        if matches!(step, Step::Create | Step::Update) && self.refusal.is_some() {
+            // A registrar that refuses an optional attribute of the own CSR
+            // is asked once more without it (docs/protocol.md §5.6).
+            if let Some(attrs) = self.trial_for(&rsp) {
+                self.trial_spent = true;
+                self.trial = Some(attrs);
+                self.trial_cause = self.refusal.take();
+                return self.begin(step, now);
+            }
+            // Refused without them too: they were not what the registrar
+            // minded. A conflict says nothing about them.
+            if !is_conflict(rsp.rsc) {
+                self.trial = None;
+            }
+        }
         match step {
             Step::CleanStale if unreachable => self.backoff(step, now),
             Step::CleanStale => {
@@ -406,6 +567,7 @@ impl Registration {
             }
             Step::Create => match rsp.rsc {
                 Rsc::CREATED => {
+                    self.learn();
                     let rn = rsp
                         .pc
                         .as_ref()
@@ -415,9 +577,7 @@ impl Registration {
                     self.after_conflict = false;
                     self.begin(Step::FetchBase, now);
                 }
-                Rsc::CONFLICT
-                | Rsc::ORIGINATOR_HAS_ALREADY_REGISTERED
-                | Rsc::OPERATION_NOT_ALLOWED => {
+                _ if is_conflict(rsp.rsc) => {
                     self.after_conflict = true;
                     self.begin(Step::Adopt, now);
                 }
@@ -451,7 +611,7 @@ impl Registration {
                             format!("the name is taken at the registrar by {other}"),
                         ));
                         self.after_conflict = false;
-                        return self.backoff(Step::Create, now);
+                        return self.backoff_to(step, Step::Create, now);
                     }
                     if let Some(rn) = remote.as_ref().and_then(|c| c.rn.clone()) {
                         self.set_remote_rn(rn);
@@ -464,20 +624,28 @@ impl Registration {
                 _ if unreachable => self.backoff(step, now),
                 _ if self.after_conflict => {
                     self.after_conflict = false;
-                    self.backoff(Step::Create, now)
+                    self.backoff_to(step, Step::Create, now)
                 }
                 _ => self.begin(Step::Create, now),
             },
             Step::Update => match rsp.rsc {
-                Rsc::UPDATED if self.registered => self.settle_or_update(now),
-                Rsc::UPDATED => self.begin(Step::FetchBase, now),
+                Rsc::UPDATED => {
+                    self.learn();
+                    self.replaced = false;
+                    if self.registered {
+                        self.settle_or_update(now)
+                    } else {
+                        self.begin(Step::FetchBase, now)
+                    }
+                }
                 _ if unreachable && self.registered => {
                     // Try again at the next check, which compares.
                     self.dirty = true;
                     self.settle(now)
                 }
                 _ if unreachable => self.backoff(step, now),
-                _ => self.lost(now),
+                Rsc::NOT_FOUND => self.lost(step, now),
+                _ => self.update_refused(now),
             },
             Step::FetchBase => match rsp.rsc {
                 Rsc::OK => match rsp.pc.as_ref().map(RemoteCse::from_cse_base) {
@@ -504,11 +672,24 @@ impl Registration {
                         .pc
                         .as_ref()
                         .and_then(|pc| RemoteCse::from_content(pc).ok());
-                    let differs = match (&self.want, &remote) {
-                        (Some(w), Some(r)) => w.differs_from(r),
-                        _ => false,
-                    };
-                    self.dirty |= differs;
+                    if let (Some(w), Some(r)) = (&self.want, &remote) {
+                        let mut skip = self.unkept.clone();
+                        skip.extend(self.omit.iter().cloned());
+                        let drift = w.drift(r, &skip);
+                        if drift.is_empty() || self.update_refused {
+                            self.drift_sent = None;
+                        } else if self.drift_sent.as_ref() == Some(&drift) {
+                            // The UPDATE for exactly this was accepted and
+                            // changed nothing: the registrar does not keep
+                            // these (docs/protocol.md §5.6). Stop comparing
+                            // them rather than UPDATE on every check.
+                            self.unkept.extend(drift);
+                            self.drift_sent = None;
+                        } else {
+                            self.drift_sent = Some(drift);
+                            self.dirty = true;
+                        }
+                    }
                     self.last_check = Some(now.wall);
                     self.unanswered_checks = 0;
                     self.settle_or_update(now)
@@ -520,9 +701,82 @@ impl Registration {
                     });
                     self.settle(now)
                 }
-                _ => self.lost(now),
+                _ => self.lost(step, now),
             },
         }
+    }
+
+    /// The optional attributes to leave out on trial after the refusal
+    /// `rsp` of a CREATE or UPDATE, if it may have been about them: a 4000
+    /// or 5001 (TS-0004 would have 5001 for an unsupported attribute;
+    /// Mobius says 4000 without a name), or any refusal that names some of
+    /// them; never one that names a required attribute. One trial per
+    /// attempt, so a refusing registrar sees one more request, no loop.
+    fn trial_for(&self, rsp: &Response) -> Option<BTreeSet<String>> {
+        if self.trial_spent || self.trial.is_some() {
+            return None;
+        }
+        let sent: BTreeSet<String> = self
+            .want
+            .as_ref()?
+            .optional_present()
+            .difference(&self.omit)
+            .cloned()
+            .collect();
+        let text = rsp.debug_text().unwrap_or_default().to_ascii_lowercase();
+        let words: BTreeSet<&str> = text
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if sent.is_empty() || REQUIRED_ATTRIBUTES.iter().any(|a| words.contains(a)) {
+            return None;
+        }
+        let named: BTreeSet<String> = sent
+            .iter()
+            .filter(|a| words.contains(a.as_str()))
+            .cloned()
+            .collect();
+        if !named.is_empty() {
+            return Some(named);
+        }
+        matches!(rsp.rsc, Rsc::BAD_REQUEST | Rsc::NOT_IMPLEMENTED).then_some(sent)
+    }
+
+    /// A CREATE or UPDATE succeeded: what was left out on trial is what the
+    /// registrar refuses.
+    fn learn(&mut self) {
+        self.trial_spent = false;
+        let Some(attrs) = self.trial.take() else {
+            return;
+        };
+        self.omit.extend(attrs.iter().cloned());
+        self.out.push_back(Action::AttributesRefused {
+            attributes: attrs.into_iter().collect(),
+            answer: self.trial_cause.take(),
+            memo: self.memo(),
+        });
+    }
+
+    /// An UPDATE of the own CSR was refused (not with 4004: it is there).
+    /// The first time, the CSR is deleted and created anew, after a backoff;
+    /// after that, an adopted CSR is retried from the RETRIEVE with backoff
+    /// and a registered one is kept as it is until the own CSR changes.
+    fn update_refused(&mut self, now: Now) {
+        if !self.replaced {
+            self.replaced = true;
+            self.registered = false;
+            return self.backoff_to(Step::Update, Step::CleanStale, now);
+        }
+        if self.registered {
+            self.update_refused = true;
+            self.out.push_back(Action::Retry {
+                step: Step::Update,
+                retry_in: self.cfg.check_interval,
+                answer: self.refusal.take(),
+            });
+            return self.settle(now);
+        }
+        self.backoff_to(Step::Update, Step::Adopt, now)
     }
 
     /// The own CSR is gone at the registrar (e.g. 4004 after a registrar
@@ -531,7 +785,7 @@ impl Registration {
     /// Only a CSR that was there and vanished is recreated at once; a
     /// refusal while registering (an UPDATE answered 4103, say) backs off,
     /// so no sequence of refusals can loop without a pause.
-    fn lost(&mut self, now: Now) {
+    fn lost(&mut self, step: Step, now: Now) {
         self.out.push_back(Action::RemoveRegistrarCsr);
         self.out.push_back(Action::RemoteCsrName(None));
         self.remote_rn = None;
@@ -542,7 +796,7 @@ impl Registration {
             });
             self.begin(Step::Create, now);
         } else {
-            self.backoff(Step::Create, now);
+            self.backoff_to(step, Step::Create, now);
         }
     }
 
@@ -569,9 +823,15 @@ impl Registration {
         self.remote_rn = Some(rn);
     }
 
-    /// Exponential backoff from 1 s, capped at the check interval (so the
-    /// node is back within one interval of the registrar), ±20 % jitter.
     fn backoff(&mut self, step: Step, now: Now) {
+        self.backoff_to(step, step, now)
+    }
+
+    /// `failed` failed; `retry` follows after a backoff: exponential from
+    /// 1 s, capped at the check interval (so the node is back within one
+    /// interval of the registrar), ±20 % jitter. The event names the step
+    /// that failed.
+    fn backoff_to(&mut self, failed: Step, retry: Step, now: Now) {
         self.failures = self.failures.saturating_add(1);
         let base = Duration::from_secs(1)
             .saturating_mul(1u32 << self.failures.saturating_sub(1).min(16))
@@ -582,10 +842,10 @@ impl Registration {
         self.rng ^= self.rng << 17;
         let jitter = (self.rng % 401) as f64 / 1000.0 - 0.2;
         let delay = base.mul_f64(1.0 + jitter).min(self.cfg.check_interval);
-        self.phase = Phase::Backoff { step };
+        self.phase = Phase::Backoff { step: retry };
         self.timer = Some(now.mono + delay);
         self.out.push_back(Action::Retry {
-            step,
+            step: failed,
             retry_in: delay,
             answer: self.refusal.take(),
         });
@@ -595,6 +855,8 @@ impl Registration {
         let rqi = self.next_rqi();
         let registrar_cb = format!("{}/{}", self.cfg.registrar, self.cfg.registrar_rn);
         let want = self.want.clone();
+        let mut omit = self.omit.clone();
+        omit.extend(self.trial.iter().flatten().cloned());
         let mut req = match step {
             Step::CleanStale | Step::Adopt | Step::Check => {
                 let op = if step == Step::CleanStale {
@@ -607,12 +869,12 @@ impl Registration {
             Step::Create => {
                 let mut r = self.request(Operation::Create, registrar_cb, &rqi, now);
                 r.ty = Some(ResourceType::REMOTE_CSE);
-                r.pc = want.map(|w| w.create_content(&self.cfg.own));
+                r.pc = want.map(|w| w.create_content_without(&self.cfg.own, &omit));
                 r
             }
             Step::Update => {
                 let mut r = self.request(Operation::Update, self.own_csr_address(), &rqi, now);
-                r.pc = want.map(|w| w.update_content());
+                r.pc = want.map(|w| w.update_content_without(&omit));
                 r
             }
             Step::FetchBase => self.request(Operation::Retrieve, registrar_cb, &rqi, now),
@@ -648,6 +910,14 @@ impl Registration {
             self.counter
         )
     }
+}
+
+/// A CSR of this name is there already (ACME: 4105; others 4117 or 4005).
+fn is_conflict(rsc: Rsc) -> bool {
+    matches!(
+        rsc,
+        Rsc::CONFLICT | Rsc::ORIGINATOR_HAS_ALREADY_REGISTERED | Rsc::OPERATION_NOT_ALLOWED
+    )
 }
 
 /// No answer, or the registrar could not be reached: not evidence that the

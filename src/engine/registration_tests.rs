@@ -6,6 +6,7 @@ use super::*;
 use crate::engine::registrar::{Outcome, Registrar};
 use crate::time::Timestamp;
 use proptest::prelude::*;
+use serde_json::Value;
 
 const CHECK: Duration = Duration::from_secs(60);
 
@@ -42,6 +43,22 @@ fn registrar() -> Registrar {
     Registrar::new(cfg.registrar_settings(Timestamp::from_secs(1_700_000_000)))
 }
 
+/// How the registrar differs from the real registrar core.
+#[derive(Default)]
+struct Quirks {
+    /// A CREATE or UPDATE carrying any of these is refused with 4000 and
+    /// no name (Mobius as shipped with `csz`, `dcse`).
+    refuse: Vec<&'static str>,
+    /// Taken but not stored (Mobius edited to accept `csz`, `dcse`).
+    unkept: Vec<&'static str>,
+    /// Every UPDATE is refused with this.
+    refuse_updates: Option<Rsc>,
+    /// Every DELETE is refused with this.
+    refuse_deletes: Option<Rsc>,
+    /// Stored as this, whatever was sent (a registrar that rewrites it).
+    rewrite: Option<(&'static str, Value)>,
+}
+
 /// The world: the machine, its registrar, the local registrar CSR, a clock.
 struct World {
     m: Registration,
@@ -50,6 +67,7 @@ struct World {
     /// The registrar answers; false: every request times out (4008).
     peer_up: bool,
     local_csr: Option<RemoteCse>,
+    quirks: Quirks,
     creates: usize,
     sent: Vec<Request>,
     events: Vec<Action>,
@@ -64,6 +82,7 @@ impl World {
             now: Now::at(Timestamp::from_secs(1_700_000_000)),
             peer_up: true,
             local_csr: None,
+            quirks: Quirks::default(),
             creates: 0,
             sent: vec![],
             events: vec![],
@@ -98,11 +117,14 @@ impl World {
                         if req.op == Operation::Create {
                             self.creates += 1;
                         }
-                        match self.peer.handle(&req, "/id-mn", self.now.wall) {
-                            Outcome::Respond { response, .. } => response,
-                            Outcome::Forward { .. } => {
-                                panic!("registrar forwarded a registration request")
-                            }
+                        match self.quirk(&req) {
+                            Ok(req) => match self.peer.handle(&req, "/id-mn", self.now.wall) {
+                                Outcome::Respond { response, .. } => response,
+                                Outcome::Forward { .. } => {
+                                    panic!("registrar forwarded a registration request")
+                                }
+                            },
+                            Err(refusal) => *refusal,
                         }
                     } else {
                         self.now = self.now.plus(Duration::from_secs(10));
@@ -116,6 +138,41 @@ impl World {
                 other => self.events.push(other),
             }
         }
+    }
+
+    /// The request as the quirky registrar takes it, or its refusal.
+    fn quirk(&self, req: &Request) -> Result<Request, Box<Response>> {
+        let q = &self.quirks;
+        let mut req = req.clone();
+        let refused = match req.op {
+            Operation::Update => q.refuse_updates,
+            Operation::Delete => q.refuse_deletes,
+            _ => None,
+        };
+        if let Some(rsc) = refused {
+            return Err(Box::new(Response::error(rsc, &req.rqi, "no")));
+        }
+        if let Some(Value::Object(csr)) = req.pc.as_mut().and_then(|pc| pc.get_mut("m2m:csr")) {
+            if q.refuse.iter().any(|k| csr.contains_key(*k)) {
+                return Err(Box::new(Response::error(
+                    Rsc::BAD_REQUEST,
+                    &req.rqi,
+                    "BAD REQUEST: attribute is not defined",
+                )));
+            }
+            csr.retain(|k, _| !q.unkept.contains(&k.as_str()));
+            if let Some((k, v)) = &q.rewrite {
+                csr.insert((*k).into(), v.clone());
+            }
+        }
+        Ok(req)
+    }
+
+    fn updates(&self) -> usize {
+        self.sent
+            .iter()
+            .filter(|r| r.op == Operation::Update)
+            .count()
     }
 
     /// Advances the clock to the next timer and fires it.
@@ -682,4 +739,381 @@ proptest! {
         let first = sent_at.iter().filter(|t| **t < CHECK * 2).count();
         prop_assert!(first <= 30, "{first} requests in the first two intervals");
     }
+}
+
+fn csr_keys(req: &Request) -> Vec<String> {
+    req.pc
+        .as_ref()
+        .and_then(|pc| pc["m2m:csr"].as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn mobius_world(seed: u64) -> World {
+    let mut w = World::new(seed);
+    w.quirks.refuse = vec!["csz", "dcse"];
+    w
+}
+
+#[test]
+fn a_registrar_that_refuses_optional_attributes_takes_the_csr_without_them_and_that_is_kept() {
+    let mut w = mobius_world(40);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    assert_eq!(
+        w.ops(),
+        [
+            Operation::Delete,
+            Operation::Create,
+            Operation::Create,
+            Operation::Retrieve
+        ]
+    );
+    assert!(csr_keys(&w.sent[1]).contains(&"csz".to_string()));
+    let second = csr_keys(&w.sent[2]);
+    for k in ["cb", "csi", "rr", "srv", "poa", "cst"] {
+        assert!(second.contains(&k.to_string()), "the trial lacks {k}");
+    }
+    assert!(!second.contains(&"csz".into()) && !second.contains(&"dcse".into()));
+    assert!(w.m.is_registered());
+    let memo = RegistrarMemo {
+        refused: vec!["csz".into(), "dcse".into()],
+    };
+    assert!(w.events.contains(&Action::AttributesRefused {
+        attributes: vec!["csz".into(), "dcse".into()],
+        answer: Some((
+            Rsc::BAD_REQUEST,
+            "BAD REQUEST: attribute is not defined".into()
+        )),
+        memo: memo.clone(),
+    }));
+    assert_eq!(w.m.memo(), memo);
+
+    // A change of a left-out attribute only is not sent; a real one once.
+    w.sent.clear();
+    w.input(Input::OwnCsrChanged(want(&["/id-asn"])));
+    assert!(w.sent.is_empty(), "{:?}", w.ops());
+    let mut moved = want(&["/id-asn"]);
+    moved.poa = vec!["mqtt://elsewhere:1883".into()];
+    w.input(Input::OwnCsrChanged(moved));
+    assert_eq!(w.ops(), [Operation::Update]);
+    assert!(!csr_keys(&w.sent[0]).contains(&"csz".into()));
+    assert!(w.m.is_registered());
+
+    // The next run knows: one CREATE, without them, straight away.
+    let mut next = mobius_world(41);
+    next.peer = std::mem::replace(&mut w.peer, registrar());
+    next.m.restore(&memo);
+    next.input(Input::Start {
+        adopt: false,
+        remote_rn: Some("id-mn".into()),
+    });
+    assert_eq!(
+        next.ops(),
+        [Operation::Delete, Operation::Create, Operation::Retrieve]
+    );
+    assert!(!csr_keys(&next.sent[1]).contains(&"csz".into()));
+    assert!(!next
+        .events
+        .iter()
+        .any(|a| matches!(a, Action::AttributesRefused { .. } | Action::Retry { .. })));
+}
+
+#[test]
+fn a_refusal_that_names_a_required_attribute_is_not_tried_without_optional_ones() {
+    let mut w = World::new(42);
+    w.m.handle(
+        Input::Start {
+            adopt: false,
+            remote_rn: None,
+        },
+        w.now,
+    );
+    let Some(Action::Send(del)) = w.m.poll_action() else {
+        panic!("no cleanup")
+    };
+    w.m.handle(
+        Input::Response(Response::new(Rsc::NOT_FOUND, del.rqi)),
+        w.now,
+    );
+    let Some(Action::Send(create)) = w.m.poll_action() else {
+        panic!("no CREATE")
+    };
+    w.m.handle(
+        Input::Response(Response::error(
+            Rsc::BAD_REQUEST,
+            &create.rqi,
+            "attribute poa: not a list",
+        )),
+        w.now,
+    );
+    assert!(matches!(
+        w.m.poll_action(),
+        Some(Action::Retry {
+            step: Step::Create,
+            answer: Some((Rsc::BAD_REQUEST, _)),
+            ..
+        })
+    ));
+    assert_eq!(w.m.poll_action(), None, "no second CREATE now");
+}
+
+#[test]
+fn a_registrar_that_refuses_even_the_required_attributes_sees_one_trial_per_attempt() {
+    let mut w = World::new(43);
+    w.quirks.refuse = vec!["csi"];
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    for _ in 0..30 {
+        w.tick();
+    }
+    let creates = w.ops().iter().filter(|o| **o == Operation::Create).count();
+    let attempts = w
+        .events
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Retry {
+                    step: Step::Create,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(creates, 2 * attempts, "one trial per attempt, no more");
+    assert!(!w.m.is_registered());
+    assert_eq!(w.m.memo(), RegistrarMemo::default(), "nothing learned");
+}
+
+#[test]
+fn five_checks_at_a_registrar_that_does_not_keep_csz_and_dcse_make_no_update() {
+    let mut w = World::new(44);
+    w.quirks.unkept = vec!["csz", "dcse"];
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    assert!(w.m.is_registered());
+    w.sent.clear();
+    for _ in 0..5 {
+        w.tick();
+    }
+    assert_eq!(w.ops(), [Operation::Retrieve; 5]);
+    // A real change: one UPDATE, then quiet again.
+    w.sent.clear();
+    w.input(Input::OwnCsrChanged(want(&["/id-asn"])));
+    for _ in 0..5 {
+        w.tick();
+    }
+    assert_eq!(w.updates(), 1, "{:?}", w.ops());
+    assert!(w.m.is_registered());
+}
+
+#[test]
+fn a_registrar_that_keeps_something_else_is_updated_once_not_on_every_check() {
+    let mut w = World::new(45);
+    w.quirks.rewrite = Some(("srv", serde_json::json!(["3"])));
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    w.sent.clear();
+    for _ in 0..5 {
+        w.tick();
+    }
+    assert!(w.updates() <= 1, "{:?}", w.ops());
+    assert!(w.m.is_registered());
+}
+
+#[test]
+fn an_adopted_csr_at_mobius_is_updated_without_what_it_refuses() {
+    let mut w = World::new(46);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    let mut kept = mobius_world(47);
+    kept.peer = std::mem::replace(&mut w.peer, registrar());
+    kept.input(Input::Start {
+        adopt: true,
+        remote_rn: Some("id-mn".into()),
+    });
+    assert_eq!(
+        kept.ops(),
+        [
+            Operation::Retrieve,
+            Operation::Update,
+            Operation::Update,
+            Operation::Retrieve
+        ]
+    );
+    assert!(kept.m.is_registered());
+    assert_eq!(kept.creates, 0);
+    assert!(kept
+        .events
+        .iter()
+        .any(|a| matches!(a, Action::AttributesRefused { attributes, .. } if attributes == &["csz", "dcse"])));
+}
+
+#[test]
+fn an_adopted_csr_that_cannot_be_updated_is_replaced_once_with_the_step_named() {
+    let mut w = World::new(48);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    let mut kept = World::new(49);
+    kept.peer = std::mem::replace(&mut w.peer, registrar());
+    kept.quirks.refuse_updates = Some(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE);
+    kept.input(Input::Start {
+        adopt: true,
+        remote_rn: Some("id-mn".into()),
+    });
+    assert_eq!(kept.ops(), [Operation::Retrieve, Operation::Update]);
+    assert!(
+        matches!(
+            kept.events.last(),
+            Some(Action::Retry {
+                step: Step::Update,
+                answer: Some((Rsc::ORIGINATOR_HAS_NO_PRIVILEGE, _)),
+                ..
+            })
+        ),
+        "{:?}",
+        kept.events
+    );
+    assert!(!kept.m.is_registered());
+    // After the backoff: DELETE, CREATE, the registrar's base. Registered.
+    kept.tick();
+    assert_eq!(
+        kept.ops()[2..],
+        [Operation::Delete, Operation::Create, Operation::Retrieve]
+    );
+    assert!(kept.m.is_registered());
+    assert_eq!(kept.own_csrs_at_peer(), 1);
+    // Checks do not UPDATE (nothing differs), so nothing is refused again.
+    kept.sent.clear();
+    for _ in 0..5 {
+        kept.tick();
+    }
+    assert_eq!(kept.ops(), [Operation::Retrieve; 5]);
+}
+
+#[test]
+fn an_adopted_csr_refused_again_after_the_replacement_backs_off_without_a_create_loop() {
+    let mut w = World::new(50);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    let mut kept = World::new(51);
+    kept.peer = std::mem::replace(&mut w.peer, registrar());
+    // The registrar takes no UPDATE and no DELETE: the replacement cannot
+    // delete the CSR, and every CREATE meets it (4105).
+    kept.quirks.refuse_updates = Some(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE);
+    kept.quirks.refuse_deletes = Some(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE);
+    kept.input(Input::Start {
+        adopt: true,
+        remote_rn: Some("id-mn".into()),
+    });
+    let t0 = kept.now;
+    for _ in 0..60 {
+        kept.tick();
+    }
+    assert!(!kept.m.is_registered());
+    assert_eq!(kept.creates, 1, "one CREATE (the replacement), no loop");
+    let hours = kept
+        .now
+        .mono
+        .saturating_duration_since(t0.mono)
+        .as_secs_f64()
+        / 3600.0;
+    let per_interval = kept.sent.len() as f64 / (hours * 3600.0 / CHECK.as_secs_f64());
+    assert!(per_interval <= 6.0, "{per_interval} requests per interval");
+    assert!(kept.events.iter().all(|a| !matches!(
+        a,
+        Action::Retry {
+            step: Step::Create,
+            ..
+        }
+    )));
+    assert!(kept.events.iter().any(|a| matches!(
+        a,
+        Action::Retry {
+            step: Step::Update,
+            ..
+        }
+    )));
+    // SIGTERM in that state still tries the DELETE.
+    kept.sent.clear();
+    kept.input(Input::Shutdown);
+    assert_eq!(kept.ops(), [Operation::Delete]);
+}
+
+#[test]
+fn shutdown_in_a_backoff_after_a_refused_update_deletes_the_held_csr() {
+    let mut w = World::new(52);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    let mut kept = World::new(53);
+    kept.peer = std::mem::replace(&mut w.peer, registrar());
+    kept.quirks.refuse_updates = Some(Rsc::BAD_REQUEST);
+    kept.input(Input::Start {
+        adopt: true,
+        remote_rn: Some("id-mn".into()),
+    });
+    assert!(matches!(kept.m.phase(), Phase::Backoff { .. }));
+    assert!(!kept.m.is_registered());
+    kept.sent.clear();
+    kept.input(Input::Shutdown);
+    assert_eq!(kept.ops(), [Operation::Delete]);
+    assert_eq!(kept.sent[0].to, "/id-in/cse-in/id-mn");
+    assert_eq!(kept.own_csrs_at_peer(), 0, "nothing left behind");
+    assert!(kept.stopped);
+}
+
+#[test]
+fn an_unconfirmed_deregistration_keeps_the_name_and_the_next_start_deletes_first() {
+    let mut w = World::new(54);
+    w.input(Input::Start {
+        adopt: false,
+        remote_rn: None,
+    });
+    w.peer_up = false;
+    w.events.clear();
+    w.input(Input::Shutdown);
+    assert!(w.stopped);
+    assert!(w
+        .events
+        .contains(&Action::Deregistered { confirmed: false }));
+    assert!(
+        !w.events.contains(&Action::RemoteCsrName(None)),
+        "the name stays in the store"
+    );
+    assert!(w.local_csr.is_none());
+    assert_eq!(w.own_csrs_at_peer(), 1, "left behind while it was down");
+
+    // The next start (the store kept the name, not the local registrar
+    // CSR): the DELETE comes before anything else, then a fresh CREATE.
+    let mut next = World::new(55);
+    next.peer = std::mem::replace(&mut w.peer, registrar());
+    next.input(Input::Start {
+        adopt: false,
+        remote_rn: Some("id-mn".into()),
+    });
+    assert_eq!(next.sent[0].op, Operation::Delete);
+    assert_eq!(next.sent[0].to, "/id-in/cse-in/id-mn");
+    assert_eq!(
+        next.ops(),
+        [Operation::Delete, Operation::Create, Operation::Retrieve]
+    );
+    assert_eq!(next.own_csrs_at_peer(), 1);
+    assert!(next.m.is_registered());
 }

@@ -35,6 +35,23 @@ pub enum StoreChange {
         fr: String,
         rqi: String,
     },
+    /// What this node learned about its registrar `csi` (default: forget it).
+    Registrar { csi: String, memo: RegistrarMemo },
+}
+
+/// What a node learned about one of its registrars beyond the standard,
+/// kept across restarts (docs/protocol.md §5.6).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistrarMemo {
+    /// Optional attributes of the own `<remoteCSE>` (`csz`, `dcse`, ...) that
+    /// the registrar refused: they are left out of every CREATE and UPDATE.
+    pub refused: Vec<String>,
+}
+
+impl RegistrarMemo {
+    pub fn is_empty(&self) -> bool {
+        self.refused.is_empty()
+    }
 }
 
 /// A remembered answer: to the request (hop, fr, rqi), the response
@@ -59,6 +76,8 @@ pub struct Snapshot {
     pub own_csr_rn: Option<String>,
     /// Answers of the latest changes, oldest first.
     pub answered: Vec<Answered>,
+    /// What was learned per registrar (by CSE-ID), ordered by CSE-ID.
+    pub registrars: Vec<(String, RegistrarMemo)>,
 }
 
 /// Where a descendant CSE hangs (ACME `descendantCSR`: csi -> (CSR, registered-at csi)).
@@ -89,6 +108,8 @@ pub(crate) enum Undo {
         old: Option<Box<RemoteCse>>,
     },
     OwnRn(Option<String>),
+    /// What was learned about registrar `csi` (never undone: written again).
+    Memo(String),
 }
 
 pub struct Store {
@@ -101,6 +122,8 @@ pub struct Store {
     by_rn: HashMap<String, String>,
     descendants: BTreeMap<String, Descendant>,
     own_csr_rn: Option<String>,
+    /// What was learned per registrar, by CSE-ID.
+    memos: BTreeMap<String, RegistrarMemo>,
     /// Changes not yet handed to the persister; `None`: not durable.
     changes: Option<Vec<StoreChange>>,
     /// How to undo each change, for the engine (durable only).
@@ -161,6 +184,7 @@ impl Store {
             by_rn: HashMap::new(),
             descendants: BTreeMap::new(),
             own_csr_rn: None,
+            memos: BTreeMap::new(),
             changes: durable.then(Vec::new),
             undo: Vec::new(),
             notices: Vec::new(),
@@ -173,6 +197,42 @@ impl Store {
             self.apply(&ri, Some(csr));
         }
         self.own_csr_rn = snapshot.own_csr_rn;
+        self.memos = snapshot.registrars.into_iter().collect();
+    }
+
+    /// What was learned about registrar `csi` (empty if nothing).
+    pub fn registrar_memo(&self, csi: &str) -> RegistrarMemo {
+        self.memos.get(csi).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn set_registrar_memo(&mut self, csi: &str, memo: RegistrarMemo) {
+        if self.registrar_memo(csi) == memo {
+            return;
+        }
+        if memo.is_empty() {
+            self.memos.remove(csi);
+        } else {
+            self.memos.insert(csi.to_owned(), memo.clone());
+        }
+        if let Some(c) = &mut self.changes {
+            c.push(StoreChange::Registrar {
+                csi: csi.to_owned(),
+                memo,
+            });
+            self.undo.push(Undo::Memo(csi.to_owned()));
+        }
+    }
+
+    /// Records what is known about registrar `csi` again (after a failed batch).
+    pub(crate) fn rewrite_memo(&mut self, csi: &str) {
+        let memo = self.registrar_memo(csi);
+        if let Some(c) = &mut self.changes {
+            c.push(StoreChange::Registrar {
+                csi: csi.to_owned(),
+                memo,
+            });
+            self.undo.push(Undo::Memo(csi.to_owned()));
+        }
     }
 
     pub fn get(&self, ri: &str) -> Option<&RemoteCse> {
@@ -547,6 +607,7 @@ mod tests {
             csrs: vec![("id-a".into(), csr("/id-a", &[]))],
             own_csr_rn: None,
             answered: Vec::new(),
+            registrars: Vec::new(),
         };
         assert_eq!(validate_snapshot(&ok, "/id-in", 64), Ok(()));
         for (ri, c, what) in [
@@ -558,6 +619,7 @@ mod tests {
                 csrs: vec![(ri.into(), c)],
                 own_csr_rn: None,
                 answered: Vec::new(),
+                registrars: Vec::new(),
             };
             let e = validate_snapshot(&s, "/id-in", 64).expect_err(what);
             assert!(e.contains(what), "{e}");
@@ -569,6 +631,7 @@ mod tests {
             ],
             own_csr_rn: None,
             answered: Vec::new(),
+            registrars: Vec::new(),
         };
         assert!(validate_snapshot(&twice, "/id-in", 64).is_err());
     }

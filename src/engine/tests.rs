@@ -1499,7 +1499,7 @@ fn a_flood_of_refusals_is_one_warning_and_debug_lines() {
             Operation::Update,
             "/id-in/cse-in",
             "/id-x",
-            &format!("u{i}"),
+            format!("u{i}"),
         );
         r.rvi = Some("3".into());
         e.handle_request(

@@ -5,6 +5,7 @@
 
 use super::forwards::Purpose;
 use super::registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig};
+use super::store::RegistrarMemo;
 use super::{Engine, Event, Transmit, UpstreamSettings};
 use crate::id::CseId;
 use crate::primitive::{Format, Response, Rsc};
@@ -24,6 +25,8 @@ pub(crate) struct Upstream {
     pub(crate) own_poa: Option<Vec<String>>,
     /// The descendants changed since the last `dcse` went up.
     pub(crate) dcse_dirty: bool,
+    /// `[registrar] serialization`, for a registrar that declares no `csz`.
+    pub(crate) format: Option<Format>,
 }
 
 impl Upstream {
@@ -40,12 +43,13 @@ impl Upstream {
         seed: u64,
         adopt: bool,
         remote_rn: Option<String>,
+        memo: &RegistrarMemo,
     ) -> Upstream {
         let mut want = OwnCsr::from_cse_base(base, descendants);
         if let Some(poa) = &settings.poa {
             want.poa = poa.clone();
         }
-        let machine = Registration::new(
+        let mut machine = Registration::new(
             RegistreeConfig {
                 own: base.csi.clone(),
                 registrar: registrar.clone(),
@@ -56,12 +60,14 @@ impl Upstream {
             },
             want,
         );
+        machine.restore(memo);
         Upstream {
             machine,
             start: Some(Input::Start { adopt, remote_rn }),
             registrar,
             own_poa: settings.poa.clone(),
             dcse_dirty: false,
+            format: settings.serialization,
         }
     }
 }
@@ -73,6 +79,8 @@ impl Engine {
     /// restart).
     pub fn set_registrar(&mut self, registrar: Option<(CseId, UpstreamSettings)>, now: Now) {
         let next = registrar.map(|(id, settings)| {
+            let id_str = id.as_str().to_owned();
+            let id_str = id_str.as_str();
             Upstream::new(
                 &settings,
                 id,
@@ -82,6 +90,7 @@ impl Engine {
                 self.seed ^ now.wall.0,
                 false,
                 None,
+                &self.registrar.store().registrar_memo(id_str),
             )
         });
         match &mut self.upstream {
@@ -223,10 +232,15 @@ impl Engine {
                 self.take_internal_undo();
             }
             Action::Registered => self.events.push_back(Event::Registered { registrar }),
-            Action::Deregistered { confirmed } => self.events.push_back(Event::Deregistered {
-                registrar,
-                confirmed,
-            }),
+            Action::Deregistered { confirmed } => {
+                let e = self.deregistered(registrar, confirmed);
+                self.events.push_back(e)
+            }
+            Action::AttributesRefused {
+                attributes,
+                answer,
+                memo,
+            } => self.attributes_refused(registrar, attributes, answer, memo),
             Action::Retry {
                 step,
                 retry_in,

@@ -14,7 +14,7 @@ mod sqlite;
 
 pub use sqlite::{Sqlite, DB_FILE, LOCK_FILE, OLD_JSON_FILE, OLD_JSON_IMPORTED};
 
-pub use crate::engine::store::{Answered, Snapshot, StoreChange, ANSWERS_KEPT};
+pub use crate::engine::store::{Answered, RegistrarMemo, Snapshot, StoreChange, ANSWERS_KEPT};
 use std::path::PathBuf;
 
 /// Why the store could not be opened, read or written. Every message names

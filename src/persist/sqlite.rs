@@ -1,14 +1,17 @@
 //! The [`Persistence`] of one node: an SQLite database in `data_dir`.
 //!
-//! Layout (schema 2, kept in `PRAGMA user_version`; schema 1 lacked
-//! `answered` and is migrated on open):
+//! Layout (schema 3, kept in `PRAGMA user_version`; schema 1 lacked
+//! `answered`, schema 2 lacked `registrar`; both are migrated on open):
 //! - `csr(ri TEXT PRIMARY KEY, body TEXT NOT NULL)`: one row per `<remoteCSE>`,
 //!   `body` the JSON of [`RemoteCse`], so an operator can read it with the
 //!   `sqlite3` tool (`SELECT ri, body FROM csr`);
 //! - `meta(key TEXT PRIMARY KEY, value TEXT)`: `own_csr_rn`, and `imported`
 //!   once an old `m2mnode-store.json` was taken over;
 //! - `answered(seq, hop, fr, rqi, rsp)`: the answers of the latest changes,
-//!   for requests redelivered after a crash.
+//!   for requests redelivered after a crash;
+//! - `registrar(csi TEXT PRIMARY KEY, refused TEXT NOT NULL)`: what the node
+//!   learned about a registrar, `refused` the JSON list of the optional
+//!   `<remoteCSE>` attributes it refused (docs/protocol.md §5.6).
 //!
 //! Durability: WAL with `synchronous=FULL`, so every COMMIT syncs the WAL
 //! before it returns. With `synchronous=NORMAL` a WAL commit is only synced
@@ -21,7 +24,9 @@
 //! never deleted, because deleting it would let a third process lock a new
 //! file while the second still holds the old one.
 
-use super::{Answered, PersistError, Persistence, Snapshot, StoreChange, ANSWERS_KEPT};
+use super::{
+    Answered, PersistError, Persistence, RegistrarMemo, Snapshot, StoreChange, ANSWERS_KEPT,
+};
 use crate::resource::RemoteCse;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
@@ -41,7 +46,7 @@ pub const OLD_JSON_IMPORTED: &str = "m2mnode-store.json.imported";
 
 /// The schema this version writes and reads. A later version that changes
 /// the tables bumps it and migrates older stores in [`Sqlite::open`].
-const SCHEMA: i64 = 2;
+const SCHEMA: i64 = 3;
 /// The only format version [`OLD_JSON_FILE`] ever had.
 const OLD_JSON_VERSION: u32 = 1;
 
@@ -53,6 +58,11 @@ const SQL_PUT: &str = "INSERT INTO csr(ri, body) VALUES (?1, ?2) \
 const SQL_REMOVE: &str = "DELETE FROM csr WHERE ri = ?1";
 const SQL_ANSWERED_TABLE: &str = "CREATE TABLE answered(seq INTEGER PRIMARY KEY AUTOINCREMENT, \
     hop TEXT NOT NULL, fr TEXT NOT NULL, rqi TEXT NOT NULL, rsp TEXT NOT NULL, UNIQUE(hop, fr, rqi));";
+const SQL_REGISTRAR_TABLE: &str =
+    "CREATE TABLE registrar(csi TEXT PRIMARY KEY, refused TEXT NOT NULL);";
+const SQL_PUT_REGISTRAR: &str = "INSERT INTO registrar(csi, refused) VALUES (?1, ?2) \
+                                 ON CONFLICT(csi) DO UPDATE SET refused = excluded.refused";
+const SQL_DEL_REGISTRAR: &str = "DELETE FROM registrar WHERE csi = ?1";
 const SQL_ANSWER: &str =
     "INSERT OR REPLACE INTO answered(hop, fr, rqi, rsp) VALUES (?1, ?2, ?3, ?4)";
 const SQL_FORGET_ANSWER: &str = "DELETE FROM answered WHERE hop = ?1 AND fr = ?2 AND rqi = ?3";
@@ -145,13 +155,16 @@ impl Sqlite {
         if version == SCHEMA {
             return Ok(());
         }
-        if version == 1 {
+        if version == 1 || version == 2 {
+            // Each step adds what its schema lacked, in one transaction with
+            // the new version.
+            let answered = if version == 1 { SQL_ANSWERED_TABLE } else { "" };
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| sql_err(path, "write", e))?;
             tx.execute_batch(&format!(
-                "{SQL_ANSWERED_TABLE} PRAGMA user_version = {SCHEMA};"
+                "{answered} {SQL_REGISTRAR_TABLE} PRAGMA user_version = {SCHEMA};"
             ))
             .map_err(|e| sql_err(path, "write", e))?;
             return tx.commit().map_err(|e| sql_err(path, "write", e));
@@ -178,6 +191,7 @@ impl Sqlite {
             "CREATE TABLE csr(ri TEXT PRIMARY KEY, body TEXT NOT NULL);
              CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
              {SQL_ANSWERED_TABLE}
+             {SQL_REGISTRAR_TABLE}
              PRAGMA user_version = {SCHEMA};"
         ))
         .map_err(|e| sql_err(path, "write", e))?;
@@ -316,10 +330,30 @@ impl Persistence for Sqlite {
                 answered.push(row.map_err(rerr)?);
             }
         }
+        let mut registrars = Vec::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT csi, refused FROM registrar ORDER BY csi")
+                .map_err(rerr)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(rerr)?;
+            for row in rows {
+                let (csi, refused) = row.map_err(rerr)?;
+                let refused: Vec<String> =
+                    serde_json::from_str(&refused).map_err(|e| PersistError::Corrupt {
+                        path: path.clone(),
+                        reason: format!("registrar {csi:?}: refused is not a list of names: {e}"),
+                    })?;
+                registrars.push((csi, RegistrarMemo { refused }));
+            }
+        }
         Ok(Snapshot {
             csrs,
             own_csr_rn,
             answered,
+            registrars,
         })
     }
 
@@ -378,6 +412,22 @@ fn apply(tx: &Connection, path: &Path, changes: &[StoreChange]) -> Result<(), Pe
             StoreChange::ForgetAnswer { hop, fr, rqi } => {
                 tx.prepare_cached(SQL_FORGET_ANSWER)
                     .and_then(|mut s| s.execute((hop, fr, rqi)))
+                    .map_err(werr)?;
+            }
+            StoreChange::Registrar { csi, memo } if memo.is_empty() => {
+                tx.prepare_cached(SQL_DEL_REGISTRAR)
+                    .and_then(|mut s| s.execute([csi]))
+                    .map_err(werr)?;
+            }
+            StoreChange::Registrar { csi, memo } => {
+                let refused =
+                    serde_json::to_string(&memo.refused).map_err(|e| PersistError::Encode {
+                        path: path.to_owned(),
+                        ri: csi.clone(),
+                        reason: e.to_string(),
+                    })?;
+                tx.prepare_cached(SQL_PUT_REGISTRAR)
+                    .and_then(|mut s| s.execute((csi, refused)))
                     .map_err(werr)?;
             }
             StoreChange::Answered(a) => {
@@ -506,6 +556,7 @@ mod tests {
                 .collect(),
             own_csr_rn: own.map(str::to_owned),
             answered: Vec::new(),
+            registrars: Vec::new(),
         }
     }
 
@@ -724,6 +775,69 @@ mod tests {
         drop(db);
         let mut db = Sqlite::open(&dir.0).expect("reopen");
         assert_eq!(db.load().expect("load").answered, vec![a]);
+    }
+
+    #[test]
+    fn a_schema_2_store_is_migrated_and_keeps_its_rows() {
+        let dir = TempDir::new();
+        {
+            std::fs::create_dir_all(&dir.0).expect("dir");
+            let conn = Connection::open(dir.0.join(DB_FILE)).expect("open");
+            conn.execute_batch(&format!(
+                "CREATE TABLE csr(ri TEXT PRIMARY KEY, body TEXT NOT NULL);
+                 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+                 {SQL_ANSWERED_TABLE}
+                 INSERT INTO csr VALUES ('id-a', '{{\"csi\":\"/id-a\"}}');
+                 INSERT INTO meta VALUES ('own_csr_rn', 'id-mn');
+                 PRAGMA user_version = 2;"
+            ))
+            .expect("schema 2");
+        }
+        let mut db = Sqlite::open(&dir.0).expect("migrates");
+        let snap = db.load().expect("load");
+        assert_eq!(snap.csrs.len(), 1);
+        assert_eq!(snap.own_csr_rn.as_deref(), Some("id-mn"));
+        assert!(snap.registrars.is_empty());
+        let memo = RegistrarMemo {
+            refused: vec!["csz".into(), "dcse".into()],
+        };
+        db.commit(&[StoreChange::Registrar {
+            csi: "/Mobius2".into(),
+            memo: memo.clone(),
+        }])
+        .expect("memo");
+        drop(db);
+        let mut db = Sqlite::open(&dir.0).expect("reopen");
+        assert_eq!(
+            db.load().expect("load").registrars,
+            vec![("/Mobius2".to_string(), memo)]
+        );
+        let version: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA);
+    }
+
+    #[test]
+    fn a_registrar_memo_is_replaced_and_an_empty_one_forgotten() {
+        let dir = TempDir::new();
+        let mut db = Sqlite::open(&dir.0).expect("open");
+        let memo = |r: &[&str]| RegistrarMemo {
+            refused: r.iter().map(|s| s.to_string()).collect(),
+        };
+        let set = |m: RegistrarMemo| StoreChange::Registrar {
+            csi: "/id-in".into(),
+            memo: m,
+        };
+        db.commit(&[set(memo(&["csz"])), set(memo(&["csz", "dcse"]))])
+            .expect("commit");
+        assert_eq!(
+            db.load().expect("load").registrars,
+            vec![("/id-in".to_string(), memo(&["csz", "dcse"]))]
+        );
+        db.commit(&[set(RegistrarMemo::default())]).expect("forget");
+        assert!(db.load().expect("load").registrars.is_empty());
     }
 
     #[test]
