@@ -336,18 +336,23 @@ fn explain(f: &Failure, s: &SettingsView) -> String {
                 .unwrap_or_else(|| " (none were given)".into()),
             f.text
         ),
-        FailureKind::Tls if f.text.contains("UnknownIssuer") => format!(
+        // Another CA of the same name is BadSignature, not UnknownIssuer.
+        FailureKind::Tls
+            if f.text.contains("UnknownIssuer") || f.text.contains("BadSignature") =>
+        {
+            format!(
             "{}: the broker's certificate is not signed by a CA in {} (give the CA that signed it with --ca-file, or mqtt.ca_file in a config)",
-            f.text,
-            s.ca_file.as_deref().unwrap_or("the CA file")
-        ),
+                f.text,
+                s.ca_file.as_deref().unwrap_or("the CA file")
+            )
+        }
         FailureKind::Tls if f.text.contains("NotValidForName") => format!(
             "{}: the broker's certificate is not for {:?} (use the host name it was issued for)",
             f.text, s.host
         ),
         FailureKind::Tls if !s.tls => f.text.clone(),
         FailureKind::Tls => format!(
-            "{} (is port {port} a TLS port? For plain MQTT use mqtt://; CA file: {})",
+            "{} (CA file: {}; if port {port} speaks plain MQTT, use mqtt://)",
             f.text,
             s.ca_file.as_deref().unwrap_or("none")
         ),
@@ -382,6 +387,13 @@ pub struct StatusArgs {
     /// How long to wait for the answer (default: the config's mqtt.timeout).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Log in to the broker as this user instead of the config's (a
+    /// health-check user of its own, as in mosquitto/acl.example).
+    #[arg(long, requires = "password_file")]
+    pub username: Option<String>,
+    /// The password of --username, read from this file.
+    #[arg(long, requires = "username")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// The originator `status` asks as (an AE-ID: it is not a CSE).
@@ -413,6 +425,20 @@ pub async fn status(args: &StatusArgs) -> Result<Status, CliError> {
     );
     settings.username = cfg.mqtt.username.clone();
     settings.password = cfg.mqtt.password.clone();
+    if let (Some(user), Some(file)) = (&args.username, &args.password_file) {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            CliError::Usage(format!(
+                "--password-file: cannot read {}: {e}",
+                file.display()
+            ))
+        })?;
+        let pw = text.strip_suffix('\n').unwrap_or(&text);
+        settings.username = Some(user.clone());
+        settings.password = Some(pw.strip_suffix('\r').unwrap_or(pw).to_owned());
+        // The url's own credentials must not stand in for these.
+        settings.broker.username = None;
+        settings.broker.password = None;
+    }
     settings.ca_file = cfg.mqtt.ca_file.clone();
     settings.client_cert = cfg.mqtt.client_cert.clone();
     settings.client_key = cfg.mqtt.client_key.clone();

@@ -899,7 +899,27 @@ impl Account {
         })
     }
 
-    /// Whether this account may write `meta` (directories: create in it).
+    /// Whether this account may write `path` (directories: create in it).
+    /// For the user running this, the kernel decides (access(2): read-only
+    /// mounts, ACLs); for another, the mode bits.
+    fn may_write_path(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        if Account::current().is_some_and(|me| me.uid == self.uid) {
+            let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+                return false;
+            };
+            let mode = if meta.is_dir() {
+                libc::W_OK | libc::X_OK
+            } else {
+                libc::W_OK
+            };
+            // SAFETY: `c` is a NUL-terminated path that outlives the call.
+            return unsafe { libc::access(c.as_ptr(), mode) } == 0;
+        }
+        self.may_write(meta)
+    }
+
+    /// Whether this account may write `meta` by its mode bits.
     fn may_write(&self, meta: &std::fs::Metadata) -> bool {
         use std::os::unix::fs::MetadataExt;
         let need = if meta.is_dir() { 0o3 } else { 0o2 };
@@ -1341,7 +1361,7 @@ fn check_data_dir(dir: &Path, who: Option<&Account>, asked: bool) -> (Vec<String
     }
     let owner = owner_name(meta.uid());
     if existing != dir {
-        if who.may_write(&meta) {
+        if who.may_write_path(&existing, &meta) {
             notes.push(format!(
                 "{} does not exist; `run` creates it in {} (owned by {owner}) as the user it runs as",
                 dir.display(),
@@ -1359,7 +1379,7 @@ fn check_data_dir(dir: &Path, who: Option<&Account>, asked: bool) -> (Vec<String
         }
         return (problems, notes);
     }
-    if !who.may_write(&meta) {
+    if !who.may_write_path(dir, &meta) {
         problems.push(format!(
             "{} (owned by {owner}, mode {:o}) is not writable by {}",
             dir.display(),
@@ -1376,7 +1396,7 @@ fn check_data_dir(dir: &Path, who: Option<&Account>, asked: bool) -> (Vec<String
     for f in [crate::persist::DB_FILE, crate::persist::LOCK_FILE] {
         let file = dir.join(f);
         if let Ok(m) = std::fs::metadata(&file) {
-            if !who.may_write(&m) {
+            if !who.may_write_path(&file, &m) {
                 problems.push(format!(
                     "{} is owned by {} and not writable by {} (chown -R {} {})",
                     file.display(),
