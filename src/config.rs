@@ -1566,6 +1566,45 @@ check_interval = "5s"
     }
 
     #[test]
+    fn a_password_file_is_found_in_the_credentials_directory_first() {
+        let dir = std::env::temp_dir().join(format!("m2mnode-pwfile-{}", std::process::id()));
+        let creds = dir.join("creds");
+        std::fs::create_dir_all(&creds).expect("dirs");
+        std::fs::write(dir.join("pw"), "beside\n").expect("pw");
+        std::fs::write(creds.join("pw"), "from-systemd\r\n").expect("pw");
+        let text = GOOD.replace(
+            "timeout = \"3s\"",
+            "timeout = \"3s\"\nusername = \"u\"\npassword_file = \"pw\"",
+        );
+        let path = dir.join("node.toml");
+        let load = |env: &Env| {
+            let mut c: Config = toml::from_str(&text).expect("toml");
+            c.resolve(&path, env);
+            c
+        };
+        let with = Env {
+            password: Some("from-env".into()),
+            credentials_dir: Some(creds.clone()),
+        };
+        let c = load(&with);
+        assert_eq!(c.mqtt.password.as_deref(), Some("from-systemd"));
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let c = load(&Env::default());
+        assert_eq!(c.mqtt.password.as_deref(), Some("beside"));
+        std::fs::remove_file(dir.join("pw")).expect("rm");
+        let c = load(&Env::default());
+        assert_eq!(c.mqtt.password, None);
+        assert!(
+            c.problems()
+                .iter()
+                .any(|p| p.starts_with("mqtt.password_file: cannot read")),
+            "{:?}",
+            c.problems()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn globs() {
         assert!(glob_match("/id-*", "/id-mn"));
         assert!(glob_match("*", "/x"));

@@ -325,3 +325,34 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    fn note(v: &str) -> Option<String> {
+        log_filter(Some(v.into())).1
+    }
+
+    #[test]
+    fn rust_log_falls_back_to_info_only_when_it_must() {
+        assert_eq!(log_filter(None).1, None);
+        for good in [
+            "warn",
+            "INFO",
+            "m2mnode=debug",
+            "info,rumqttc=off",
+            "m2mnode::node",
+        ] {
+            assert_eq!(note(good), None, "{good}");
+        }
+        assert!(note("").is_some_and(|n| n.contains("empty")));
+        assert!(note("  ").is_some_and(|n| n.contains("empty")));
+        for bad in ["debugg", "m2mnode=debugg", "info,verbose"] {
+            assert!(
+                note(bad).is_some_and(|n| n.contains("logging at info")),
+                "{bad}"
+            );
+        }
+    }
+}
