@@ -426,15 +426,10 @@ pub async fn status(args: &StatusArgs) -> Result<Status, CliError> {
     settings.username = cfg.mqtt.username.clone();
     settings.password = cfg.mqtt.password.clone();
     if let (Some(user), Some(file)) = (&args.username, &args.password_file) {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            CliError::Usage(format!(
-                "--password-file: cannot read {}: {e}",
-                file.display()
-            ))
-        })?;
-        let pw = text.strip_suffix('\n').unwrap_or(&text);
+        let pw = crate::config::read_secret(file)
+            .map_err(|e| CliError::Usage(format!("--password-file: {e}")))?;
         settings.username = Some(user.clone());
-        settings.password = Some(pw.strip_suffix('\r').unwrap_or(pw).to_owned());
+        settings.password = Some(pw);
         // The url's own credentials must not stand in for these.
         settings.broker.username = None;
         settings.broker.password = None;

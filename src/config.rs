@@ -666,21 +666,27 @@ fn read_password_file(m: &mut MqttConfig, base: &Path, env: &Env) {
             .unwrap_or_else(|| base.join(&name))
     };
     m.password_file = Some(path.clone());
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let pw = text.strip_suffix('\n').unwrap_or(&text);
-            let pw = pw.strip_suffix('\r').unwrap_or(pw);
-            if pw.is_empty() {
-                m.password_file_error = Some(format!("{} is empty", path.display()));
-            } else if m.password.is_none() {
-                m.password = Some(pw.to_owned());
-                m.password_from_file = true;
-            }
+    match read_secret(&path) {
+        Ok(pw) if m.password.is_none() => {
+            m.password = Some(pw);
+            m.password_from_file = true;
         }
-        Err(e) => {
-            m.password_file_error = Some(format!("cannot read {}: {e}", path.display()));
-        }
+        Ok(_) => {}
+        Err(e) => m.password_file_error = Some(e),
     }
+}
+
+/// A password kept in a file: its content without the one line break an
+/// editor or `echo` leaves at the end.
+pub fn read_secret(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let pw = text.strip_suffix('\n').unwrap_or(&text);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    if pw.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(pw.to_owned())
 }
 
 /// The checks of one broker section (`[mqtt]` or `[registrar.mqtt]`).
@@ -1136,6 +1142,7 @@ pub fn check_text_as(text: &str, path: &Path, env: &Env, user: Option<&Account>)
     // Keys already reported (or sections added): their semantic checks
     // would only repeat the report, or judge a placeholder.
     let mut reported: Vec<String> = Vec::new();
+    let mut seen: Vec<(usize, String)> = Vec::new();
     let mut cfg = None;
     for _ in 0..200 {
         let e = match toml::from_str::<Config>(&repair.work) {
@@ -1153,6 +1160,11 @@ pub fn check_text_as(text: &str, path: &Path, env: &Env, user: Option<&Account>)
             break;
         };
         let work_line = line_at(&repair.work, span.start);
+        if seen.contains(&(work_line, message.clone())) {
+            // The repair did not take: stop rather than repeat it.
+            break;
+        }
+        seen.push((work_line, message.clone()));
         let section = table_at(&repair.work, span.start);
         let line_text = repair
             .work
@@ -1602,6 +1614,28 @@ check_interval = "5s"
             c.problems()
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn check_text_reports_every_bad_value_once_with_its_line() {
+        let text = "[cse]\nid = \"id-mn\"\nname = \"x\"\ntype = \"MN\"\n[mqtt]\nurl = \"mqtt://h\"\ntimeout = 5\nfoo = 1\n\
+                    [registrar]\nid = \"/id-in\"\ncheck_interval = 5\n[registrar.mqtt]\nurl = 3\ntimeout = 5\n";
+        let found = check_text(text, Path::new("x.toml"), &Env::default());
+        let got: Vec<(String, Option<usize>)> =
+            found.iter().map(|p| (p.key.clone(), p.line)).collect();
+        let want: Vec<(String, Option<usize>)> = [
+            ("cse.id", 2),
+            ("mqtt.timeout", 7),
+            ("mqtt.foo", 8),
+            ("registrar.name", 9),
+            ("registrar.check_interval", 11),
+            ("registrar.mqtt.url", 13),
+            ("registrar.mqtt.timeout", 14),
+        ]
+        .iter()
+        .map(|(k, l)| (k.to_string(), Some(*l)))
+        .collect();
+        assert_eq!(got, want, "{found:#?}");
     }
 
     #[test]
