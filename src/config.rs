@@ -1380,13 +1380,14 @@ fn check_data_dir(dir: &Path, who: Option<&Account>, asked: bool) -> (Vec<String
                 existing.display()
             ));
         } else {
-            problems.push(format!(
-                "{} does not exist and {} cannot create it: {} (owned by {owner}, mode {:o}) is not writable by {}",
+            // Not a problem in itself: systemd's StateDirectory= makes it
+            // for the unit's user before `run` starts.
+            notes.push(format!(
+                "{} does not exist and {} cannot create it in {} (owned by {owner}, mode {:o}): it must be made before `run`, as systemd's StateDirectory= does (systemd/m2mnode.service)",
                 dir.display(),
                 who.name,
                 existing.display(),
                 meta.mode() & 0o7777,
-                who.name
             ));
         }
         return (problems, notes);
