@@ -1639,6 +1639,28 @@ check_interval = "5s"
         assert_eq!(got, want, "{found:#?}");
     }
 
+    /// README's configuration block with every commented-out setting
+    /// switched on is still a config (one setting per line, valid TOML).
+    #[test]
+    fn the_readme_config_is_valid_with_everything_uncommented() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("### Configuration\n\n```toml\n")
+            .expect("README configuration block")
+            + "### Configuration\n\n```toml\n".len();
+        let end = start + readme[start..].find("```").expect("end of block");
+        let text: String = readme[start..end]
+            .lines()
+            .map(|l| match l.trim_start().strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest.to_owned(),
+                _ => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg: Result<Config, _> = toml::from_str(&text);
+        assert!(cfg.is_ok(), "{cfg:?}\n{text}");
+    }
+
     #[test]
     fn globs() {
         assert!(glob_match("/id-*", "/id-mn"));
