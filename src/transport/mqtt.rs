@@ -923,3 +923,58 @@ impl Transport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_with_the_brokers_reason() {
+        use rumqttc::ConnectReturnCode as C;
+        let f = Failure::of(&ConnectionError::ConnectionRefused(C::BadUserNamePassword));
+        assert_eq!(f.kind, FailureKind::LoginRefused);
+        assert_eq!(f.text, "bad user name or password (CONNACK return code 4)");
+        let f = Failure::of(&ConnectionError::ConnectionRefused(C::NotAuthorized));
+        assert_eq!(f.kind, FailureKind::LoginRefused);
+        assert!(f.text.contains("not authorized"), "{}", f.text);
+        let f = Failure::of(&ConnectionError::ConnectionRefused(C::BadClientId));
+        assert_eq!(f.kind, FailureKind::Refused);
+        let io = |kind, text: &str| {
+            Failure::of(&ConnectionError::Io(std::io::Error::new(
+                kind,
+                text.to_owned(),
+            )))
+            .kind
+        };
+        assert_eq!(
+            io(
+                std::io::ErrorKind::InvalidData,
+                "invalid peer certificate: UnknownIssuer"
+            ),
+            FailureKind::Tls
+        );
+        assert_eq!(
+            io(std::io::ErrorKind::ConnectionRefused, "Connection refused"),
+            FailureKind::Network
+        );
+        assert_eq!(
+            io(std::io::ErrorKind::ConnectionReset, "reset by peer"),
+            FailureKind::Protocol
+        );
+    }
+
+    #[test]
+    fn silence_and_an_answer_are_told_apart() {
+        let silence = NoAnswer::Silence {
+            receiver: "/id-in".into(),
+            waited: Duration::from_secs(2),
+        };
+        assert_eq!(silence.to_string(), "no response from /id-in within 2s");
+        let rsp = silence.into_response("r1");
+        assert_eq!((rsp.rsc, rsp.rqi.as_str()), (Rsc::REQUEST_TIMEOUT, "r1"));
+        assert_eq!(
+            NoAnswer::NotConnected.into_response("r2").rsc,
+            Rsc::TARGET_NOT_REACHABLE
+        );
+    }
+}
