@@ -1510,4 +1510,29 @@ fn the_operations_guide_commands_work() {
         &[("M2MNODE_MQTT_PASSWORD", "mn-pass")],
     );
     assert!(n >= 5, "{n} commands");
+    // The ACL drops a publish outside the user's topics without a word: the
+    // CLI says that this may be why nothing came back.
+    let (code, _, err) = run(
+        &[
+            "request",
+            "--broker",
+            &url,
+            "--username",
+            "cse-mn",
+            "--password",
+            "mn-pass",
+            "--from",
+            "/id-x",
+            "--to",
+            "/id-in/cse-in",
+            "--op",
+            "retrieve",
+            "--timeout",
+            "1s",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("ACL drops a publish"), "{err}");
 }
