@@ -1,11 +1,11 @@
 //! `m2mnode request`: a oneM2M-over-MQTT client, like curl for this binding;
 //! `m2mnode status`: asks a running node how it is.
 
-use crate::config::{BrokerUrl, Config, PASSWORD_ENV};
+use crate::config::{check_pem, BrokerUrl, Config, Pem, PASSWORD_ENV};
 use crate::id::{resolve, CseId, Target};
 use crate::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
 use crate::time::Timestamp;
-use crate::transport::mqtt::{Incoming, Settings, Transport};
+use crate::transport::mqtt::{Failure, FailureKind, Incoming, NoAnswer, Settings, Transport};
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 
 #[derive(Debug, clap::Args)]
 pub struct RequestArgs {
-    /// The broker: mqtt://host[:port] or mqtts://host[:port] (TLS).
+    /// The broker: mqtt://host[:port], mqtts://host[:port] (TLS),
+    /// ws://host[:port][/path] or wss://host[:port][/path] (MQTT over WebSocket);
+    /// user:pass@ before the host works too.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub broker: String,
     /// MQTT user name.
@@ -22,7 +24,7 @@ pub struct RequestArgs {
     /// MQTT password (default: $M2MNODE_MQTT_PASSWORD when --username is given).
     #[arg(long)]
     pub password: Option<String>,
-    /// CA certificates (PEM) for mqtts:// (default: /etc/ssl/certs/ca-certificates.crt).
+    /// CA certificates (PEM) for mqtts:// and wss:// (default: /etc/ssl/certs/ca-certificates.crt).
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for mqtts://, with --key.
@@ -84,11 +86,30 @@ pub enum CliError {
     Usage(String),
     #[error("cannot reach the MQTT broker at {url}: {why}")]
     NoBroker { url: String, why: String },
-    #[error("no response from {0} within {1}")]
-    Timeout(String, String),
+    /// Nothing came back: (receiver, how long, a hint of why).
+    #[error("no response from {0} within {1}{2}")]
+    Timeout(String, String, String),
     /// The node answered, but not with what was asked for.
     #[error("{0}")]
     Refused(String),
+}
+
+impl CliError {
+    /// The object `status --json` prints on stdout when it fails, so that a
+    /// script reads one JSON document either way.
+    pub fn to_json(&self, exit_code: u8) -> serde_json::Value {
+        let kind = match self {
+            CliError::Usage(_) => "usage",
+            CliError::NoBroker { .. } => "no_broker",
+            CliError::Timeout(..) => "no_answer",
+            CliError::Refused(_) => "refused",
+        };
+        serde_json::json!({
+            "error": self.to_string(),
+            "kind": kind,
+            "exit_code": exit_code,
+        })
+    }
 }
 
 /// Reads `--content`: inline JSON, `@file`, or `-`/`@-` for stdin.
@@ -193,7 +214,12 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
                 let system = PathBuf::from(SYSTEM_CA);
                 if !system.is_file() {
                     return Err(CliError::Usage(format!(
-                        "mqtts:// needs --ca-file (there is no {SYSTEM_CA})"
+                        "{} needs --ca-file (there is no {SYSTEM_CA})",
+                        if settings.broker.ws {
+                            "wss://"
+                        } else {
+                            "mqtts://"
+                        }
                     )));
                 }
                 Some(system)
@@ -201,30 +227,57 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
         };
         settings.client_cert = args.cert.clone();
         settings.client_key = args.key.clone();
+        // A file that will not load is named now, not as a TLS failure.
+        for (flag, file, what) in [
+            ("--ca-file", &settings.ca_file, Pem::Certificates),
+            ("--cert", &settings.client_cert, Pem::Certificates),
+            ("--key", &settings.client_key, Pem::PrivateKey),
+        ] {
+            if let Some(f) = file {
+                check_pem(f, what).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
+            }
+        }
     } else if args.ca_file.is_some() || args.cert.is_some() {
         return Err(CliError::Usage(
-            "--ca-file/--cert/--key need an mqtts:// broker".into(),
+            "--ca-file/--cert/--key need an mqtts:// or wss:// broker".into(),
         ));
     }
+    let topic = crate::topic::request_topic_prefixed(
+        &settings.topic_prefix,
+        &settings.own,
+        &receiver,
+        args.format,
+    );
+    let answer_topic = topic.replacen("/oneM2M/req/", "/oneM2M/resp/", 1);
     if args.verbose {
-        let (own, prefix) = (&settings.own, &settings.topic_prefix);
-        let topic = crate::topic::request_topic_prefixed(prefix, own, &receiver, args.format);
         eprintln!("> {topic}");
-        eprintln!("< {}", topic.replacen("/oneM2M/req/", "/oneM2M/resp/", 1));
+        eprintln!("< {answer_topic}");
         if let Ok(text) = serde_json::to_string_pretty(&req) {
             eprintln!("{text}");
         }
     }
     let (transport, _events) = connect(settings, CONNECT_WITHIN.min(args.timeout)).await?;
-    let rsp = transport.request(&req, &receiver, args.format).await;
+    let answer = transport.ask(&req, &receiver, args.format).await;
     transport.close().await;
-    if rsp.rsc == Rsc::REQUEST_TIMEOUT && rsp.fr.is_none() && rsp.ot.is_none() {
-        return Err(CliError::Timeout(
-            receiver,
-            humantime::format_duration(args.timeout).to_string(),
-        ));
+    match answer {
+        // Any answer is printed, whatever it lacks (a relayed 4008 or 5103
+        // may carry only rsc, rqi and pc): only silence is a timeout.
+        Ok(rsp) => Ok(rsp),
+        Err(NoAnswer::Silence { receiver, waited }) => Err(CliError::Timeout(
+            receiver.clone(),
+            humantime::format_duration(waited).to_string(),
+            format!(
+                " (the request went out on {topic}: is {receiver} connected to this broker? \
+                 A broker with an ACL drops a publish it refuses, or the answer on \
+                 {answer_topic}, without telling the client: check that this user may write \
+                 the one and read the other)"
+            ),
+        )),
+        Err(e) => Err(CliError::NoBroker {
+            url: args.broker.clone(),
+            why: e.to_string(),
+        }),
     }
-    Ok(rsp)
 }
 
 /// The CA bundle `request` trusts for mqtts:// when given no --ca-file.
@@ -237,15 +290,25 @@ pub async fn connect(
     within: Duration,
 ) -> Result<(Transport, mpsc::Receiver<Incoming>), CliError> {
     let url = settings.broker.poa();
+    let settings_view = SettingsView {
+        host: settings.broker.host.clone(),
+        port: settings.broker.port,
+        tls: settings.broker.tls,
+        user: settings
+            .username
+            .clone()
+            .or_else(|| settings.broker.username.clone()),
+        ca_file: settings.ca_file.as_ref().map(|p| p.display().to_string()),
+    };
     let (t, mut rx) = Transport::start(settings).map_err(|e| CliError::Usage(e.to_string()))?;
     let end = tokio::time::Instant::now() + within;
     let failure = loop {
         match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
             Ok(Some(Incoming::Connected)) => return Ok((t, rx)),
-            Ok(None) => break t.last_error(),
+            Ok(None) => break t.last_failure(),
             _ => {}
         }
-        if let Some(e) = t.last_error() {
+        if let Some(e) = t.last_failure() {
             break Some(e);
         }
         if tokio::time::Instant::now() >= end {
@@ -254,13 +317,63 @@ pub async fn connect(
     };
     t.close().await;
     let why = match failure {
-        Some(e) if e.contains("NotAuthorized") || e.contains("BadUserNamePassword") => {
-            format!("the broker refused the credentials ({e})")
-        }
-        Some(e) => e,
+        Some(f) => explain(&f, &settings_view),
         None => format!("no CONNACK within {}", humantime::format_duration(within)),
     };
     Err(CliError::NoBroker { url, why })
+}
+
+/// What a CLI user needs to know of a connection failure: the broker's
+/// reason and the likely fix.
+fn explain(f: &Failure, s: &SettingsView) -> String {
+    let port = s.port;
+    match f.kind {
+        FailureKind::LoginRefused => format!(
+            "the broker refused the credentials{}: {}",
+            s.user
+                .as_ref()
+                .map(|u| format!(" of {u:?}"))
+                .unwrap_or_else(|| " (none were given)".into()),
+            f.text
+        ),
+        // Another CA of the same name is BadSignature, not UnknownIssuer.
+        FailureKind::Tls
+            if f.text.contains("UnknownIssuer") || f.text.contains("BadSignature") =>
+        {
+            format!(
+            "{}: the broker's certificate is not signed by a CA in {} (give the CA that signed it with --ca-file, or mqtt.ca_file in a config)",
+                f.text,
+                s.ca_file.as_deref().unwrap_or("the CA file")
+            )
+        }
+        FailureKind::Tls if f.text.contains("NotValidForName") => format!(
+            "{}: the broker's certificate is not for {:?} (use the host name it was issued for)",
+            f.text, s.host
+        ),
+        FailureKind::Tls if !s.tls => f.text.clone(),
+        FailureKind::Tls => format!(
+            "{} (CA file: {}; if port {port} speaks plain MQTT, use mqtt://)",
+            f.text,
+            s.ca_file.as_deref().unwrap_or("none")
+        ),
+        FailureKind::Protocol if !s.tls => format!(
+            "{} (the broker closed the connection before answering in MQTT: if port {port} speaks TLS, use mqtts:// or wss://)",
+            f.text
+        ),
+        FailureKind::Network if f.text.contains("refused") => {
+            format!("{} (nothing listens on {}:{port})", f.text, s.host)
+        }
+        _ => f.text.clone(),
+    }
+}
+
+/// The parts of [`Settings`] that explain a failure.
+struct SettingsView {
+    host: String,
+    port: u16,
+    tls: bool,
+    user: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -274,6 +387,13 @@ pub struct StatusArgs {
     /// How long to wait for the answer (default: the config's mqtt.timeout).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Log in to the broker as this user instead of the config's (a
+    /// health-check user of its own, as in mosquitto/acl.example).
+    #[arg(long, requires = "password_file")]
+    pub username: Option<String>,
+    /// The password of --username, read from this file.
+    #[arg(long, requires = "username")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// The originator `status` asks as (an AE-ID: it is not a CSE).
@@ -305,6 +425,15 @@ pub async fn status(args: &StatusArgs) -> Result<Status, CliError> {
     );
     settings.username = cfg.mqtt.username.clone();
     settings.password = cfg.mqtt.password.clone();
+    if let (Some(user), Some(file)) = (&args.username, &args.password_file) {
+        let pw = crate::config::read_secret(file)
+            .map_err(|e| CliError::Usage(format!("--password-file: {e}")))?;
+        settings.username = Some(user.clone());
+        settings.password = Some(pw);
+        // The url's own credentials must not stand in for these.
+        settings.broker.username = None;
+        settings.broker.password = None;
+    }
     settings.ca_file = cfg.mqtt.ca_file.clone();
     settings.client_cert = cfg.mqtt.client_cert.clone();
     settings.client_key = cfg.mqtt.client_key.clone();
@@ -321,16 +450,29 @@ pub async fn status(args: &StatusArgs) -> Result<Status, CliError> {
     req.rvi = Some("3".into());
     req.ot = Some(now.to_onem2m());
     let (transport, _events) = connect(settings, CONNECT_WITHIN.min(timeout)).await?;
-    let rsp = transport
-        .request(&req, cfg.cse.id.as_str(), Format::Json)
-        .await;
+    let answer = transport.ask(&req, cfg.cse.id.as_str(), Format::Json).await;
     transport.close().await;
-    if rsp.rsc == Rsc::REQUEST_TIMEOUT && rsp.fr.is_none() && rsp.ot.is_none() {
-        return Err(CliError::Timeout(
-            cfg.cse.id.to_string(),
-            humantime::format_duration(timeout).to_string(),
-        ));
-    }
+    let rsp = match answer {
+        Ok(rsp) => rsp,
+        Err(NoAnswer::Silence { .. }) => {
+            return Err(CliError::Timeout(
+                cfg.cse.id.to_string(),
+                humantime::format_duration(timeout).to_string(),
+                format!(
+                    " (is it running and connected to {}? With a broker ACL the user needs write on \
+                     /oneM2M/req/{STATUS_ORIGINATOR}/# and read on /oneM2M/resp/{STATUS_ORIGINATOR}/#: \
+                     docs/operations.md)",
+                    cfg.mqtt.url
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(CliError::NoBroker {
+                url: cfg.mqtt.url.clone(),
+                why: e.to_string(),
+            })
+        }
+    };
     if rsp.rsc != Rsc::OK {
         return Err(CliError::Refused(format!(
             "{} answered {}{}",

@@ -79,6 +79,12 @@ pub struct MqttConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// A file whose content (without its final line break) is the password,
+    /// read by `run`, `status` and `check-config`. Relative: looked up in
+    /// `$CREDENTIALS_DIRECTORY` first (systemd `LoadCredential=`), then in
+    /// the config file's directory (docs/operations.md "The MQTT password").
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
@@ -100,6 +106,18 @@ pub struct MqttConfig {
     /// `password` came from `M2MNODE_MQTT_PASSWORD` (set by [`Config::load`]).
     #[serde(skip)]
     pub password_from_env: bool,
+    /// Why `password_file` could not be read (set by [`Config::load`]).
+    #[serde(skip)]
+    pub password_file_error: Option<String>,
+    /// `password` came from `password_file` (set by [`Config::load`]).
+    #[serde(skip)]
+    pub password_from_file: bool,
+}
+
+impl MqttConfig {
+    fn password_from_file(&self) -> bool {
+        self.password_from_file
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -303,6 +321,28 @@ impl BrokerUrl {
 
 /// The environment variable that fills `mqtt.password` when the file has none.
 pub const PASSWORD_ENV: &str = "M2MNODE_MQTT_PASSWORD";
+/// Where systemd puts the credentials of `LoadCredential=` (systemd.exec(5)).
+pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+
+/// What a config takes from the process environment.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    /// `M2MNODE_MQTT_PASSWORD`, when set and not empty.
+    pub password: Option<String>,
+    /// `$CREDENTIALS_DIRECTORY`, when set.
+    pub credentials_dir: Option<PathBuf>,
+}
+
+impl Env {
+    pub fn current() -> Env {
+        Env {
+            password: std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+            credentials_dir: std::env::var_os(CREDENTIALS_ENV)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
 
 /// One thing wrong with a config: the key it concerns (`mqtt.url`, or a
 /// section such as `registrar`), what is wrong, and where (1-based line).
@@ -355,7 +395,7 @@ impl Config {
             std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
         let mut cfg: Config = toml::from_str(&text)
             .map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
-        cfg.resolve(path, std::env::var(PASSWORD_ENV).ok());
+        cfg.resolve(path, &Env::current());
         let problems = cfg.problems();
         if problems.is_empty() {
             Ok(cfg)
@@ -365,8 +405,9 @@ impl Config {
     }
 
     /// What [`Config::load`] does after parsing: paths relative to the
-    /// config file's directory, the password from the environment.
-    pub fn resolve(&mut self, path: &Path, env_password: Option<String>) {
+    /// config file's directory, the passwords from `password_file` (or the
+    /// environment).
+    pub fn resolve(&mut self, path: &Path, env: &Env) {
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
@@ -392,13 +433,57 @@ impl Config {
         for f in files.into_iter().flatten() {
             fix(f);
         }
+        read_password_file(&mut self.mqtt, &base, env);
+        if let Some(m) = self.registrar.as_mut().and_then(|r| r.mqtt.as_mut()) {
+            read_password_file(m, &base, env);
+        }
         let url_password = self.broker().ok().and_then(|b| b.password);
-        if self.mqtt.password.is_none() && url_password.is_none() {
-            if let Some(p) = env_password.filter(|p| !p.is_empty()) {
+        if self.mqtt.password.is_none()
+            && self.mqtt.password_file.is_none()
+            && url_password.is_none()
+        {
+            if let Some(p) = env.password.clone() {
                 self.mqtt.password = Some(p);
                 self.mqtt.password_from_env = true;
             }
         }
+    }
+
+    /// What `check-config` reports but `run` tolerates: a user name with no
+    /// password from anywhere (a broker that takes it is rare; `status` from
+    /// a shell failing where the unit works is not).
+    pub fn advisories(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let mut sections = vec![("mqtt", &self.mqtt)];
+        if let Some(m) = self.upstream_mqtt() {
+            sections.push(("registrar.mqtt", m));
+        }
+        for (sec, m) in sections {
+            let url = BrokerUrl::parse(&m.url).ok();
+            let user = m
+                .username
+                .clone()
+                .or_else(|| url.as_ref().and_then(|u| u.username.clone()));
+            let has_password = m.password.is_some()
+                || m.password_file.is_some()
+                || url.as_ref().is_some_and(|u| u.password.is_some());
+            if let (Some(user), false) = (user, has_password) {
+                let env = if sec == "mqtt" {
+                    format!(
+                        ", or {PASSWORD_ENV} (not set here: `m2mnode status` from a shell or a timer does not see the unit's EnvironmentFile)"
+                    )
+                } else {
+                    String::new()
+                };
+                p.push(Problem::new(
+                    format!("{sec}.username"),
+                    format!(
+                        "{user:?} has no password: set {sec}.password_file (read by run, status and check-config), {sec}.password{env}"
+                    ),
+                ));
+            }
+        }
+        p
     }
 
     /// The `<CSEBase>` this config describes (created at `now`).
@@ -583,6 +668,47 @@ impl Config {
     }
 }
 
+/// Reads `m.password_file` into `m.password` (docs/operations.md "The MQTT
+/// password"): absolute as is; relative, in `$CREDENTIALS_DIRECTORY` when
+/// the file is there, else in the config file's directory `base`. The
+/// resolved path is kept in `password_file` for messages.
+fn read_password_file(m: &mut MqttConfig, base: &Path, env: &Env) {
+    let Some(name) = m.password_file.clone() else {
+        return;
+    };
+    let path = if name.is_absolute() {
+        name
+    } else {
+        env.credentials_dir
+            .as_ref()
+            .map(|d| d.join(&name))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| base.join(&name))
+    };
+    m.password_file = Some(path.clone());
+    match read_secret(&path) {
+        Ok(pw) if m.password.is_none() => {
+            m.password = Some(pw);
+            m.password_from_file = true;
+        }
+        Ok(_) => {}
+        Err(e) => m.password_file_error = Some(e),
+    }
+}
+
+/// A password kept in a file: its content without the one line break an
+/// editor or `echo` leaves at the end.
+pub fn read_secret(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let pw = text.strip_suffix('\n').unwrap_or(&text);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    if pw.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(pw.to_owned())
+}
+
 /// The checks of one broker section (`[mqtt]` or `[registrar.mqtt]`).
 fn mqtt_problems(m: &MqttConfig, sec: &str, push: &mut impl FnMut(&str, String)) {
     let broker = BrokerUrl::parse(&m.url);
@@ -608,6 +734,18 @@ fn mqtt_problems(m: &MqttConfig, sec: &str, push: &mut impl FnMut(&str, String))
         push(
             &format!("{sec}.max_payload"),
             "must be at least 1024 bytes".into(),
+        );
+    }
+    if let Some(e) = &m.password_file_error {
+        push(&format!("{sec}.password_file"), e.clone());
+    }
+    let url_password = broker.as_ref().ok().is_some_and(|b| b.password.is_some());
+    if m.password_file.is_some()
+        && (m.password.as_ref().is_some_and(|_| !m.password_from_file()) || url_password)
+    {
+        push(
+            &format!("{sec}.password_file"),
+            format!("set either {sec}.password_file or a password (in {sec}.password or the url), not both"),
         );
     }
     let url_user = broker.as_ref().ok().and_then(|b| b.username.clone());
@@ -661,14 +799,15 @@ fn mqtt_problems(m: &MqttConfig, sec: &str, push: &mut impl FnMut(&str, String))
     }
 }
 
+/// What a PEM file given for TLS must hold.
 #[derive(Clone, Copy)]
-enum Pem {
+pub enum Pem {
     Certificates,
     PrivateKey,
 }
 
 /// Whether `path` holds what TLS will load from it.
-fn check_pem(path: &Path, what: Pem) -> Result<(), String> {
+pub fn check_pem(path: &Path, what: Pem) -> Result<(), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -713,36 +852,298 @@ const SECTIONS: [&str; 6] = [
     "limits",
 ];
 
-/// One section deserialized on its own, so that an error in one does not
-/// hide the errors in the others (the rest of the document is ignored).
-macro_rules! section {
-    ($text:expr, $field:ident, $ty:ty) => {{
-        #[derive(Deserialize)]
-        struct Only {
-            #[serde(default)]
-            #[allow(dead_code)]
-            $field: Option<$ty>,
+/// Values put in place of a required key that is missing or bad, so that
+/// the rest of the file is still checked (they are never reported).
+fn placeholder(key: &str, has_registrar: bool) -> Option<&'static str> {
+    Some(match key {
+        "cse.id" => "\"/id-check-config\"",
+        "cse.name" | "registrar.name" => "\"check-config\"",
+        "cse.type" if has_registrar => "\"MN\"",
+        "cse.type" => "\"IN\"",
+        "mqtt.url" | "registrar.mqtt.url" => "\"mqtt://check-config.invalid\"",
+        "registrar.id" => "\"/id-check-config-registrar\"",
+        _ => return None,
+    })
+}
+
+/// Who `check-config` checks `data_dir` for: the user running it, or the
+/// service user given with `--user`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gids: Vec<u32>,
+}
+
+impl Account {
+    /// The user running this process (Linux `/proc/self/status`).
+    pub fn current() -> Option<Account> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| {
+                    v.split_whitespace()
+                        .filter_map(|n| n.parse::<u32>().ok())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let uid = *field("Uid:").get(1)?;
+        let mut gids = field("Gid:")
+            .get(1)
+            .copied()
+            .into_iter()
+            .collect::<Vec<_>>();
+        gids.extend(field("Groups:"));
+        let name = passwd_entries()
+            .into_iter()
+            .find(|(_, u, _)| *u == uid)
+            .map_or_else(|| uid.to_string(), |(n, _, _)| n);
+        Some(Account { name, uid, gids })
+    }
+
+    /// The user `name` from `/etc/passwd` and `/etc/group`.
+    pub fn named(name: &str) -> Option<Account> {
+        let (_, uid, gid) = passwd_entries().into_iter().find(|(n, _, _)| n == name)?;
+        let mut gids = vec![gid];
+        if let Ok(groups) = std::fs::read_to_string("/etc/group") {
+            for l in groups.lines() {
+                let f: Vec<&str> = l.split(':').collect();
+                if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                    if let Ok(g) = f[2].parse() {
+                        gids.push(g);
+                    }
+                }
+            }
         }
-        toml::from_str::<Only>($text).err()
-    }};
+        Some(Account {
+            name: name.to_owned(),
+            uid,
+            gids,
+        })
+    }
+
+    /// Whether this account may write `path` (directories: create in it).
+    /// For the user running this, the kernel decides (access(2): read-only
+    /// mounts, ACLs); for another, the mode bits.
+    fn may_write_path(&self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        if Account::current().is_some_and(|me| me.uid == self.uid) {
+            let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+                return false;
+            };
+            let mode = if meta.is_dir() {
+                libc::W_OK | libc::X_OK
+            } else {
+                libc::W_OK
+            };
+            // SAFETY: `c` is a NUL-terminated path that outlives the call.
+            return unsafe { libc::access(c.as_ptr(), mode) } == 0;
+        }
+        self.may_write(meta)
+    }
+
+    /// Whether this account may write `meta` by its mode bits.
+    fn may_write(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let need = if meta.is_dir() { 0o3 } else { 0o2 };
+        let mode = meta.mode();
+        let bits = if self.uid == 0 {
+            return true;
+        } else if meta.uid() == self.uid {
+            mode >> 6
+        } else if self.gids.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        };
+        bits & need == need
+    }
+}
+
+/// (name, uid, gid) of every `/etc/passwd` entry.
+fn passwd_entries() -> Vec<(String, u32, u32)> {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((
+                f.first()?.to_string(),
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn owner_name(uid: u32) -> String {
+    passwd_entries()
+        .into_iter()
+        .find(|(_, u, _)| *u == uid)
+        .map_or_else(|| format!("uid {uid}"), |(n, _, _)| n)
+}
+
+/// What `check-config` found: problems (exit 2) and notes worth knowing.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<Problem>,
+    pub notes: Vec<Problem>,
 }
 
 /// Everything `m2mnode run` would refuse or trip on in the config file
 /// `path`, each with the key and, where it can be found, the line: every
-/// TOML syntax error, every bad value or unknown key (the first per
-/// section), every semantic problem, TLS files that do not load and a
-/// `data_dir` that cannot be written. Empty: the config is good.
+/// TOML syntax error, every bad value or unknown key, every semantic
+/// problem, TLS and password files that do not load and a `data_dir` that
+/// cannot be written. Empty: the config is good. Nothing is created or
+/// written.
 pub fn check_file(path: &Path) -> Vec<Problem> {
+    check(path, None).problems
+}
+
+/// [`check_file`] for the service user `user` (default: who runs it), with
+/// notes.
+pub fn check(path: &Path, user: Option<&Account>) -> Report {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) => return vec![Problem::new("", format!("cannot read it: {e}"))],
+        Err(e) => {
+            return Report {
+                problems: vec![Problem::new("", format!("cannot read it: {e}"))],
+                notes: Vec::new(),
+            }
+        }
     };
-    check_text(&text, path, std::env::var(PASSWORD_ENV).ok())
+    check_text_as(&text, path, &Env::current(), user)
 }
 
 /// [`check_file`] on `text` as read from `path`.
-pub fn check_text(text: &str, path: &Path, env_password: Option<String>) -> Vec<Problem> {
-    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+pub fn check_text(text: &str, path: &Path, env: &Env) -> Vec<Problem> {
+    check_text_as(text, path, env, None).problems
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The table (`registrar.mqtt`, or "" at the top) whose body holds `offset`.
+fn table_at(text: &str, offset: usize) -> String {
+    let mut current = String::new();
+    for line in text[..offset.min(text.len())].lines() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            current = h
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+        }
+    }
+    current
+}
+
+fn join_key(section: &str, leaf: &str) -> String {
+    if section.is_empty() {
+        leaf.to_owned()
+    } else {
+        format!("{section}.{leaf}")
+    }
+}
+
+/// The text of a config being repaired for checking: bad values replaced by
+/// placeholders, unknown keys removed, missing required keys added, so that
+/// deserializing goes on past each error. Lines are tracked back to the
+/// file's.
+struct Repair {
+    work: String,
+    /// The file's line of each work line (None: added here).
+    origin: Vec<Option<usize>>,
+}
+
+impl Repair {
+    fn new(text: &str) -> Repair {
+        let n = text.matches('\n').count() + 1;
+        Repair {
+            work: text.to_owned(),
+            origin: (1..=n).map(Some).collect(),
+        }
+    }
+
+    fn file_line(&self, work_line: usize) -> Option<usize> {
+        self.origin
+            .get(work_line.checked_sub(1)?)
+            .copied()
+            .flatten()
+    }
+
+    fn parses(&self) -> bool {
+        toml::de::DeTable::parse_recoverable(&self.work)
+            .1
+            .is_empty()
+    }
+
+    /// Replaces `range` keeping its line breaks (the lines stay put).
+    fn replace(&mut self, range: std::ops::Range<usize>, with: &str) {
+        let breaks = self.work[range.clone()].matches('\n').count();
+        self.work
+            .replace_range(range, &format!("{with}{}", "\n".repeat(breaks)));
+    }
+
+    /// Blanks the whole line `line` (1-based work line).
+    fn blank_line(&mut self, line: usize) {
+        let start: usize = self
+            .work
+            .split_inclusive('\n')
+            .take(line - 1)
+            .map(str::len)
+            .sum();
+        let end = self.work[start..]
+            .find('\n')
+            .map_or(self.work.len(), |i| start + i);
+        self.replace(start..end, "");
+    }
+
+    /// Adds `lines` after the work line `after` (0: at the top).
+    fn insert(&mut self, after: usize, lines: &[String]) {
+        let at: usize = self
+            .work
+            .split_inclusive('\n')
+            .take(after)
+            .map(str::len)
+            .sum();
+        let mut add: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        if at > 0 && !self.work[..at].ends_with('\n') {
+            add.insert(0, '\n');
+        }
+        self.work.insert_str(at, &add);
+        for _ in lines {
+            self.origin.insert(after.min(self.origin.len()), None);
+        }
+    }
+
+    /// The work line of the header of table `section`.
+    fn header_line(&self, section: &str) -> Option<usize> {
+        self.work
+            .lines()
+            .position(|l| {
+                let t = l.trim();
+                t.starts_with('[')
+                    && t.trim_start_matches('[')
+                        .split(']')
+                        .next()
+                        .is_some_and(|h| h.trim() == section)
+            })
+            .map(|i| i + 1)
+    }
+}
+
+/// [`check`] on `text`.
+pub fn check_text_as(text: &str, path: &Path, env: &Env, user: Option<&Account>) -> Report {
+    let mut report = Report::default();
     let (_, syntax) = toml::de::DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         let mut found: Vec<Problem> = syntax
@@ -750,89 +1151,297 @@ pub fn check_text(text: &str, path: &Path, env_password: Option<String>) -> Vec<
             .map(|e| Problem {
                 key: String::new(),
                 message: e.message().trim().to_owned(),
-                line: e.span().map(|s| line_of(s.start)),
+                line: e.span().map(|s| line_at(text, s.start)),
             })
             .collect();
         found.sort_by_key(|p| p.line);
-        return found;
+        report.problems = found;
+        return report;
     }
-    let mut found = Vec::new();
-    // The key on the line a value error points at, else the section.
-    let locate = |section: &str, e: toml::de::Error| {
-        let line = e.span().map(|s| line_of(s.start));
-        let key = line
-            .and_then(|l| text.lines().nth(l - 1))
-            .and_then(|l| l.split_once('='))
-            .map(|(k, _)| k.trim())
-            .filter(|k| !k.is_empty() && !k.starts_with('['))
-            .map_or_else(|| section.to_owned(), |k| format!("{section}.{k}"));
-        Problem {
-            key,
-            message: e.message().trim().to_owned(),
-            line,
+    let mut repair = Repair::new(text);
+    // Keys already reported (or sections added): their semantic checks
+    // would only repeat the report, or judge a placeholder.
+    let mut reported: Vec<String> = Vec::new();
+    let mut seen: Vec<(usize, String)> = Vec::new();
+    let mut cfg = None;
+    for _ in 0..200 {
+        let e = match toml::from_str::<Config>(&repair.work) {
+            Ok(c) => {
+                cfg = Some(c);
+                break;
+            }
+            Err(e) => e,
+        };
+        let message = e.message().trim().to_owned();
+        let has_registrar =
+            toml::from_str::<toml::Table>(&repair.work).is_ok_and(|t| t.contains_key("registrar"));
+        let Some(span) = e.span() else {
+            report.problems.push(Problem::new("", message));
+            break;
+        };
+        let work_line = line_at(&repair.work, span.start);
+        if seen.contains(&(work_line, message.clone())) {
+            // The repair did not take: stop rather than repeat it.
+            break;
         }
-    };
-    let errors = [
-        ("cse", section!(text, cse, CseConfig)),
-        ("mqtt", section!(text, mqtt, MqttConfig)),
-        ("registrar", section!(text, registrar, RegistrarConfig)),
-        ("registrees", section!(text, registrees, RegistreesConfig)),
-        ("security", section!(text, security, SecurityConfig)),
-        ("limits", section!(text, limits, LimitsConfig)),
-    ];
-    for (name, e) in errors {
-        if let Some(e) = e {
-            found.push(locate(name, e));
-        }
-    }
-    if let Ok(table) = toml::from_str::<toml::Table>(text) {
-        for k in table.keys() {
-            if !SECTIONS.contains(&k.as_str()) {
-                found.push(Problem {
-                    key: k.clone(),
-                    message: format!("unknown section or key (known: {})", SECTIONS.join(", ")),
-                    line: key_line(text, k),
+        seen.push((work_line, message.clone()));
+        let section = table_at(&repair.work, span.start);
+        let line_text = repair
+            .work
+            .lines()
+            .nth(work_line - 1)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            // Which table lacks it: the span does not always say.
+            let doc = toml::from_str::<toml::Table>(&repair.work).unwrap_or_default();
+            let lacks = |path: &str| {
+                let mut t = Some(&doc);
+                for part in path.split('.') {
+                    t = t.and_then(|t| t.get(part)).and_then(toml::Value::as_table);
+                }
+                t.is_some_and(|t| !t.contains_key(field))
+            };
+            let table = if SECTIONS.contains(&field) {
+                String::new()
+            } else {
+                ["cse", "mqtt", "registrar", "registrar.mqtt"]
+                    .into_iter()
+                    .find(|t| placeholder(&join_key(t, field), has_registrar).is_some() && lacks(t))
+                    .map_or_else(|| section.clone(), str::to_owned)
+            };
+            let key = join_key(&table, field);
+            if SECTIONS.contains(&key.as_str()) {
+                // A whole required section: add it with placeholders.
+                report.problems.push(Problem::new(
+                    key.clone(),
+                    format!("the [{key}] section is missing"),
+                ));
+                reported.push(key.clone());
+                let mut lines = vec![format!("[{key}]")];
+                for leaf in ["id", "name", "type", "url"] {
+                    if let Some(v) = placeholder(&join_key(&key, leaf), has_registrar) {
+                        lines.push(format!("{leaf} = {v}"));
+                    }
+                }
+                let end = repair.origin.len();
+                repair.insert(end, &lines);
+                continue;
+            }
+            let Some(v) = placeholder(&key, has_registrar) else {
+                report.problems.push(Problem::new(key, message));
+                break;
+            };
+            if !reported.iter().any(|r| key.starts_with(&format!("{r}."))) {
+                report.problems.push(Problem {
+                    key: key.clone(),
+                    message: "is missing (it is required)".into(),
+                    line: repair.header_line(&table).and_then(|l| repair.file_line(l)),
                 });
             }
+            reported.push(key.clone());
+            let Some(after) = repair.header_line(&table) else {
+                break;
+            };
+            repair.insert(after, &[format!("{field} = {v}")]);
+            continue;
         }
-        for k in ["cse", "mqtt"] {
-            if !table.contains_key(k) {
-                found.push(Problem::new(k, format!("the [{k}] section is missing")));
+        let line = repair.file_line(work_line);
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
+            let key = join_key(&section, field);
+            report.problems.push(Problem {
+                key: key.clone(),
+                message: if section.is_empty() {
+                    format!("unknown section or key (known: {})", SECTIONS.join(", "))
+                } else {
+                    message.clone()
+                },
+                line,
+            });
+            reported.push(key);
+            // A table header: the table goes, up to the next header.
+            let mut l = work_line;
+            let is_header = line_text.trim_start().starts_with('[');
+            repair.blank_line(l);
+            loop {
+                let next = repair.work.lines().nth(l).map(str::trim_start);
+                let more = match next {
+                    None => false,
+                    Some(n) if is_header => !n.starts_with('['),
+                    Some(_) => !repair.parses(),
+                };
+                if !more {
+                    break;
+                }
+                l += 1;
+                repair.blank_line(l);
+            }
+            if !repair.parses() {
+                break;
+            }
+            continue;
+        }
+        // A bad value: the key on its line.
+        let leaf = line_text
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+            .filter(|k| !k.is_empty() && !k.starts_with('['));
+        let key = leaf
+            .as_deref()
+            .map_or_else(|| section.clone(), |k| join_key(&section, k));
+        report.problems.push(Problem {
+            key: key.clone(),
+            message,
+            line,
+        });
+        reported.push(key.clone());
+        match placeholder(&key, has_registrar) {
+            Some(v) => repair.replace(span.clone(), v),
+            None => {
+                let start = repair.work[..span.start].rfind('\n').map_or(0, |i| i + 1);
+                repair.replace(start..span.end, "");
             }
         }
+        if !repair.parses() {
+            break;
+        }
     }
-    if !found.is_empty() {
-        return found;
-    }
-    let mut cfg: Config = match toml::from_str(text) {
-        Ok(c) => c,
-        Err(e) => return vec![locate("", e)],
+    report
+        .problems
+        .sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    let Some(mut cfg) = cfg else {
+        return report;
     };
-    cfg.resolve(path, env_password);
-    for mut p in cfg.problem_list() {
-        p.line = key_line(text, &p.key);
-        found.push(p);
+    cfg.resolve(path, env);
+    let fresh = |k: &str| {
+        !reported
+            .iter()
+            .any(|r| k == r || k.starts_with(&format!("{r}.")))
+    };
+    let mut semantic = Vec::new();
+    for mut p in cfg.problem_list().into_iter().chain(cfg.advisories()) {
+        if fresh(&p.key) {
+            p.line = key_line(text, &p.key);
+            semantic.push(p);
+        }
     }
-    if let Some(dir) = &cfg.cse.data_dir {
-        if let Err(e) = probe_dir(dir) {
-            found.push(Problem {
+    if let (Some(dir), true) = (&cfg.cse.data_dir, fresh("cse.data_dir")) {
+        let me = Account::current();
+        let who = user.or(me.as_ref());
+        let line = key_line(text, "cse.data_dir");
+        let (problems, notes) = check_data_dir(dir, who, user.is_some());
+        for message in problems {
+            semantic.push(Problem {
                 key: "cse.data_dir".into(),
-                message: e,
-                line: key_line(text, "cse.data_dir"),
+                message,
+                line,
+            });
+        }
+        for message in notes {
+            report.notes.push(Problem {
+                key: "cse.data_dir".into(),
+                message,
+                line,
             });
         }
     }
-    found
+    report.problems.extend(semantic);
+    report
+        .problems
+        .sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    report
 }
 
-/// Creates `dir` if missing and writes (and removes) a file in it.
-fn probe_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let probe = dir.join(format!(".m2mnode-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"probe")
-        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+/// Whether `who` can use `dir` as data_dir, without creating or writing
+/// anything: an existing directory and the store files in it must be
+/// writable; a missing one must be creatable in its nearest existing
+/// parent. Returns (problems, notes); `asked`: `who` was given with `--user`.
+fn check_data_dir(dir: &Path, who: Option<&Account>, asked: bool) -> (Vec<String>, Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut problems, mut notes) = (Vec::new(), Vec::new());
+    let Some(who) = who else {
+        return (problems, notes);
+    };
+    let hint = if asked {
+        String::new()
+    } else {
+        " (give --user NAME to check for the service user)".to_owned()
+    };
+    let mut existing = dir.to_path_buf();
+    while std::fs::symlink_metadata(&existing).is_err() {
+        match existing.parent() {
+            Some(p) => existing = p.to_path_buf(),
+            None => break,
+        }
+    }
+    let meta = match std::fs::metadata(&existing) {
+        Ok(m) => m,
+        Err(e) => {
+            problems.push(format!("cannot look at {}: {e}", existing.display()));
+            return (problems, notes);
+        }
+    };
+    if !meta.is_dir() {
+        problems.push(format!("{} is not a directory", existing.display()));
+        return (problems, notes);
+    }
+    let owner = owner_name(meta.uid());
+    if existing != dir {
+        if who.may_write_path(&existing, &meta) {
+            notes.push(format!(
+                "{} does not exist; `run` creates it in {} (owned by {owner}) as the user it runs as",
+                dir.display(),
+                existing.display()
+            ));
+        } else {
+            // Not a problem in itself: systemd's StateDirectory= makes it
+            // for the unit's user before `run` starts.
+            notes.push(format!(
+                "{} does not exist and {} cannot create it in {} (owned by {owner}, mode {:o}): it must be made before `run`, as systemd's StateDirectory= does (systemd/m2mnode.service)",
+                dir.display(),
+                who.name,
+                existing.display(),
+                meta.mode() & 0o7777,
+            ));
+        }
+        return (problems, notes);
+    }
+    if !who.may_write_path(dir, &meta) {
+        problems.push(format!(
+            "{} (owned by {owner}, mode {:o}) is not writable by {}",
+            dir.display(),
+            meta.mode() & 0o7777,
+            who.name
+        ));
+    } else if meta.uid() != who.uid {
+        notes.push(format!(
+            "{} is owned by {owner}, not {}{hint}",
+            dir.display(),
+            who.name
+        ));
+    }
+    for f in [crate::persist::DB_FILE, crate::persist::LOCK_FILE] {
+        let file = dir.join(f);
+        if let Ok(m) = std::fs::metadata(&file) {
+            if !who.may_write_path(&file, &m) {
+                problems.push(format!(
+                    "{} is owned by {} and not writable by {} (chown -R {} {})",
+                    file.display(),
+                    owner_name(m.uid()),
+                    who.name,
+                    who.name,
+                    dir.display()
+                ));
+            }
+        }
+    }
+    (problems, notes)
 }
 
 /// The line of `key` (`section.leaf`, or a section) in `text`; for a leaf
@@ -907,7 +1516,7 @@ check_interval = "5s"
             Some(Format::Cbor)
         );
         let xml = format!("{GOOD}serialization = \"xml\"\n");
-        let problems = check_text(&xml, Path::new("x.toml"), None);
+        let problems = check_text(&xml, Path::new("x.toml"), &Env::default());
         assert!(
             problems
                 .iter()
@@ -1007,6 +1616,94 @@ check_interval = "5s"
         );
         let one = Config::from_str(GOOD, Path::new("x.toml")).expect("valid");
         assert_eq!(one.upstream_poa(), None);
+    }
+
+    #[test]
+    fn a_password_file_is_found_in_the_credentials_directory_first() {
+        let dir = std::env::temp_dir().join(format!("m2mnode-pwfile-{}", std::process::id()));
+        let creds = dir.join("creds");
+        std::fs::create_dir_all(&creds).expect("dirs");
+        std::fs::write(dir.join("pw"), "beside\n").expect("pw");
+        std::fs::write(creds.join("pw"), "from-systemd\r\n").expect("pw");
+        let text = GOOD.replace(
+            "timeout = \"3s\"",
+            "timeout = \"3s\"\nusername = \"u\"\npassword_file = \"pw\"",
+        );
+        let path = dir.join("node.toml");
+        let load = |env: &Env| {
+            let mut c: Config = toml::from_str(&text).expect("toml");
+            c.resolve(&path, env);
+            c
+        };
+        let with = Env {
+            password: Some("from-env".into()),
+            credentials_dir: Some(creds.clone()),
+        };
+        let c = load(&with);
+        assert_eq!(c.mqtt.password.as_deref(), Some("from-systemd"));
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let c = load(&Env::default());
+        assert_eq!(c.mqtt.password.as_deref(), Some("beside"));
+        std::fs::remove_file(dir.join("pw")).expect("rm");
+        let c = load(&Env::default());
+        assert_eq!(c.mqtt.password, None);
+        assert!(
+            c.problems()
+                .iter()
+                .any(|p| p.starts_with("mqtt.password_file: cannot read")),
+            "{:?}",
+            c.problems()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn check_text_reports_every_bad_value_once_with_its_line() {
+        let text = "[cse]\nid = \"id-mn\"\nname = \"x\"\ntype = \"MN\"\n[mqtt]\nurl = \"mqtt://h\"\ntimeout = 5\nfoo = 1\n\
+                    [registrar]\nid = \"/id-in\"\ncheck_interval = 5\n[registrar.mqtt]\nurl = 3\ntimeout = 5\n";
+        let found = check_text(text, Path::new("x.toml"), &Env::default());
+        let got: Vec<(String, Option<usize>)> =
+            found.iter().map(|p| (p.key.clone(), p.line)).collect();
+        let want: Vec<(String, Option<usize>)> = [
+            ("cse.id", 2),
+            ("mqtt.timeout", 7),
+            ("mqtt.foo", 8),
+            ("registrar.name", 9),
+            ("registrar.check_interval", 11),
+            ("registrar.mqtt.url", 13),
+            ("registrar.mqtt.timeout", 14),
+        ]
+        .iter()
+        .map(|(k, l)| (k.to_string(), Some(*l)))
+        .collect();
+        assert_eq!(got, want, "{found:#?}");
+    }
+
+    /// A documented configuration block with every commented-out setting
+    /// switched on is still a config (one setting per line, valid TOML).
+    fn uncommented_block(doc: &str, heading: &str) -> Result<Config, String> {
+        let start = doc.find(heading).ok_or("heading")?;
+        let start = start + doc[start..].find("```toml\n").ok_or("block")? + "```toml\n".len();
+        let end = start + doc[start..].find("```").ok_or("end of block")?;
+        let text: String = doc[start..end]
+            .lines()
+            .map(|l| match l.trim_start().strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest.to_owned(),
+                _ => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        toml::from_str(&text).map_err(|e| format!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn the_documented_configs_are_valid_with_everything_uncommented() {
+        let readme = include_str!("../README.md");
+        let cfg = uncommented_block(readme, "## Running a node");
+        assert!(cfg.is_ok(), "README: {cfg:?}");
+        let ops = include_str!("../docs/operations.md");
+        let cfg = uncommented_block(ops, "## Configuration");
+        assert!(cfg.is_ok(), "docs/operations.md: {cfg:?}");
     }
 
     #[test]

@@ -60,6 +60,10 @@ enum Command {
         /// The config file (as --config).
         #[arg(value_name = "FILE", required_unless_present = "config")]
         file: Option<PathBuf>,
+        /// Check data_dir for this user (the unit's User=, e.g. m2mnode)
+        /// instead of the one running check-config.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
 }
 
@@ -68,9 +72,63 @@ fn use_ansi() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// The levels a bare `RUST_LOG` directive may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+/// The log targets of this binary, for telling a bare target from a typo.
+const TARGETS: [&str; 5] = ["m2mnode", "rumqttc", "rustls", "rusqlite", "tokio"];
+
+/// The filter `RUST_LOG` asks for, or `info` and why it was not taken: an
+/// empty variable (systemd units and container files often pass one) or one
+/// that does not parse must not silence the warnings and errors.
+fn log_filter(var: Option<std::ffi::OsString>) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::EnvFilter;
+    let fallback = || EnvFilter::new("info");
+    let Some(var) = var else {
+        return (fallback(), None);
+    };
+    let Some(text) = var.to_str() else {
+        return (
+            fallback(),
+            Some("RUST_LOG is not UTF-8; logging at info".into()),
+        );
+    };
+    if text.trim().is_empty() {
+        return (
+            fallback(),
+            Some("RUST_LOG is empty; logging at info".into()),
+        );
+    }
+    // A bare word is a level or a target to EnvFilter: "debugg" would be a
+    // target that matches nothing and silence everything.
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[']);
+        let known = LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+            || TARGETS
+                .iter()
+                .any(|t| directive == *t || directive.starts_with(&format!("{t}::")));
+        if bare && !known {
+            return (
+                fallback(),
+                Some(format!(
+                    "RUST_LOG={text:?}: {directive:?} is neither a level ({}) nor a target of m2mnode's logs (e.g. m2mnode=debug); logging at info",
+                    LEVELS.join(", ")
+                )),
+            );
+        }
+    }
+    match EnvFilter::builder().parse(text) {
+        Ok(f) => (f, None),
+        Err(e) => (
+            fallback(),
+            Some(format!(
+                "RUST_LOG={text:?} is not a log filter ({e}); logging at info"
+            )),
+        ),
+    }
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, fallback) = log_filter(std::env::var_os("RUST_LOG"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -79,6 +137,19 @@ fn init_logging(format: LogFormat) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    if let Some(why) = fallback {
+        // Said once, at start; an empty variable is routine, a typo is not.
+        if why.contains("empty") {
+            tracing::info!("{why}");
+        } else {
+            tracing::warn!("{why}");
+        }
+    }
+}
+
+/// Whether `RUST_LOG` asks the one-shot commands (request, demo) for logs.
+fn wants_logs() -> bool {
+    std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty())
 }
 
 fn main() -> ExitCode {
@@ -98,21 +169,37 @@ fn main() -> ExitCode {
         }
     };
     match args.command {
-        Command::CheckConfig { config, file } => {
+        Command::CheckConfig { config, file, user } => {
             let Some(config) = config.or(file) else {
                 eprintln!("error: give the config file (--config FILE)");
                 return ExitCode::from(2);
             };
-            let problems = m2mnode::config::check_file(&config);
+            let account = match user
+                .as_deref()
+                .map(|n| (n, m2mnode::config::Account::named(n)))
+            {
+                Some((n, None)) => {
+                    eprintln!("error: --user {n}: no such user in /etc/passwd");
+                    return ExitCode::from(2);
+                }
+                Some((_, a)) => a,
+                None => None,
+            };
+            let report = m2mnode::config::check(&config, account.as_ref());
+            let at = |p: &m2mnode::config::Problem| match p.line {
+                Some(l) => format!("{}:{l}", config.display()),
+                None => config.display().to_string(),
+            };
+            for n in &report.notes {
+                let _ = writeln!(std::io::stdout(), "{}: note: {n}", at(n));
+            }
+            let problems = report.problems;
             if problems.is_empty() {
                 let _ = writeln!(std::io::stdout(), "{}: ok", config.display());
                 return ExitCode::SUCCESS;
             }
             for p in &problems {
-                match p.line {
-                    Some(l) => eprintln!("{}:{l}: {p}", config.display()),
-                    None => eprintln!("{}: {p}", config.display()),
-                }
+                eprintln!("{}: {p}", at(p));
             }
             eprintln!(
                 "error: {}: {} problem{}",
@@ -137,8 +224,13 @@ fn main() -> ExitCode {
                 }
             }
             Err(e) => {
+                let code = exit_code(&e);
+                if args.json {
+                    let text = serde_json::to_string_pretty(&e.to_json(code)).unwrap_or_default();
+                    let _ = writeln!(std::io::stdout(), "{text}");
+                }
                 eprintln!("error: {e}");
-                ExitCode::from(exit_code(&e))
+                ExitCode::from(code)
             }
         },
         Command::Run { config } => {
@@ -150,6 +242,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(args.log_format);
+            for p in cfg.advisories() {
+                tracing::warn!("{}: {p}", config.display());
+            }
             match runtime.block_on(m2mnode::node::run_file(config, cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -159,7 +254,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { port, keep } => {
-            if std::env::var_os("RUST_LOG").is_some() {
+            if wants_logs() {
                 init_logging(args.log_format);
             }
             match runtime.block_on(demo::run(port, keep, shutdown_signal())) {
@@ -171,7 +266,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Request(req) => {
-            if std::env::var_os("RUST_LOG").is_some() {
+            if wants_logs() {
                 init_logging(args.log_format);
             }
             let body = req.body;
@@ -228,5 +323,36 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    fn note(v: &str) -> Option<String> {
+        log_filter(Some(v.into())).1
+    }
+
+    #[test]
+    fn rust_log_falls_back_to_info_only_when_it_must() {
+        assert_eq!(log_filter(None).1, None);
+        for good in [
+            "warn",
+            "INFO",
+            "m2mnode=debug",
+            "info,rumqttc=off",
+            "m2mnode::node",
+        ] {
+            assert_eq!(note(good), None, "{good}");
+        }
+        assert!(note("").is_some_and(|n| n.contains("empty")));
+        assert!(note("  ").is_some_and(|n| n.contains("empty")));
+        for bad in ["debugg", "m2mnode=debugg", "info,verbose"] {
+            assert!(
+                note(bad).is_some_and(|n| n.contains("logging at info")),
+                "{bad}"
+            );
+        }
     }
 }

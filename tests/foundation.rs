@@ -114,7 +114,7 @@ fn garbage_gets_4000_or_is_dropped_and_the_node_keeps_answering() {
 }
 
 /// A message over the broker's limit (mosquitto/test.conf, as production.conf:
-/// message_size_limit 1 MiB) never reaches the node, and the requests queued
+/// max_packet_size 1 MiB) never reaches the node, and the requests queued
 /// around it while the node was away are all answered: the session is kept.
 #[test]
 fn an_oversize_message_costs_no_other_message() {

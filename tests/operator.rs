@@ -377,17 +377,23 @@ fn check_config_checks_tls_files_and_the_data_dir() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("mqtt.ca_file:"), "{err}");
 
-    // A data_dir that cannot be created.
+    // A data_dir that cannot be created (below a file).
+    std::fs::write(dir.join("a-file"), "x").expect("file");
     let text = mn_config("mqtt://127.0.0.1:1883").replace(
         "type = \"MN\"\n",
-        "type = \"MN\"\ndata_dir = \"/proc/m2mnode/data\"\n",
+        &format!(
+            "type = \"MN\"\ndata_dir = \"{}\"\n",
+            dir.join("a-file/data").display()
+        ),
     );
     let cfg = write_config(&dir, &text);
     let (code, _, err) = check(&cfg, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("node.toml:5: cse.data_dir:"), "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
 
-    // A relative data_dir is the config file's directory's, not the cwd's.
+    // A relative data_dir is the config file's directory's, not the cwd's;
+    // check-config creates nothing (the note names where run would).
     let text = mn_config("mqtt://127.0.0.1:1883")
         .replace("type = \"MN\"\n", "type = \"MN\"\ndata_dir = \"state\"\n");
     let cfg = write_config(&dir, &text);
@@ -399,7 +405,12 @@ fn check_config_checks_tls_files_and_the_data_dir() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(dir.join("state").is_dir());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{} does not exist", dir.join("state").display())),
+        "{stdout}"
+    );
+    assert!(!dir.join("state").exists(), "check-config created data_dir");
     assert!(!elsewhere.join("state").exists());
 
     // A password from the environment needs a user name.
@@ -735,20 +746,17 @@ fn the_mosquitto_snippet_starts_with_the_stock_main_config() {
         "set_tcp_nodelay true",
         "max_queued_messages 100000",
         "max_inflight_messages 256",
-        "message_size_limit 1048576",
+        "max_packet_size 1048576",
         "password_file /etc/mosquitto/m2mnode.passwd",
         "acl_file /etc/mosquitto/m2mnode.acl",
     ] {
         assert!(snippet.contains(kept), "the snippet lacks {kept:?}");
     }
-    let passwd = dir.join("m2mnode.passwd");
-    let acl = dir.join("m2mnode.acl");
-    std::fs::copy(repo.join("passwd.example"), &passwd).expect("passwd");
-    std::fs::copy(repo.join("acl.example"), &acl).expect("acl");
-    for f in [&passwd, &acl] {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644));
-    }
+    assert!(
+        !snippet.contains("\nmessage_size_limit"),
+        "deprecated in Mosquitto 2.0"
+    );
+    let (passwd, acl) = passwd_and_acl(&dir);
     let port = free_port();
     let snippet = snippet
         .replace(
@@ -761,5 +769,770 @@ fn the_mosquitto_snippet_starts_with_the_stock_main_config() {
         )
         .replace("/etc/mosquitto/m2mnode.acl", &acl.display().to_string());
     std::fs::write(confd.join("m2mnode.conf"), snippet).expect("snippet");
-    let _broker = OwnBroker::start(&main_conf, port);
+    let broker = OwnBroker::start(&main_conf, port);
+    // It takes a user made with mosquitto_passwd, as the docs say.
+    let c = Client::connect_url(
+        &format!("mqtt://127.0.0.1:{port}"),
+        "/id-mn",
+        Some(("cse-mn", "mn-pass")),
+        "",
+    );
+    drop(c);
+    let log = std::fs::read_to_string(&broker.1).unwrap_or_default();
+    assert!(!log.contains("deprecated"), "{log}");
+}
+
+/// The users the docs add, made with mosquitto_passwd, and
+/// mosquitto/acl.example, both readable by the broker's user.
+const USERS: [(&str, &str); 3] = [
+    ("cse-in", "in-pass"),
+    ("cse-mn", "mn-pass"),
+    ("m2mnode-status", "status-pass"),
+];
+
+fn passwd_and_acl(dir: &Path) -> (PathBuf, PathBuf) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("mosquitto");
+    let passwd = dir.join("m2mnode.passwd");
+    let acl = dir.join("m2mnode.acl");
+    for (i, (user, pass)) in USERS.iter().enumerate() {
+        let mut cmd = Command::new("/usr/bin/mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let ok = cmd
+            .arg("-b")
+            .arg(&passwd)
+            .args([user, pass])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mosquitto_passwd (from the mosquitto package) failed");
+    }
+    let text = std::fs::read_to_string(repo.join("acl.example")).expect("acl");
+    for (user, _) in USERS {
+        assert!(
+            text.contains(&format!("\nuser {user}\n")),
+            "acl.example lacks {user}"
+        );
+    }
+    std::fs::write(&acl, text).expect("acl");
+    for f in [&passwd, &acl] {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644));
+    }
+    (passwd, acl)
+}
+
+/// `mosquitto/production.conf` as it is, its paths moved to a scratch
+/// directory: a complete configuration that starts on its own.
+#[test]
+fn the_complete_production_conf_starts_on_its_own() {
+    let dir = scratch("production");
+    open_dir(&dir);
+    let persist = dir.join("persist");
+    std::fs::create_dir_all(&persist).expect("dir");
+    open_dir(&persist);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("mosquitto");
+    let text = std::fs::read_to_string(repo.join("production.conf")).expect("production.conf");
+    assert!(text.starts_with("# A COMPLETE mosquitto.conf"), "{text}");
+    assert!(!text.contains("\nmessage_size_limit"), "deprecated");
+    let (passwd, acl) = passwd_and_acl(&dir);
+    let port = free_port();
+    let text = text
+        .replace(
+            "listener 1883 127.0.0.1",
+            &format!("listener {port} 127.0.0.1"),
+        )
+        .replace(
+            "pid_file /run/mosquitto/mosquitto.pid",
+            &format!("pid_file {}", dir.join("mosquitto.pid").display()),
+        )
+        .replace(
+            "persistence_location /var/lib/mosquitto/",
+            &format!("persistence_location {}/", persist.display()),
+        )
+        .replace(
+            "log_dest file /var/log/mosquitto/mosquitto.log",
+            "log_dest stderr",
+        )
+        .replace(
+            "/etc/mosquitto/m2mnode.passwd",
+            &passwd.display().to_string(),
+        )
+        .replace("/etc/mosquitto/m2mnode.acl", &acl.display().to_string());
+    let live = |l: &&str| !l.trim_start().starts_with('#');
+    assert!(
+        !text
+            .lines()
+            .filter(live)
+            .any(|l| l.contains("/etc/") || l.contains("/var/") || l.contains("/run/")),
+        "{text}"
+    );
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(&conf, text).expect("conf");
+    let broker = OwnBroker::start(&conf, port);
+    let c = Client::connect_url(
+        &format!("mqtt://127.0.0.1:{port}"),
+        "Cm2mnode-status",
+        Some(("m2mnode-status", "status-pass")),
+        "",
+    );
+    drop(c);
+    let log = std::fs::read_to_string(&broker.1).unwrap_or_default();
+    assert!(!log.contains("deprecated"), "{log}");
+}
+
+// ---- Issue "Operate it, round two" ----
+
+/// The examples from the issue: each file's problems all come out in one
+/// run, with key and line, and nothing is created.
+#[test]
+fn check_config_finds_every_problem_in_one_run_and_writes_nothing() {
+    let dir = scratch("check-all");
+    let text = mn_config("http://127.0.0.1:1883").replace(
+        "check_interval = \"60s\"\n\n[registrees]",
+        "check_interval = \"soon\"\n\n[registrees]",
+    );
+    let cfg = write_config(&dir, &text);
+    let (code, _, err) = check(&cfg, &[]);
+    assert_eq!(code, 2, "{err}");
+    let line = |text: &str, needle: &str| {
+        text.lines()
+            .position(|l| l.starts_with(needle))
+            .map(|i| i + 1)
+            .expect("in text")
+    };
+    assert!(
+        err.contains(&format!("node.toml:{}: mqtt.url:", line(&text, "url ="))),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "node.toml:{}: registrar.check_interval:",
+            line(&text, "check_interval = \"soon\"")
+        )),
+        "{err}"
+    );
+
+    let data = dir.join("not-yet/data");
+    let text = format!(
+        "[cse]\nid = \"id-mn\"\nname = \"cse-mn\"\ntype = \"MN\"\ndata_dir = \"{}\"\n\n[mqtt]\nurl = \"mqtts://127.0.0.1:8883\"\n",
+        data.display()
+    );
+    let cfg = write_config(&dir, &text);
+    let (code, _, err) = check(&cfg, &[]);
+    assert_eq!(code, 2, "{err}");
+    // A missing key is reported at its section's header.
+    for (key, at) in [("cse.id", 2), ("mqtt.ca_file", 7), ("cse.type", 4)] {
+        assert!(
+            err.contains(&format!("node.toml:{at}: {key}:")),
+            "{key}: {err}"
+        );
+    }
+    assert!(err.contains("3 problems"), "{err}");
+    assert!(
+        !dir.join("not-yet").exists(),
+        "check-config created data_dir"
+    );
+
+    // As the service user: a store file it cannot write is named, with the fix.
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    std::fs::write(state.join("m2mnode.lock"), "").expect("lock");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        state.join("m2mnode.lock"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let text = mn_config("mqtt://127.0.0.1:1883").replace(
+        "type = \"MN\"\n",
+        &format!("type = \"MN\"\ndata_dir = \"{}\"\n", state.display()),
+    );
+    let cfg = write_config(&dir, &text);
+    let (code, _, err) = run(
+        &[
+            "check-config",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--user",
+            "nobody",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cse.data_dir:") && err.contains("nobody"),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        &[
+            "check-config",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--user",
+            "no-such-user-x",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no such user"), "{err}");
+}
+
+/// Every shipped example passes check-config as it is (its password files
+/// in the credentials directory, as systemd's LoadCredential= puts them).
+#[test]
+fn every_shipped_example_passes_check_config() {
+    let creds = scratch("creds");
+    for f in ["mqtt-password", "operator-password"] {
+        std::fs::write(creds.join(f), "secret\n").expect("credential");
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&examples).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        n += 1;
+        let (code, out, err) = run(
+            &[
+                "check-config",
+                "--config",
+                path.to_str().expect("utf-8"),
+                "--user",
+                "root",
+            ],
+            None,
+            &[("CREDENTIALS_DIRECTORY", creds.to_str().expect("utf-8"))],
+        );
+        assert_eq!(code, 0, "{}: {err}", path.display());
+        assert!(out.contains(": ok"), "{out}");
+    }
+    assert_eq!(n, 3, "gateway MN, registrar IN, two brokers");
+}
+
+/// `mqtt.password_file`: read by status, check-config and run, relative to
+/// the config's directory or in $CREDENTIALS_DIRECTORY; a username without
+/// any password is reported; a refused login is a WARN with the reason.
+#[test]
+fn the_password_file_serves_status_check_config_and_run() {
+    let Some((_broker, port)) = password_broker() else {
+        panic!("mosquitto_passwd is missing");
+    };
+    let url = format!("mqtt://127.0.0.1:{port}");
+    fake_node(
+        url.clone(),
+        "/id-mn",
+        "cse-mn",
+        status_json(true),
+        Some(("cse-in", "in-pass")),
+    );
+    let dir = scratch("pwfile");
+    std::fs::write(dir.join("pw"), "s3cret\n").expect("pw");
+    let with = |file: &str| {
+        mn_config(&url).replace(
+            "[mqtt]\n",
+            &format!("[mqtt]\nusername = \"cse-mn\"\npassword_file = \"{file}\"\n"),
+        )
+    };
+    let cfg = write_config(&dir, &with("pw"));
+    let c = cfg.to_str().expect("utf-8");
+    let (code, out, err) = run(&["status", "--config", c], None, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = check(&cfg, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    // Only in the credentials directory.
+    let creds = scratch("pwcreds");
+    std::fs::write(creds.join("mqtt-password"), "s3cret").expect("credential");
+    let cfg = write_config(&dir, &with("mqtt-password"));
+    let c = cfg.to_str().expect("utf-8");
+    let env = [("CREDENTIALS_DIRECTORY", creds.to_str().expect("utf-8"))];
+    let (code, out, err) = run(&["status", "--config", c], None, &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = check(&cfg, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("mqtt.password_file: cannot read"), "{err}");
+
+    // A username and no password anywhere.
+    let cfg = write_config(
+        &dir,
+        &mn_config(&url).replace("[mqtt]\n", "[mqtt]\nusername = \"cse-mn\"\n"),
+    );
+    let (code, _, err) = check(&cfg, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("mqtt.username: \"cse-mn\" has no password"),
+        "{err}"
+    );
+
+    // run: logs in with it; a wrong one is a WARN with the broker's reason.
+    let node = Node::start("pw-run", &with(dir.join("pw").to_str().expect("utf-8")));
+    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    std::fs::write(dir.join("wrong"), "nope").expect("pw");
+    let node = Node::start(
+        "pw-wrong",
+        &with(dir.join("wrong").to_str().expect("utf-8")),
+    );
+    // Mosquitto 2.0 answers a wrong password with CONNACK 5 (not authorized).
+    node.wait_log("refused the login as \"cse-mn\": ", Duration::from_secs(10));
+    let log = node.log();
+    assert!(
+        log.lines().any(|l| l.contains(" WARN ")
+            && l.contains("refused the login")
+            && l.contains("(CONNACK return code")),
+        "{log}"
+    );
+}
+
+#[test]
+fn status_json_prints_an_error_object_when_it_fails() {
+    let dir = scratch("status-json-err");
+    let cfg = write_config(
+        &dir,
+        &mn_config(&format!("mqtt://127.0.0.1:{}", free_port())),
+    );
+    let (code, out, err) = run(
+        &["status", "--config", cfg.to_str().expect("utf-8"), "--json"],
+        None,
+        &[],
+    );
+    assert_eq!(code, 3, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("a JSON error object");
+    assert_eq!(v["kind"], "no_broker", "{v}");
+    assert_eq!(v["exit_code"], 3, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach")),
+        "{v}"
+    );
+}
+
+/// A responder that answers with `rsc`, `rqi` and `pc` only, as a node
+/// relays a 4008: `request` prints it and exits 1; silence is exit 3.
+#[test]
+fn request_prints_any_answer_and_only_silence_is_exit_3() {
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let u = url.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async move {
+            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
+            let b = m2mnode::config::BrokerUrl::parse(&u).expect("url");
+            let s = Settings::client(b, "bare-responder", "/id-in", Duration::from_secs(5));
+            let (t, mut rx) = Transport::connect(s, Duration::from_secs(10))
+                .await
+                .expect("connect");
+            let _ = ready_tx.send(());
+            let end = tokio::time::Instant::now() + Duration::from_secs(30);
+            while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
+                let Incoming::Request { route, payload, .. } = ev else {
+                    continue;
+                };
+                let v: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+                let bare =
+                    json!({"rsc": 4008, "rqi": v["rqi"], "pc": {"m2m:dbg": "relayed: no answer"}});
+                t.publish(route.response_topic(), bare.to_string().into_bytes());
+            }
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("ready");
+    let base = [
+        "request", "--broker", &url, "--from", "/id-x", "--op", "retrieve",
+    ];
+    let (code, out, err) = run(
+        &[
+            &base[..],
+            &["--to", "/id-in/cse-in/id-mn", "--timeout", "5s"],
+        ]
+        .concat(),
+        None,
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("the answer");
+    assert_eq!(v["rsc"], 4008, "{v}");
+    assert_eq!(v["pc"]["m2m:dbg"], "relayed: no answer", "{v}");
+    // Nobody on /id-nobody: silence, with the topics and the ACL hint.
+    let (code, _, err) = run(
+        &[&base[..], &["--to", "/id-nobody/cse", "--timeout", "1s"]].concat(),
+        None,
+        &[],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no response from /id-nobody"), "{err}");
+    assert!(
+        err.contains("/oneM2M/req/id-x/id-nobody/json") && err.contains("ACL"),
+        "{err}"
+    );
+}
+
+/// TLS and connection errors name the file or the likely fix.
+#[test]
+fn request_errors_name_the_file_or_the_fix() {
+    let dir = scratch("hints");
+    assert!(make_certificates(&dir), "openssl failed");
+    let other = scratch("hints-other-ca");
+    assert!(make_certificates(&other), "openssl failed");
+    let vars = |d: &Path| {
+        vec![
+            ("CAFILE".to_string(), d.join("ca.crt").display().to_string()),
+            (
+                "CERTFILE".to_string(),
+                d.join("server.crt").display().to_string(),
+            ),
+            (
+                "KEYFILE".to_string(),
+                d.join("server.key").display().to_string(),
+            ),
+        ]
+    };
+    open_dir(&dir);
+    let broker = Mosquitto::start_with(free_port(), "test-tls.conf", vars(&dir));
+    let base = |url: String| {
+        vec![
+            "request".to_string(),
+            "--broker".into(),
+            url,
+            "--from".into(),
+            "/id-x".into(),
+            "--to".into(),
+            "/id-in/cse-in".into(),
+            "--op".into(),
+            "retrieve".into(),
+        ]
+    };
+    let go = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&a, None, &[])
+    };
+    let tls = format!("mqtts://127.0.0.1:{}", broker.port);
+    // A key given as the CA file: named before connecting.
+    let mut a = base(tls.clone());
+    a.extend([
+        "--ca-file".into(),
+        dir.join("client.key").display().to_string(),
+    ]);
+    let (code, _, err) = go(a);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--ca-file") && err.contains("private key"),
+        "{err}"
+    );
+    // The wrong CA: --ca-file is the fix.
+    let mut a = base(tls.clone());
+    a.extend([
+        "--ca-file".into(),
+        other.join("ca.crt").display().to_string(),
+        "--cert".into(),
+        dir.join("client.crt").display().to_string(),
+        "--key".into(),
+        dir.join("client.key").display().to_string(),
+    ]);
+    let (code, _, err) = go(a);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("--ca-file") && err.contains("not signed by a CA in"),
+        "{err}"
+    );
+    // mqtt:// to the TLS port: mqtts:// is the fix.
+    let (code, _, err) = go(base(format!("mqtt://127.0.0.1:{}", broker.port)));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("mqtts://"), "{err}");
+    // --broker help lists every scheme.
+    let (_, out, _) = run(&["request", "--help"], None, &[]);
+    for scheme in ["mqtt://", "mqtts://", "ws://", "wss://"] {
+        assert!(out.contains(scheme), "{scheme}: {out}");
+    }
+}
+
+/// SIGTERM of an MN (deregistering) and of an IN (nothing to deregister):
+/// nothing at WARN or above, and each stops within a second.
+#[test]
+fn a_clean_stop_is_quiet_and_quick() {
+    let broker = Mosquitto::start();
+    let mut inn = Node::start(
+        "quiet-in",
+        &node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "60s"),
+    );
+    inn.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    let mut mn = Node::start("quiet-mn", &mn_config(&broker.url()));
+    mn.wait_log("registered at /id-in", Duration::from_secs(15));
+    for (name, node) in [("MN", &mut mn), ("IN", &mut inn)] {
+        let t = std::time::Instant::now();
+        assert!(
+            node.terminate(Duration::from_secs(10)),
+            "{name} did not stop"
+        );
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(1), "{name} took {took:?}");
+        let log = node.log();
+        let loud: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        assert!(loud.is_empty(), "{name}: {loud:#?}");
+    }
+    assert!(
+        mn.log().contains("deregistered from /id-in"),
+        "{}",
+        mn.log()
+    );
+}
+
+/// An empty RUST_LOG logs at info (and says so); a typo too, with a warning.
+#[test]
+fn an_empty_or_bad_rust_log_falls_back_to_info() {
+    let broker = Mosquitto::start();
+    let dir = scratch("rust-log");
+    let cfg = write_config(
+        &dir,
+        &node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "60s"),
+    );
+    for (value, said) in [
+        ("", "RUST_LOG is empty; logging at info"),
+        ("debugg", "\"debugg\" is neither a level"),
+    ] {
+        let log = dir.join("node.log");
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", value)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("run");
+        wait_until(Duration::from_secs(10), "an INFO line", || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected to the MQTT broker"))
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert_eq!(text.matches(said).count(), 1, "{value:?}: {text}");
+    }
+}
+
+/// The command lines of a Markdown file's fenced blocks that run `m2mnode`
+/// (continuations joined, `$ ` prompts, shell redirections and comments
+/// dropped), except `run` and `demo`, which do not end.
+fn doc_commands(file: &str) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).expect("doc");
+    let mut out = Vec::new();
+    let mut fenced = false;
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if !fenced {
+            continue;
+        }
+        let l = line.trim();
+        let l = l.strip_prefix("$ ").unwrap_or(l);
+        let joined = match current.take() {
+            Some(mut c) => {
+                c.push(' ');
+                c.push_str(l);
+                c
+            }
+            None if l.starts_with("m2mnode ") => l.to_owned(),
+            None => continue,
+        };
+        if let Some(head) = joined.strip_suffix('\\') {
+            current = Some(head.trim_end().to_owned());
+            continue;
+        }
+        let mut cmd = joined;
+        for cut in [" #", " >", " |", " &&", ";"] {
+            if let Some(i) = cmd.find(cut) {
+                cmd.truncate(i);
+            }
+        }
+        // A synopsis's optional parts ([--ty 16]) are left out.
+        while let (Some(a), Some(b)) = (cmd.find('['), cmd.find(']')) {
+            if b < a {
+                break;
+            }
+            cmd.replace_range(a..=b, "");
+        }
+        if !["m2mnode run", "m2mnode demo"]
+            .iter()
+            .any(|s| cmd.starts_with(s))
+        {
+            out.push(cmd.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    out
+}
+
+/// Splits a command line as a shell would (quotes, no expansions).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut w = String::new();
+    let mut quote = None;
+    let mut any = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    words.push(std::mem::take(&mut w));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                w.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(w);
+    }
+    words
+}
+
+/// Runs every doc command once against a live IN and MN on `url`, with
+/// paths and the broker moved to the test's: each must exit 0.
+fn run_doc_commands(
+    file: &str,
+    url: &str,
+    node_toml: &Path,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> usize {
+    let me = m2mnode::config::Account::current()
+        .expect("current user")
+        .name;
+    let commands = doc_commands(file);
+    for cmd in &commands {
+        let line = cmd
+            .replace("mqtt://127.0.0.1:1883", url)
+            .replace("/etc/m2mnode/node.toml", &node_toml.display().to_string())
+            .replace(" node.toml", &format!(" {}", node_toml.display()))
+            .replace("/etc/m2mnode/", &format!("{}/", dir.display()))
+            .replace("--user m2mnode", &format!("--user {me}"));
+        let words = shell_words(&line);
+        assert_eq!(words.first().map(String::as_str), Some("m2mnode"), "{line}");
+        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        let (code, out, err) = run(&args, None, env);
+        assert_eq!(code, 0, "{file}: {cmd}\nran: {line}\n{out}{err}");
+    }
+    commands.len()
+}
+
+/// Every command line of README.md that talks to a node, run once against
+/// an IN and an MN on a test broker.
+#[test]
+fn the_readme_commands_work() {
+    let broker = Mosquitto::start();
+    let _inn = Node::start(
+        "readme-in",
+        &node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "60s"),
+    );
+    let mn = Node::start("readme-mn", &mn_config(&broker.url()));
+    mn.wait_log("registered at /id-in", Duration::from_secs(15));
+    let dir = scratch("readme-cmds");
+    let n = run_doc_commands("README.md", &broker.url(), mn.config_path(), &dir, &[]);
+    assert!(n >= 2, "{n} commands");
+}
+
+/// Every command line of docs/operations.md that talks to a node, run once
+/// against the set-up it describes: Debian's stock mosquitto.conf with the
+/// conf.d snippet, users made with mosquitto_passwd, acl.example, an IN and
+/// an MN from examples/ with their passwords in password files.
+#[test]
+fn the_operations_guide_commands_work() {
+    let dir = scratch("ops-cmds");
+    open_dir(&dir);
+    let (passwd, acl) = passwd_and_acl(&dir);
+    let port = free_port();
+    let snippet = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("mosquitto/conf.d/m2mnode.conf"),
+    )
+    .expect("snippet")
+    .replace(
+        "listener 1883 127.0.0.1",
+        &format!("listener {port} 127.0.0.1"),
+    )
+    .replace(
+        "/etc/mosquitto/m2mnode.passwd",
+        &passwd.display().to_string(),
+    )
+    .replace("/etc/mosquitto/m2mnode.acl", &acl.display().to_string());
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("persistence false\nlog_dest stderr\n{snippet}\n"),
+    )
+    .expect("conf");
+    let _broker = OwnBroker::start(&conf, port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let example = |name: &str, user: &str| {
+        let (_, pass) = USERS.iter().find(|(u, _)| *u == user).expect("user");
+        let pw = dir.join(format!("{user}-password"));
+        std::fs::write(&pw, format!("{pass}\n")).expect("password file");
+        let data = scratch(&format!("ops-{user}-data"));
+        std::fs::read_to_string(examples.join(name))
+            .expect("example")
+            .replace("mqtt://127.0.0.1:1883", &url)
+            .replace("\"/var/lib/m2mnode\"", &format!("\"{}\"", data.display()))
+            .replace("\"mqtt-password\"", &format!("\"{}\"", pw.display()))
+    };
+    let _inn = Node::start("ops-in", &example("registrar-in.toml", "cse-in"));
+    let mn = Node::start("ops-mn", &example("gateway-mn.toml", "cse-mn"));
+    mn.wait_log("registered at /id-in", Duration::from_secs(15));
+    std::fs::write(dir.join("status-password"), "status-pass\n").expect("status password");
+    let n = run_doc_commands(
+        "docs/operations.md",
+        &url,
+        mn.config_path(),
+        &dir,
+        &[("M2MNODE_MQTT_PASSWORD", "mn-pass")],
+    );
+    assert!(n >= 5, "{n} commands");
+    // The ACL drops a publish outside the user's topics without a word: the
+    // CLI says that this may be why nothing came back.
+    let (code, _, err) = run(
+        &[
+            "request",
+            "--broker",
+            &url,
+            "--username",
+            "cse-mn",
+            "--password",
+            "mn-pass",
+            "--from",
+            "/id-x",
+            "--to",
+            "/id-in/cse-in",
+            "--op",
+            "retrieve",
+            "--timeout",
+            "1s",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("ACL drops a publish"), "{err}");
 }

@@ -139,6 +139,108 @@ pub enum ConnectError {
     NoBroker { url: String, why: String },
 }
 
+/// Why a request got no answer (as opposed to an answer with an error
+/// status, which is a [`Response`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoAnswer {
+    #[error("not connected to the MQTT broker")]
+    NotConnected,
+    #[error("{0}")]
+    Unsendable(String),
+    #[error("cannot publish: {0}")]
+    Unpublished(String),
+    /// Published, and nothing came back in time.
+    #[error("no response from {receiver} within {}", humantime::format_duration(*.waited))]
+    Silence { receiver: String, waited: Duration },
+}
+
+impl NoAnswer {
+    /// The answer a node gives in place of the missing one: 5103 when
+    /// nothing went out, 4008 when nothing came back (TS-0004 6.6).
+    pub fn into_response(self, rqi: &str) -> Response {
+        let rsc = match &self {
+            NoAnswer::NotConnected | NoAnswer::Unpublished(_) => Rsc::TARGET_NOT_REACHABLE,
+            NoAnswer::Unsendable(_) => Rsc::INTERNAL_SERVER_ERROR,
+            NoAnswer::Silence { .. } => Rsc::REQUEST_TIMEOUT,
+        };
+        Response::error(rsc, rqi, self.to_string())
+    }
+}
+
+/// What kind of failure ended a connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// CONNACK 4 or 5: the broker does not take these credentials.
+    LoginRefused,
+    /// Another CONNACK refusal (protocol version, client id, unavailable).
+    Refused,
+    /// The TLS handshake failed (certificate, CA, or not TLS at all).
+    Tls,
+    /// Nothing listens, no route, a timeout.
+    Network,
+    /// The peer closed or spoke something that is not MQTT (often a TLS
+    /// port reached with mqtt://).
+    Protocol,
+}
+
+/// A failed connection attempt: its kind and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub text: String,
+}
+
+impl Failure {
+    fn of(e: &ConnectionError) -> Failure {
+        use rumqttc::ConnectReturnCode as C;
+        let (kind, text) = match e {
+            ConnectionError::ConnectionRefused(code) => {
+                let why = match code {
+                    C::BadUserNamePassword => "bad user name or password",
+                    C::NotAuthorized => "not authorized",
+                    C::BadClientId => "client id rejected",
+                    C::ServiceUnavailable => "server unavailable",
+                    C::RefusedProtocolVersion => "unacceptable protocol version",
+                    C::Success => "accepted",
+                };
+                let kind = if matches!(code, C::BadUserNamePassword | C::NotAuthorized) {
+                    FailureKind::LoginRefused
+                } else {
+                    FailureKind::Refused
+                };
+                // MQTT 3.1.1 §3.2.2.3: the CONNACK return code is all the
+                // reason the broker gives.
+                (kind, format!("{why} (CONNACK return code {})", *code as u8))
+            }
+            ConnectionError::Tls(_) => (FailureKind::Tls, e.to_string()),
+            ConnectionError::Io(io) => {
+                let text = e.to_string();
+                let kind = if text.contains("certificate")
+                    || text.contains("peer sent")
+                    || text.contains("corrupt message")
+                    || text.contains("InvalidContentType")
+                    || text.contains("HandshakeFailure")
+                {
+                    FailureKind::Tls
+                } else {
+                    match io.kind() {
+                        std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::InvalidData => FailureKind::Protocol,
+                        _ => FailureKind::Network,
+                    }
+                };
+                (kind, text)
+            }
+            ConnectionError::MqttState(_) | ConnectionError::NotConnAck(_) => {
+                (FailureKind::Protocol, e.to_string())
+            }
+            _ => (FailureKind::Network, e.to_string()),
+        };
+        Failure { kind, text }
+    }
+}
+
 type PendingKey = (String, String);
 
 #[derive(Clone)]
@@ -148,7 +250,12 @@ pub struct Transport {
     connected: Arc<AtomicBool>,
     settings: Arc<Settings>,
     shutdown: watch::Sender<bool>,
-    last_error: Arc<Mutex<Option<String>>>,
+    last_error: Arc<Mutex<Option<Failure>>>,
+    /// Set by [`Transport::close`]: what the connection does from then on
+    /// (the broker closing it after our DISCONNECT) is no failure.
+    closing: Arc<AtomicBool>,
+    /// Set when the event-loop task has ended.
+    finished: watch::Sender<bool>,
     /// Counts connections: an acknowledgement is only valid on the
     /// connection its publish came in on.
     epoch: Arc<AtomicU64>,
@@ -159,6 +266,9 @@ pub struct Transport {
 const TAKEOVER_WINDOW: Duration = Duration::from_secs(3);
 /// How often an unreachable broker is mentioned again at WARN.
 const UNREACHABLE_REMINDER: Duration = Duration::from_secs(60);
+/// How often a refused login is said again at WARN while it keeps being
+/// refused (every retry would be every 5 s).
+const REFUSED_REMINDER: Duration = Duration::from_secs(30);
 /// The reconnect backoff while a takeover is suspected.
 const TAKEOVER_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -192,7 +302,7 @@ fn token_epoch(token: u64) -> u64 {
 }
 
 /// What the client reads at all: well above what a broker configured as in
-/// `mosquitto/` delivers (message_size_limit), so that an oversize message
+/// `mosquitto/` delivers (max_packet_size), so that an oversize message
 /// is read, acknowledged and dropped, and costs no other message.
 fn incoming_limit(max_payload: usize) -> usize {
     max_payload.saturating_mul(16).max(16 << 20)
@@ -286,6 +396,8 @@ impl Transport {
             settings: Arc::new(settings),
             shutdown,
             last_error: Arc::default(),
+            closing: Arc::default(),
+            finished: watch::channel(false).0,
             epoch: Arc::default(),
         };
         tokio::spawn(t.clone().drive(eventloop, tx, shutdown_rx));
@@ -336,6 +448,11 @@ impl Transport {
 
     /// Why the last connection attempt failed, for a clear CLI message.
     pub fn last_error(&self) -> Option<String> {
+        self.last_failure().map(|f| f.text)
+    }
+
+    /// Why the last connection attempt failed, classified.
+    pub fn last_failure(&self) -> Option<Failure> {
         self.last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -345,28 +462,36 @@ impl Transport {
     /// Sends `req` to the CSE `receiver` (the next hop) and waits for the
     /// answer. Never fails: no broker is 5103, no answer in time is 4008.
     pub async fn request(&self, req: &Request, receiver: &str, format: Format) -> Response {
-        let fail = |rsc, why: String| Response::error(rsc, &req.rqi, why);
+        match self.ask(req, receiver, format).await {
+            Ok(rsp) => rsp,
+            Err(e) => e.into_response(&req.rqi),
+        }
+    }
+
+    /// Sends `req` to `receiver` and waits for the answer: whatever answer
+    /// carries its `rqi` on the response topic, however little else it
+    /// holds (a relayed 4008 may have no `rvi`, `to` or `fr`); `Err` only
+    /// when nothing came back or nothing could be sent.
+    pub async fn ask(
+        &self,
+        req: &Request,
+        receiver: &str,
+        format: Format,
+    ) -> Result<Response, NoAnswer> {
         if !self.is_connected() {
-            return fail(
-                Rsc::TARGET_NOT_REACHABLE,
-                "not connected to the MQTT broker".into(),
-            );
+            return Err(NoAnswer::NotConnected);
         }
-        let payload = match format.encode(req) {
-            Ok(p) => p,
-            Err(e) => return fail(Rsc::INTERNAL_SERVER_ERROR, e.to_string()),
-        };
+        let payload = format
+            .encode(req)
+            .map_err(|e| NoAnswer::Unsendable(e.to_string()))?;
         if payload.len() > self.settings.max_payload {
-            return fail(
-                Rsc::INTERNAL_SERVER_ERROR,
-                format!(
-                    "request of {} bytes exceeds mqtt.max_payload ({})",
-                    payload.len(),
-                    self.settings.max_payload
-                ),
-            );
+            return Err(NoAnswer::Unsendable(format!(
+                "request of {} bytes exceeds mqtt.max_payload ({})",
+                payload.len(),
+                self.settings.max_payload
+            )));
         }
-        self.exchange(receiver, &req.rqi, format, payload, self.settings.timeout)
+        self.exchange_answer(receiver, &req.rqi, format, payload, self.settings.timeout)
             .await
     }
 
@@ -380,7 +505,23 @@ impl Transport {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Response {
-        let fail = |rsc, why: String| Response::error(rsc, rqi, why);
+        match self
+            .exchange_answer(receiver, rqi, format, payload, timeout)
+            .await
+        {
+            Ok(rsp) => rsp,
+            Err(e) => e.into_response(rqi),
+        }
+    }
+
+    async fn exchange_answer(
+        &self,
+        receiver: &str,
+        rqi: &str,
+        format: Format,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Response, NoAnswer> {
         let key = (receiver.to_owned(), rqi.to_owned());
         let (done, answer) = oneshot::channel();
         self.lock_pending().insert(key.clone(), done);
@@ -390,19 +531,16 @@ impl Transport {
             .try_publish(topic, qos(self.settings.qos), false, payload)
         {
             self.lock_pending().remove(&key);
-            return fail(Rsc::TARGET_NOT_REACHABLE, format!("cannot publish: {e}"));
+            return Err(NoAnswer::Unpublished(e.to_string()));
         }
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(rsp)) => rsp,
+            Ok(Ok(rsp)) => Ok(rsp),
             _ => {
                 self.lock_pending().remove(&key);
-                fail(
-                    Rsc::REQUEST_TIMEOUT,
-                    format!(
-                        "no response from {receiver} within {}",
-                        humantime::format_duration(timeout)
-                    ),
-                )
+                Err(NoAnswer::Silence {
+                    receiver: receiver.to_owned(),
+                    waited: timeout,
+                })
             }
         }
     }
@@ -493,15 +631,18 @@ impl Transport {
         }
     }
 
-    /// Disconnects cleanly (after what is queued has gone out) and stops the task.
+    /// Disconnects cleanly (after what is queued has gone out) and stops the
+    /// task. The broker closing the connection after our DISCONNECT is
+    /// expected and not reported (MQTT 3.1.1 §3.14: the server closes the
+    /// network connection on DISCONNECT).
     pub async fn close(&self) {
-        let _ = self.client.try_disconnect();
-        // Give the event loop a moment to flush DISCONNECT.
-        for _ in 0..20 {
-            if !self.is_connected() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        self.closing.store(true, Ordering::Release);
+        let mut finished = self.finished.subscribe();
+        if self.is_connected() && self.client.try_disconnect().is_ok() {
+            // The task ends once DISCONNECT is written (or the link drops).
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), finished.wait_for(|done| *done))
+                    .await;
         }
         let _ = self.shutdown.send(true);
     }
@@ -587,6 +728,10 @@ impl Transport {
                 }
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                     self.connected.store(false, Ordering::Release);
+                    if self.closing.load(Ordering::Acquire) {
+                        // Written and flushed: nothing more to read.
+                        break;
+                    }
                 }
                 Ok(_) => {}
                 Err(ConnectionError::MqttState(rumqttc::StateError::Deserialization(
@@ -600,15 +745,22 @@ impl Transport {
                     error!(
                         size,
                         limit = incoming_limit(self.settings.max_payload),
-                        "dropping an oversize message by purging the broker session, which loses what was queued; set message_size_limit on the broker (mosquitto/production.conf)"
+                        "dropping an oversize message by purging the broker session, which loses what was queued; set max_packet_size on the broker (mosquitto/production.conf)"
                     );
                     self.connected.store(false, Ordering::Release);
                     let _ = tx.send(Incoming::Disconnected).await;
                     eventloop.mqtt_options.set_clean_session(true);
                 }
+                Err(e) if self.closing.load(Ordering::Acquire) || *shutdown.borrow() => {
+                    // Our own DISCONNECT (or the end of the node): the
+                    // broker closing the connection is the expected answer.
+                    debug!(error = %e, "MQTT connection closed");
+                    break;
+                }
                 Err(e) => {
+                    let failure = Failure::of(&e);
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(e.to_string());
+                        Some(failure.clone());
                     let was_connected = self.connected.swap(false, Ordering::AcqRel);
                     let short_lived = connected_at
                         .take()
@@ -621,20 +773,44 @@ impl Transport {
                     if was_connected && quick_drops >= 3 {
                         // Said once, and again every tenth time, not per drop.
                         if quick_drops % 10 == 3 {
-                            error!(client_id = %self.settings.client_id, error = %e, drops = quick_drops, "the broker keeps closing the connection right after accepting it: another client uses the client id {}; is a second node running with this CSE-ID?", self.settings.client_id);
+                            error!(client_id = %self.settings.client_id, drops = quick_drops, "the broker keeps closing the connection right after accepting it: another client uses the client id {}; is a second node running with this CSE-ID? ({e})", self.settings.client_id);
                         }
                         let _ = tx.send(Incoming::Disconnected).await;
                     } else if was_connected {
-                        warn!(error = %e, "lost the MQTT broker; reconnecting");
+                        warn!("lost the MQTT broker ({e}); reconnecting");
                         let _ = tx.send(Incoming::Disconnected).await;
+                    } else if failure.kind == FailureKind::LoginRefused {
+                        // A configuration fault that retrying does not fix:
+                        // said at every retry, at most once per reminder.
+                        attempts += 1;
+                        let due = last_warned.is_none_or(|t| t.elapsed() >= REFUSED_REMINDER);
+                        if due {
+                            last_warned = Some(std::time::Instant::now());
+                            warn!(
+                                attempts,
+                                "the MQTT broker at {} refused the login{}: {}; retrying",
+                                self.settings.broker.poa(),
+                                self.login_name()
+                                    .map(|u| format!(" as {u:?}"))
+                                    .unwrap_or_default(),
+                                failure.text
+                            );
+                        } else {
+                            debug!(attempts, "MQTT login refused again: {}", failure.text);
+                        }
                     } else if !matches!(e, ConnectionError::RequestsDone) {
                         attempts += 1;
                         let due = last_warned.is_none_or(|t| t.elapsed() >= UNREACHABLE_REMINDER);
-                        if due && !*shutdown.borrow() {
+                        if due {
                             last_warned = Some(std::time::Instant::now());
-                            warn!(broker = %self.settings.broker.poa(), error = %e, attempts, "cannot reach the MQTT broker at {}: {e}; retrying", self.settings.broker.poa());
+                            warn!(
+                                attempts,
+                                "cannot reach the MQTT broker at {}: {}; retrying",
+                                self.settings.broker.poa(),
+                                failure.text
+                            );
                         } else {
-                            debug!(error = %e, "MQTT connection attempt failed");
+                            debug!("MQTT connection attempt failed: {}", failure.text);
                         }
                     }
                     if *shutdown.borrow() {
@@ -668,6 +844,15 @@ impl Transport {
             }
         }
         self.connected.store(false, Ordering::Release);
+        self.finished.send_replace(true);
+    }
+
+    /// The user name the connection logs in with, if any.
+    fn login_name(&self) -> Option<&str> {
+        self.settings
+            .username
+            .as_deref()
+            .or(self.settings.broker.username.as_deref())
     }
 
     /// Hands a publish on. Waiting for room in `tx` is the backpressure:
@@ -742,5 +927,60 @@ impl Transport {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_with_the_brokers_reason() {
+        use rumqttc::ConnectReturnCode as C;
+        let f = Failure::of(&ConnectionError::ConnectionRefused(C::BadUserNamePassword));
+        assert_eq!(f.kind, FailureKind::LoginRefused);
+        assert_eq!(f.text, "bad user name or password (CONNACK return code 4)");
+        let f = Failure::of(&ConnectionError::ConnectionRefused(C::NotAuthorized));
+        assert_eq!(f.kind, FailureKind::LoginRefused);
+        assert!(f.text.contains("not authorized"), "{}", f.text);
+        let f = Failure::of(&ConnectionError::ConnectionRefused(C::BadClientId));
+        assert_eq!(f.kind, FailureKind::Refused);
+        let io = |kind, text: &str| {
+            Failure::of(&ConnectionError::Io(std::io::Error::new(
+                kind,
+                text.to_owned(),
+            )))
+            .kind
+        };
+        assert_eq!(
+            io(
+                std::io::ErrorKind::InvalidData,
+                "invalid peer certificate: UnknownIssuer"
+            ),
+            FailureKind::Tls
+        );
+        assert_eq!(
+            io(std::io::ErrorKind::ConnectionRefused, "Connection refused"),
+            FailureKind::Network
+        );
+        assert_eq!(
+            io(std::io::ErrorKind::ConnectionReset, "reset by peer"),
+            FailureKind::Protocol
+        );
+    }
+
+    #[test]
+    fn silence_and_an_answer_are_told_apart() {
+        let silence = NoAnswer::Silence {
+            receiver: "/id-in".into(),
+            waited: Duration::from_secs(2),
+        };
+        assert_eq!(silence.to_string(), "no response from /id-in within 2s");
+        let rsp = silence.into_response("r1");
+        assert_eq!((rsp.rsc, rsp.rqi.as_str()), (Rsc::REQUEST_TIMEOUT, "r1"));
+        assert_eq!(
+            NoAnswer::NotConnected.into_response("r2").rsc,
+            Rsc::TARGET_NOT_REACHABLE
+        );
     }
 }
