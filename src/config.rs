@@ -9,6 +9,9 @@ use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod intersp;
+pub use intersp::SpRegistrarConfig;
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -22,6 +25,9 @@ pub struct Config {
     pub security: SecurityConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[sp_registrar.<name>]`: IN-CSEs of other SPs (config/intersp.rs).
+    #[serde(default)]
+    pub sp_registrar: std::collections::BTreeMap<String, SpRegistrarConfig>,
 }
 
 /// Bounds on what requests can make the node hold (docs/protocol.md
@@ -518,6 +524,11 @@ impl Config {
             upstream: self.registrar.as_ref().map(|r| r.id.clone()),
             admin: self.security.admin.clone(),
             limits: self.limits(),
+            peers: self
+                .sp_registrar
+                .values()
+                .map(|p| (p.sp_id.clone(), p.id.clone()))
+                .collect(),
         }
     }
 
@@ -556,6 +567,7 @@ impl Config {
             durable: self.cse.data_dir.is_some(),
             max_payload: self.mqtt.max_payload,
             seed,
+            peers: self.peer_settings(),
         }
     }
 
@@ -664,6 +676,7 @@ impl Config {
                 );
             }
         }
+        p.extend(self.intersp_problems());
         p
     }
 }
@@ -843,13 +856,14 @@ pub fn check_pem(path: &Path, what: Pem) -> Result<(), String> {
     Ok(())
 }
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "cse",
     "mqtt",
     "registrar",
     "registrees",
     "security",
     "limits",
+    "sp_registrar",
 ];
 
 /// Values put in place of a required key that is missing or bad, so that

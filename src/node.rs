@@ -45,6 +45,29 @@ pub fn upstream_settings(cfg: &Config) -> Result<Option<Settings>, NodeError> {
         .transpose()
 }
 
+/// The connections of `[sp_registrar.<name>.mqtt]`, one per peer SP with a
+/// broker of its own, on the link the engine knows it by.
+pub fn peer_transport_settings(cfg: &Config) -> Result<Vec<Settings>, NodeError> {
+    let peers = cfg.peer_settings();
+    cfg.peer_mqtt()
+        .into_iter()
+        .zip(peers.iter().filter(|p| p.link != Link::LOCAL))
+        .map(|((section, m), p)| settings_of(cfg, m, &section, p.link))
+        .collect()
+}
+
+/// What the node answers to besides its CSE-ID when it talks to other
+/// SPs: its absolute CSE-ID (TS-0010 `:sp:id`) and, for ACME, its SP-ID
+/// (docs/protocol.md §13.2).
+fn also_addressed_as(cfg: &Config) -> Vec<String> {
+    let across =
+        !cfg.sp_registrar.is_empty() || cfg.registrees.allowed.iter().any(|a| a.starts_with("//"));
+    match (&cfg.cse.sp_id, across) {
+        (Some(sp), true) => vec![format!("//{sp}{}", cfg.cse.id), format!("/{sp}")],
+        _ => Vec::new(),
+    }
+}
+
 fn settings_of(
     cfg: &Config,
     m: &MqttConfig,
@@ -65,6 +88,7 @@ fn settings_of(
         max_payload: m.max_payload,
         timeout: m.timeout,
         own: cfg.cse.id.to_string(),
+        also: also_addressed_as(cfg),
         persistent_session: true,
         node: true,
         topic_prefix: m.topic_prefix.clone(),
@@ -73,17 +97,19 @@ fn settings_of(
     })
 }
 
-/// The node's broker connections: one, or one per side.
+/// The node's broker connections: `[mqtt]`, and one per link of its own
+/// (`[registrar.mqtt]`, `[sp_registrar.<name>.mqtt]`).
 #[derive(Clone)]
 struct Links {
     local: Transport,
-    upstream: Option<Transport>,
+    others: Vec<(Link, Transport)>,
 }
 
 impl Links {
-    /// `link` as it is here: with one broker, everything is `Local`.
+    /// `link` as it is here: a link without a connection of its own is
+    /// the local one.
     fn norm(&self, link: Link) -> Link {
-        if self.upstream.is_some() {
+        if self.others.iter().any(|(l, _)| *l == link) {
             link
         } else {
             Link::LOCAL
@@ -91,10 +117,10 @@ impl Links {
     }
 
     fn get(&self, link: Link) -> &Transport {
-        match (self.norm(link), &self.upstream) {
-            (Link::UPSTREAM, Some(t)) => t,
-            _ => &self.local,
-        }
+        self.others
+            .iter()
+            .find(|(l, _)| *l == link)
+            .map_or(&self.local, |(_, t)| t)
     }
 }
 
@@ -193,17 +219,31 @@ async fn run_inner(
         "starting m2mnode"
     );
     let (transport, mut incoming) = Transport::start(transport_settings(&cfg)?)?;
-    let (upstream, mut upstream_rx) = match upstream_settings(&cfg)? {
-        Some(s) => {
-            let (t, rx) = Transport::start(s)?;
-            (Some(t), Some(rx))
-        }
-        None => (None, None),
-    };
-    let split = upstream.is_some();
+    // Every other connection feeds one channel, its messages marked with
+    // its link.
+    let mut others = Vec::new();
+    let (other_tx, mut other_rx) = mpsc::channel::<(Link, Incoming)>(1024);
+    let extra = upstream_settings(&cfg)?
+        .into_iter()
+        .chain(peer_transport_settings(&cfg)?);
+    for s in extra {
+        let link = s.link;
+        let (t, mut rx) = Transport::start(s)?;
+        let tx = other_tx.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if tx.send((link, msg)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        others.push((link, t));
+    }
+    drop(other_tx);
+    let split = !others.is_empty();
     let links = Links {
         local: transport.clone(),
-        upstream: upstream.clone(),
+        others: others.clone(),
     };
 
     // Group commit: the persister thread writes one batch per transaction
@@ -227,10 +267,10 @@ async fn run_inner(
     // publisher per connection: a broker that is away stalls only its own.
     let mut lanes = Vec::new();
     let mut publishers = Vec::new();
-    for link in [Link::LOCAL, Link::UPSTREAM] {
-        if link == Link::UPSTREAM && !split {
-            break;
-        }
+    let all_links: Vec<Link> = std::iter::once(Link::LOCAL)
+        .chain(others.iter().map(|(l, _)| *l))
+        .collect();
+    for link in all_links {
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
         let backlog = Arc::new(AtomicUsize::new(0));
         let (both, backlog2) = (links.clone(), backlog.clone());
@@ -247,6 +287,7 @@ async fn run_inner(
             }
         }));
         lanes.push(Lane {
+            link,
             queue: out_tx,
             backlog,
             transport: links.get(link).clone(),
@@ -273,9 +314,14 @@ async fn run_inner(
                 let link = split.then_some(Link::LOCAL);
                 feed_burst(&mut engine, msg, &mut incoming, link, Now::system());
             }
-            Some(msg) = recv_opt(&mut upstream_rx) => {
-                if let Some(rx) = &mut upstream_rx {
-                    feed_burst(&mut engine, msg, rx, Some(Link::UPSTREAM), Now::system());
+            Some((link, msg)) = other_rx.recv() => {
+                let now = Now::system();
+                feed(&mut engine, msg, Some(link), now);
+                for _ in 0..BURST {
+                    match other_rx.try_recv() {
+                        Ok((l, m)) => feed(&mut engine, m, Some(l), now),
+                        Err(_) => break,
+                    }
                 }
             }
             Some((seq, result)) = done_rx.recv() => {
@@ -314,19 +360,11 @@ async fn run_inner(
     .await;
     drop(batch_tx);
     let _ = tokio::task::spawn_blocking(move || persist_thread.join()).await;
-    if let Some(u) = &upstream {
-        u.close().await;
+    for (_, t) in &others {
+        t.close().await;
     }
     transport.close().await;
     Ok(())
-}
-
-/// The next message of a receiver that may not exist (then never).
-async fn recv_opt(rx: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -421,12 +459,13 @@ fn one_line(text: &str) -> String {
 /// order, through that connection's publisher task, which waits for room.
 /// Nothing is dropped.
 struct Outbox {
-    /// Indexed by [`Link`]: one lane, or two with a broker per side.
+    /// One lane per connection, the local one first.
     lanes: Vec<Lane>,
     links: Links,
 }
 
 struct Lane {
+    link: Link,
     queue: mpsc::UnboundedSender<Out>,
     /// Messages handed to the publisher task and not yet sent by it.
     backlog: Arc<AtomicUsize>,
@@ -435,7 +474,15 @@ struct Lane {
 
 impl Outbox {
     fn send(&self, link: Link, out: Out) {
-        let lane = &self.lanes[self.links.norm(link).index().min(self.lanes.len() - 1)];
+        let link = self.links.norm(link);
+        let Some(lane) = self
+            .lanes
+            .iter()
+            .find(|l| l.link == link)
+            .or(self.lanes.first())
+        else {
+            return;
+        };
         let out = if lane.backlog.load(Ordering::Acquire) > 0 {
             out
         } else {
@@ -480,9 +527,14 @@ fn drain(engine: &mut Engine, batches: &std::sync::mpsc::Sender<StoreBatch>, out
                 format,
                 payload,
                 ack,
+                hop,
             } => {
                 let link = links.norm(link);
-                let topic = links.get(link).request_topic(to.as_str(), format);
+                let t = links.get(link);
+                let topic = match hop {
+                    Some(h) => t.request_topic_between(&h.from, &h.to, format),
+                    None => t.request_topic(to.as_str(), format),
+                };
                 (link, Some((topic, payload)), ack)
             }
             Transmit::Response { to, payload, ack } => (

@@ -52,6 +52,10 @@ impl Config {
     /// `[security]`.
     pub fn reload_plan(&self, new: &Config) -> ReloadPlan {
         let mut plan = ReloadPlan::default();
+        // Peer SPs may bring links of their own: a restart opens them.
+        if new.sp_registrar != self.sp_registrar {
+            plan.restart.push("sp_registrar");
+        }
         if new.registrees.allowed != self.registrees.allowed {
             plan.allowed = Some(new.registrees.allowed.clone());
         }
@@ -106,6 +110,7 @@ impl Config {
         if plan.restart.contains(&"registrar.mqtt") {
             new.registrar = self.registrar.clone();
         }
+        new.sp_registrar = self.sp_registrar.clone();
         new.security = self.security.clone();
         new.cse = self.cse.clone();
         new.mqtt = self.mqtt.clone();

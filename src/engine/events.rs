@@ -171,12 +171,20 @@ pub enum Event {
     Summary(Summary),
     /// Deregistration is over (or there was none): the driver may exit.
     Stopped,
+    /// An event of the registration at another SP's IN-CSE `sp`
+    /// (`[sp_registrar.*]`, docs/protocol.md §13): told as the own
+    /// registration's, with the SP named.
+    PeerSp {
+        sp: String,
+        event: Box<Event>,
+    },
 }
 
 impl Event {
     pub fn severity(&self) -> Severity {
         use Severity::*;
         match self {
+            Event::PeerSp { event, .. } => event.severity(),
             Event::Registered { .. }
             | Event::AttributesRefused { .. }
             | Event::RegistrarChanged { .. }
@@ -217,6 +225,7 @@ impl Event {
     /// A short name of the kind of event (a field of every log line).
     pub fn kind(&self) -> &'static str {
         match self {
+            Event::PeerSp { event, .. } => event.kind(),
             Event::Registered { .. } => "registered",
             Event::Deregistered { .. } => "deregistered",
             Event::AttributesRefused { .. } => "attributes_refused",
@@ -426,6 +435,7 @@ impl fmt::Display for Event {
                 )
             }
             Event::Stopped => f.write_str("stopped"),
+            Event::PeerSp { sp, event } => write!(f, "SP //{sp}: {event}"),
         }
     }
 }

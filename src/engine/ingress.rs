@@ -16,7 +16,13 @@ use crate::topic::Route;
 use tracing::debug;
 
 impl Engine {
-    pub(super) fn on_request(&mut self, route: Route, payload: &[u8], ack: Option<Ack>, now: Now) {
+    pub(super) fn on_request(
+        &mut self,
+        mut route: Route,
+        payload: &[u8],
+        ack: Option<Ack>,
+        now: Now,
+    ) {
         let format = match route.format {
             Ok(f) => f,
             Err(ref suffix) => {
@@ -24,7 +30,7 @@ impl Engine {
                 return self.refuse_media_type(route, &suffix, payload, ack);
             }
         };
-        let req = match format.decode_request(payload) {
+        let mut req = match format.decode_request(payload) {
             Ok(r) => r,
             Err(e) => {
                 // TS-0004 7.3.1: a request that cannot be read is answered
@@ -50,6 +56,8 @@ impl Engine {
                 return;
             }
         };
+        // Which SP the hop speaks for, before anything is keyed on it.
+        let across = self.cross_sp_gate(&mut route, &mut req);
         let fr = req.fr.clone().unwrap_or_default();
         let key = dedupe::key(&route.originator, &fr, &req.rqi);
         if let Some(previous) = self.durability.take_restored(&key) {
@@ -74,7 +82,7 @@ impl Engine {
             }
             None => {}
         }
-        let outcome = if let Some(why) = self.wrong_link(&route) {
+        let outcome = if let Some(why) = across.or_else(|| self.wrong_link(&route)) {
             let rsp = Response::error(Rsc::ORIGINATOR_HAS_NO_PRIVILEGE, "", why);
             Outcome::Respond {
                 response: self.registrar.answer(&req, rsp, now.wall),
@@ -85,7 +93,17 @@ impl Engine {
                 response: self.registrar.answer(&req, rsp, now.wall),
             }
         } else {
-            self.registrar.handle(&req, &route.originator, now.wall)
+            // A peer SP's IN vouches for the CSEs of its SP (the gate
+            // checked `fr` is one of them): the registrar sees the CSE
+            // that `fr` names as the hop.
+            let hop = match crate::engine::intersp::split_absolute(&route.originator) {
+                Some((sp, _)) => match super::registrar::speaker_cse(&fr) {
+                    Some(cse) => format!("//{sp}{cse}"),
+                    None => route.originator.clone(),
+                },
+                None => route.originator.clone(),
+            };
+            self.registrar.handle(&req, &hop, now.wall)
         };
         match outcome {
             Outcome::Respond { response, .. } => {

@@ -43,6 +43,7 @@ mod durability;
 mod events;
 mod forwards;
 mod ingress;
+mod intersp;
 mod links;
 mod liveness;
 mod outbound;
@@ -55,6 +56,7 @@ mod upstream;
 
 pub use crate::topic::Link;
 pub use events::{Dropped, Event, Removal, Severity, Summary};
+pub use intersp::{HopIds, PeerSettings, TopicIds};
 pub use liveness::MISSES as LIVENESS_MISSES;
 pub use registrar::{Limits, Outcome, Registrar, RegistrarSettings};
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
@@ -104,6 +106,8 @@ pub struct EngineSettings {
     pub max_payload: usize,
     /// Seeds rqis and jitter; any value unique per start.
     pub seed: u64,
+    /// The IN-CSEs of other SPs this IN-CSE registers at (intersp.rs).
+    pub peers: Vec<PeerSettings>,
 }
 
 /// Liveness probes outstanding at once, at least (more when the population
@@ -127,6 +131,9 @@ pub enum Transmit {
         payload: Vec<u8>,
         /// The incoming request this one forwards: acknowledge after sending.
         ack: Option<Ack>,
+        /// The topic's originator and receiver IDs when they are not this
+        /// CSE's and `to` (a hop to another SP: docs/protocol.md §13).
+        hop: Option<HopIds>,
     },
     /// An answer to the hop that sent the request on `to`.
     Response {
@@ -181,6 +188,10 @@ pub struct Engine {
     next_summary: Instant,
     /// A check was asked for (SIGUSR1): its result is told when it is over.
     check_report: bool,
+    /// The own SP-ID (`cse.sp_id`), without slashes.
+    sp_id: Option<String>,
+    /// The registrations at other SPs' IN-CSEs (intersp.rs).
+    peers: Vec<intersp::Peer>,
 }
 
 impl Engine {
@@ -217,7 +228,19 @@ impl Engine {
             settings.durable,
         );
         let answered = std::mem::take(&mut snapshot.answered);
+        store.set_peers(settings.peers.iter().map(PeerSettings::absolute).collect());
         store.restore(snapshot);
+        let sp_id = settings.registrar.sp_id.clone();
+        let peers = match &sp_id {
+            Some(sp) => Engine::peer_machines(
+                &settings.peers,
+                (&settings.registrar.cse_base, &store),
+                settings.request_timeout,
+                settings.seed,
+                sp,
+            ),
+            None => Vec::new(),
+        };
         let upstream = match (&settings.registration, registrar_id) {
             (Some(up), Some(registrar)) => {
                 let adopt = store.by_csi(registrar.as_str()).is_some();
@@ -275,6 +298,8 @@ impl Engine {
             drops: Throttle::new(Duration::from_secs(60), DROPS_SHOWN_PER_MINUTE),
             next_summary: now.mono + SUMMARY_EVERY,
             check_report: false,
+            sp_id,
+            peers,
         };
         // Restored registrees are watched like new ones (spread over the
         // first interval); that is not news, so no events.
@@ -364,6 +389,7 @@ impl Engine {
         if !up {
             self.durability.connection_lost();
         }
+        self.peers_link_changed(link, up, now);
         if up && upstream && !self.stopping {
             if let Some(u) = &mut self.upstream {
                 if let Some(start) = u.start.take() {
@@ -418,6 +444,9 @@ impl Engine {
         if let Some(u) = &mut self.upstream {
             u.machine.check_now(now);
         }
+        for p in &mut self.peers {
+            p.up.machine.check_now(now);
+        }
         self.flush(now);
     }
 
@@ -451,8 +480,10 @@ impl Engine {
             return;
         }
         self.stopping = true;
+        let peers_running = self.peers_shutdown(now);
         match &mut self.upstream {
             Some(u) => u.machine.handle(Input::Shutdown, now),
+            None if peers_running => {}
             None => {
                 self.stopped = true;
                 self.events.push_back(Event::Stopped);
@@ -501,6 +532,9 @@ impl Engine {
         }
         if let Some(u) = &mut self.upstream {
             u.machine.handle(Input::Timer, now);
+        }
+        for p in &mut self.peers {
+            p.up.machine.handle(Input::Timer, now);
         }
         if now.mono >= self.next_summary {
             self.next_summary = now.mono + SUMMARY_EVERY;
@@ -584,7 +618,14 @@ impl Engine {
         let own = self
             .upstream
             .as_ref()
-            .and_then(|u| u.machine.poll_timeout());
+            .and_then(|u| u.machine.poll_timeout())
+            .into_iter()
+            .chain(
+                self.peers
+                    .iter()
+                    .filter_map(|p| p.up.machine.poll_timeout()),
+            )
+            .min();
         let probes = (self.links.is_up(Link::LOCAL) && !self.stopping)
             .then(|| self.liveness.poll_timeout())
             .flatten();
@@ -608,6 +649,9 @@ impl Engine {
             self.apply_notices(now);
             self.feed_dcse(now);
             let Some(action) = self.upstream.as_mut().and_then(|u| u.machine.poll_action()) else {
+                if self.flush_peers(now) {
+                    continue;
+                }
                 break;
             };
             self.carry_out(action, now);

@@ -26,10 +26,14 @@ impl Engine {
         ack: Option<Ack>,
         now: Now,
     ) {
-        let link = self.links.to(
-            next_hop.as_str(),
-            self.upstream.as_ref().map(|u| &u.registrar),
-        );
+        let across = self.peer_hop(&next_hop, &request);
+        let link = match &across {
+            Some((link, _)) => *link,
+            None => self.links.to(
+                next_hop.as_str(),
+                self.upstream.as_ref().map(|u| &u.registrar),
+            ),
+        };
         let admitted = if self.links.is_up(link) {
             self.forwards.admit_forward()
         } else {
@@ -54,9 +58,13 @@ impl Engine {
         };
         debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
         self.recent.in_flight(key.clone());
+        let (peer, hop) = match across {
+            Some((_, hop)) => (hop.to.clone(), Some(hop)),
+            None => (next_hop.to_string(), None),
+        };
         self.forwards.add(
             request.rqi.clone(),
-            next_hop.as_str(),
+            &peer,
             now.mono,
             Purpose::Forward(Box::new(Relay {
                 reply,
@@ -71,12 +79,18 @@ impl Engine {
             format: hop_format,
             payload,
             ack,
+            hop,
         });
     }
 
     /// The end of a request this node sent: `rsp` is the answer or a 4008.
     pub(super) fn complete(&mut self, p: Pending, mut rsp: Response, now: Now) {
         match p.purpose {
+            Purpose::Registration if self.peer_by_hop(&p.peer).is_some() => {
+                if let Some(i) = self.peer_by_hop(&p.peer) {
+                    self.peer_response(i, rsp, now);
+                }
+            }
             Purpose::Registration => {
                 if let Some(Upstream { machine, .. }) = &mut self.upstream {
                     machine.handle(super::Input::Response(rsp), now);
@@ -106,6 +120,7 @@ impl Engine {
                     key,
                 } = *relay;
                 rsp.rqi = rqi;
+                self.map_back(&p.peer, &mut rsp, &key.1);
                 let size = self.reply(reply, format, &rsp, None);
                 self.recent.remember(key, rsp, size);
             }
@@ -139,25 +154,40 @@ impl Engine {
                 continue;
             };
             let cb = csr.cb.clone().unwrap_or_else(|| csi.clone());
-            let Ok(peer) = CseId::new(csi.clone()) else {
+            // A CSE of another SP that registered here is reached on its
+            // SP-relative CSE-ID (what ACME listens on) and told this CSE's
+            // absolute one (docs/protocol.md §13).
+            let (rel, fr) = match super::intersp::split_absolute(&csi) {
+                Some((_, rel)) => (
+                    rel.to_owned(),
+                    format!("//{}{}", self.own_sp().unwrap_or_default(), self.own),
+                ),
+                None => (csi.clone(), self.own.to_string()),
+            };
+            let Ok(peer) = CseId::new(rel) else {
                 self.liveness.result(&csi, ProbeOutcome::NoConnection, now);
                 continue;
             };
             let rqi = self.forwards.next_rqi("live");
-            let mut req = Request::new(Operation::Retrieve, cb, self.own.as_str(), rqi.clone());
+            let mut req = Request::new(Operation::Retrieve, cb, fr.as_str(), rqi.clone());
             req.rvi = Some(OWN_RVI.into());
             req.ot = Some(now.wall.to_onem2m());
             req.rqet = Some(now.wall.plus(self.forwards.timeout()).to_onem2m());
             match Format::Json.encode(&req) {
                 Ok(payload) => {
-                    self.forwards
-                        .add(rqi, &csi, now.mono, Purpose::Probe { csi: csi.clone() });
+                    self.forwards.add(
+                        rqi,
+                        peer.as_str(),
+                        now.mono,
+                        Purpose::Probe { csi: csi.clone() },
+                    );
                     self.transmits.push_back(Transmit::Request {
                         to: peer,
                         link: Link::LOCAL,
                         format: Format::Json,
                         payload,
                         ack: None,
+                        hop: None,
                     });
                 }
                 Err(_) => {

@@ -40,6 +40,9 @@ pub struct RegistrarSettings {
     /// for itself; `None`: nobody.
     pub admin: Option<String>,
     pub limits: Limits,
+    /// The IN-CSEs of other SPs, by SP-ID (`[sp_registrar.*]`): requests
+    /// for a target in one of those SPs go there (docs/protocol.md §13).
+    pub peers: Vec<(String, CseId)>,
 }
 
 /// What one registree may make this node hold (issue: every resource has a
@@ -184,12 +187,7 @@ impl Registrar {
         let path = match target {
             Target::Local(path) => path,
             Target::Remote { csi } => return self.forward(req, fr, &csi, hop),
-            Target::OtherSp { sp } => {
-                return Err(Refusal::NotFound(format!(
-                    "{} (SP //{sp} is not reachable from here)",
-                    req.to
-                )))
-            }
+            Target::OtherSp { sp } => return self.forward_across(req, fr, sp, hop),
         };
         match req.rvi.as_deref() {
             Some(r) if release_supported(r) => {}
@@ -363,7 +361,17 @@ impl Registrar {
                 "an ASN-CSE does not accept registrations".into(),
             ));
         }
-        let csi = CseId::new(fr).map_err(|e| bad(format!("originator is not a CSE-ID: {e}")))?;
+        // A CSE of another SP registers with its absolute CSE-ID (Mcc',
+        // docs/protocol.md §13); it is known by that, named as ACME names it.
+        let foreign = crate::engine::intersp::split_absolute(fr);
+        let csi = CseId::new(foreign.map_or(fr, |(_, rel)| rel))
+            .map_err(|e| bad(format!("originator is not a CSE-ID: {e}")))?;
+        if let Some((sp, _)) = foreign {
+            if !self.allows_foreign(fr) {
+                return Err(Refusal::NotPermittedToRegister(fr.to_owned()));
+            }
+            return self.create_foreign_csr(req, fr, sp, &csi, now);
+        }
         if fr.len() > self.cfg.limits.name_length {
             return Err(bad(format!(
                 "CSE-ID longer than {} characters",
@@ -450,6 +458,75 @@ impl Registrar {
         Ok(self.answer(req, r, now))
     }
 
+    /// [`Registrar::create_csr`] for a CSE of SP `sp`: its `dcse` names
+    /// CSEs of that SP, which are reached through it by SP-ID, so it is
+    /// not taken into this SP's tree.
+    fn create_foreign_csr(
+        &mut self,
+        req: &Request,
+        fr: &str,
+        sp: &str,
+        csi: &CseId,
+        now: Timestamp,
+    ) -> Result<Response, Refusal> {
+        check_rcn(req, &[0, 1])?;
+        let body = csr_body(req)?;
+        for k in body.keys() {
+            if !CSR_ATTRIBUTES.contains(&k.as_str()) {
+                return Err(bad(format!("unknown attribute {k:?} in m2m:csr")));
+            }
+            if CSR_NOT_CREATABLE.contains(&k.as_str()) {
+                return Err(bad(format!(
+                    "attribute {k:?} is assigned by the registrar and cannot be set"
+                )));
+            }
+        }
+        for k in ["cb", "rr", "srv", "csi"] {
+            if body.get(k).is_none_or(Value::is_null) {
+                return Err(bad(format!("missing mandatory attribute {k:?}")));
+            }
+        }
+        let mut csr: RemoteCse = serde_json::from_value(Value::Object(body.clone()))
+            .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
+        csr.dcse = None;
+        self.validate_csr(&csr, fr, now)?;
+        let derived = crate::engine::intersp::foreign_rn(sp, csi);
+        let rn = csr.rn.clone().unwrap_or_else(|| derived.clone());
+        if !valid_name(&rn, self.cfg.limits.name_length) || !valid_name(&derived, 200) {
+            return Err(bad(format!("invalid resource name {:?}", truncate(&rn))));
+        }
+        if self.store.registree_count() >= self.cfg.limits.max_registrees {
+            return Err(Refusal::Exhausted(format!(
+                "this CSE accepts at most {} registrees ([registrees] max)",
+                self.cfg.limits.max_registrees
+            )));
+        }
+        if self.store.by_csi(fr).is_some() {
+            return Err(Refusal::Conflict(format!("CSE {fr} is already registered")));
+        }
+        if self.store.by_rn(&rn).is_some()
+            || rn == self.cfg.cse_base.rn
+            || self.store.get(&derived).is_some()
+        {
+            return Err(Refusal::Conflict(format!(
+                "a resource named {rn:?} already exists"
+            )));
+        }
+        let ts = now.to_onem2m();
+        csr.rn = Some(rn);
+        csr.ri = Some(derived.clone());
+        csr.pi = Some(self.cfg.cse_base.ri.clone());
+        csr.ty = Some(ResourceType::REMOTE_CSE);
+        csr.ct = Some(ts.clone());
+        csr.lt = Some(ts);
+        csr.csi = Some(fr.to_owned());
+        let pc = (req.rcn != Some(0)).then(|| csr.to_content());
+        self.store.insert(derived, csr);
+        let mut r = Response::new(Rsc::CREATED, "");
+        r.pc = pc;
+        Ok(self.answer(req, r, now))
+    }
+
     fn update_csr(
         &mut self,
         req: &Request,
@@ -512,7 +589,9 @@ impl Registrar {
             }
         }
         if let Some(cb) = &csr.cb {
-            if !cb.starts_with('/') || cb.starts_with("//") || cb.len() < 2 {
+            // A CSE of another SP names its CSEBase absolute (TS-0001 7.2).
+            let absolute_ok = csi.starts_with("//") && cb.starts_with(&format!("{csi}/"));
+            if !absolute_ok && (!cb.starts_with('/') || cb.starts_with("//") || cb.len() < 2) {
                 return Err(bad(format!(
                     "cb {:?} is not an SP-relative CSEBase address like \"/id-mn/cse-mn\"",
                     truncate(cb)
@@ -615,7 +694,7 @@ impl Registrar {
             .store
             .get(ri)
             .ok_or_else(|| Refusal::NotFound(ri.to_owned()))?;
-        if csr.csi() != Some(fr) || speaker_cse(hop) != Some(fr) {
+        if csr.csi() != Some(fr) || (speaker_cse(hop) != Some(fr) && hop != fr) {
             return Err(Refusal::NoPrivilege(format!(
                 "{fr} (speaking through {hop}) may not change the <remoteCSE> of {}",
                 csr.csi().unwrap_or("another CSE")
@@ -678,6 +757,63 @@ impl Registrar {
         Err(Refusal::NoPrivilege(format!(
             "{hop} may not speak for {fr}: it is neither that CSE nor registered below it"
         )))
+    }
+
+    /// Whether an allow-list pattern for other SPs (`//sp-b.example/*`)
+    /// admits the absolute CSE-ID `abs`. `*` alone stays within the SP.
+    pub fn allows_foreign(&self, abs: &str) -> bool {
+        self.cfg
+            .allowed
+            .iter()
+            .any(|p| p.starts_with("//") && glob_match(p, abs))
+    }
+
+    /// A request for a target in SP `sp` (TS-0001 7.3): up to the
+    /// registrar, whose IN knows the way; at the IN, to the peer SP's IN,
+    /// with `fr` made absolute (IDs become absolute when they leave the SP,
+    /// TS-0001 7.2).
+    fn forward_across(
+        &self,
+        req: &Request,
+        fr: &str,
+        sp: &str,
+        hop: &str,
+    ) -> Result<Outcome, Refusal> {
+        let unreachable =
+            || Refusal::NotFound(format!("{} (SP //{sp} is not reachable from here)", req.to));
+        if let Some(up) = &self.cfg.upstream {
+            if speaker_cse(hop) == Some(up.as_str()) {
+                return Err(unreachable());
+            }
+            return self.forward(req, fr, up.as_str(), hop);
+        }
+        let (_, peer) = self
+            .cfg
+            .peers
+            .iter()
+            .find(|(s, _)| s == sp)
+            .ok_or_else(unreachable)?;
+        if req.op == Operation::Create
+            && matches!(req.ty, Some(ResourceType::REMOTE_CSE | ResourceType::AE))
+        {
+            return Err(bad(format!(
+                "a registration must be sent to the registrar, not through {}",
+                self.own()
+            )));
+        }
+        let own_sp = self.cfg.sp_id.as_deref().unwrap_or_default();
+        let mut fwd = req.clone();
+        fwd.fr = Some(if fr.starts_with("//") {
+            fr.to_owned()
+        } else if fr.starts_with('/') {
+            format!("//{own_sp}{fr}")
+        } else {
+            format!("//{own_sp}{}/{fr}", self.own())
+        });
+        Ok(Outcome::Forward {
+            next_hop: peer.clone(),
+            request: fwd,
+        })
     }
 
     /// Where a request for CSE `csi` goes next (docs/protocol.md §4.3).

@@ -59,6 +59,7 @@ pub(super) fn status(engine: &Engine) -> Value {
         },
         "connects": connects,
         "registrar": registrar,
+        "peer_sps": engine.peer_status(),
         "registrees": registrees,
         "descendants": store.descendant_ids(),
         "requests": {

@@ -116,6 +116,9 @@ pub struct Store {
     own: Arc<str>,
     /// This node's registrar: its CSR is not a registree.
     upstream: Option<String>,
+    /// The IN-CSEs of other SPs this node registers at (absolute CSE-IDs):
+    /// their CSRs are not registrees either.
+    peers: Vec<String>,
     /// Boxed: a 400-byte value inline would leave tree nodes half empty.
     csrs: BTreeMap<String, Box<RemoteCse>>,
     by_csi: HashMap<String, String>,
@@ -143,14 +146,23 @@ pub(crate) fn validate_snapshot(
     for (ri, csr) in &snapshot.csrs {
         let at = |why: String| format!("entry {ri:?}: {why}");
         let csi = csr.csi().ok_or_else(|| at("no csi".into()))?;
-        crate::id::CseId::new(csi).map_err(|e| at(e.to_string()))?;
+        // A CSE of another SP (docs/protocol.md §13): absolute, and named
+        // `<sp>_<csi>` as ACME names it.
+        let foreign = crate::engine::intersp::split_absolute(csi);
+        let rel = foreign.map_or(csi, |(_, rel)| rel);
+        let rel_id = crate::id::CseId::new(rel).map_err(|e| at(e.to_string()))?;
         if csi == own {
             return Err(at(format!("its csi {csi} is this CSE")));
         }
         if !seen.insert(csi) {
             return Err(at(format!("csi {csi} is held by another entry too")));
         }
-        if ri.as_str() != &csi[1..] {
+        if let Some((sp, _)) = foreign {
+            let want = crate::engine::intersp::foreign_rn(sp, &rel_id);
+            if *ri != want {
+                return Err(at(format!("ri must be {want:?} for {csi}")));
+            }
+        } else if ri.as_str() != &csi[1..] {
             return Err(at(format!(
                 "ri must be the CSE-ID without '/', {:?}",
                 &csi[1..]
@@ -179,6 +191,7 @@ impl Store {
         Store {
             own: Arc::from(own),
             upstream: upstream.map(str::to_owned),
+            peers: Vec::new(),
             csrs: BTreeMap::new(),
             by_csi: HashMap::new(),
             by_rn: HashMap::new(),
@@ -275,7 +288,8 @@ impl Store {
     }
 
     pub fn is_registree(&self, csr: &RemoteCse) -> bool {
-        self.upstream.is_none() || csr.csi() != self.upstream.as_deref()
+        (self.upstream.is_none() || csr.csi() != self.upstream.as_deref())
+            && !csr.csi().is_some_and(|c| self.peers.iter().any(|p| p == c))
     }
 
     /// The registree CSRs: all but the registrar's.
@@ -284,7 +298,17 @@ impl Store {
     }
 
     pub fn registree_count(&self) -> usize {
-        self.csrs.len() - usize::from(self.upstream_csr().is_some())
+        let peers = self
+            .peers
+            .iter()
+            .filter(|p| self.by_csi.contains_key(p.as_str()))
+            .count();
+        self.csrs.len() - usize::from(self.upstream_csr().is_some()) - peers
+    }
+
+    /// The IN-CSEs of other SPs this node registers at (before restore).
+    pub(crate) fn set_peers(&mut self, peers: Vec<String>) {
+        self.peers = peers;
     }
 
     fn upstream_csr(&self) -> Option<&RemoteCse> {
@@ -511,7 +535,13 @@ impl Store {
         // the tree when it is accepted).
         let via: Arc<str> = Arc::from(ri);
         let at: Arc<str> = Arc::from(csi);
-        for d in csr.dcse() {
+        // A CSE of another SP lists CSEs of its SP, not of this one.
+        let dcse: &[String] = if csi.starts_with("//") {
+            &[]
+        } else {
+            csr.dcse()
+        };
+        for d in dcse {
             self.descendants
                 .entry(d.clone())
                 .or_insert_with(|| Descendant {

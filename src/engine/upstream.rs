@@ -204,6 +204,7 @@ impl Engine {
                             format: Format::Json,
                             payload,
                             ack: None,
+                            hop: None,
                         });
                     }
                     Err(e) => {

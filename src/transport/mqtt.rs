@@ -41,6 +41,10 @@ pub struct Settings {
     /// The ID whose request and response topics are subscribed (a CSE-ID,
     /// or whatever `m2mnode request --from` names).
     pub own: String,
+    /// More IDs this client is addressed by, whose request and response
+    /// topics are subscribed too: the own absolute CSE-ID and SP-ID
+    /// toward other SPs (docs/protocol.md §13.2).
+    pub also: Vec<String>,
     /// Clean session off (TS-0010 6.3.3); `m2m request` turns it on so a
     /// one-shot client leaves nothing queued at the broker.
     pub persistent_session: bool,
@@ -82,6 +86,7 @@ impl Settings {
             max_payload: 1 << 20,
             timeout,
             own: own.into(),
+            also: Vec::new(),
             persistent_session: false,
             node: false,
             topic_prefix: String::new(),
@@ -446,6 +451,12 @@ impl Transport {
         )
     }
 
+    /// The topic of a request between the IDs `hop` names (a hop to
+    /// another SP, whose topics may name this client otherwise).
+    pub fn request_topic_between(&self, from: &str, to: &str, format: Format) -> String {
+        topic::request_topic_prefixed(&self.settings.topic_prefix, from, to, format)
+    }
+
     /// Why the last connection attempt failed, for a clear CLI message.
     pub fn last_error(&self) -> Option<String> {
         self.last_failure().map(|f| f.text)
@@ -693,10 +704,17 @@ impl Transport {
                     // left by another client with this id (or a takeover
                     // that unsubscribed) holds none of ours, and the node
                     // would be deaf (docs/protocol.md §9). It costs a packet.
-                    let filters = topic::subscriptions_prefixed(
+                    let mut filters = topic::subscriptions_prefixed(
                         &self.settings.topic_prefix,
                         &self.settings.own,
-                    );
+                    )
+                    .to_vec();
+                    for id in &self.settings.also {
+                        filters.extend(topic::subscriptions_prefixed(
+                            &self.settings.topic_prefix,
+                            id,
+                        ));
+                    }
                     awaiting_subacks = filters.len();
                     for filter in filters {
                         if let Err(e) = self.client.try_subscribe(filter, qos(self.settings.qos)) {
