@@ -442,22 +442,27 @@ impl Engine {
             None => match peer_link {
                 // A bare ID on a peer's own link is of that SP (ACME).
                 Some(p) => Some((p.settings.sp_id.clone(), format!("//{}{hop}", p.settings.sp_id))),
-                // ACME's receiver segment for another SP is the SP-ID:
-                // what comes on it is from another SP, which `fr` names.
-                None if route.receiver == format!("/{own_sp}") => match split_absolute(&fr) {
+                // A bare ID on the local broker is of another SP when `fr`
+                // names that SP's CSE of this ID, or the hop is that SP's
+                // peer IN (ACME names itself SP-relative in topics, and puts
+                // the SP-ID where the receiver belongs).
+                None => match split_absolute(&fr) {
                     Some((sp, rest))
                         if sp != own_sp
-                            && super::registrar::speaker_cse(rest) == Some(hop.as_str()) =>
+                            && (super::registrar::speaker_cse(rest) == Some(hop.as_str())
+                                || self.peers.iter().any(|p| {
+                                    p.settings.sp_id == sp && p.settings.id.as_str() == hop
+                                })) =>
                     {
                         Some((sp.to_owned(), format!("//{sp}{hop}")))
                     }
-                    _ => {
+                    _ if route.receiver == format!("/{own_sp}") => {
                         return Some(format!(
                             "{hop} sent to the SP-ID //{own_sp} but does not speak for a CSE of another SP ({fr})"
                         ))
                     }
+                    _ => None,
                 },
-                None => None,
             },
         };
         match foreign {

@@ -368,6 +368,11 @@ fn the_peer_sp_reaches_this_sp_in_every_form() {
             "/oneM2M/req/id-in-b/sp-a.example/json",
             "//sp-a.example/id-in-a/cse-in-a",
         ),
+        // The SP-relative form (a liveness check of A as B's registree).
+        (
+            "/oneM2M/req/id-in-b/id-in-a/json",
+            "//sp-a.example/id-in-a/cse-in-a",
+        ),
     ] {
         e.handle_request(
             route(topic, Link::LOCAL),

@@ -1,0 +1,167 @@
+//! Issue 18, inter-SP registrars (Mcc'): two m2mnode IN-CSEs of two SPs,
+//! the first registered at the second through `[sp_registrar.*]`, an MN
+//! below the first reaching the second's CSEBase through it, and the CSR
+//! at the peer gone after SIGTERM. On the real Mosquitto.
+
+mod common;
+
+use common::*;
+use m2mnode::primitive::{Operation, Rsc};
+use serde_json::Value;
+use std::time::Duration;
+
+const S10: Duration = Duration::from_secs(10);
+
+fn get(c: &Client, to: &str, receiver: &str) -> (Rsc, Value) {
+    let r = c.send(&c.req(Operation::Retrieve, to), receiver);
+    (r.rsc, r.pc.unwrap_or(Value::Null))
+}
+
+/// The status resource of an IN, read over the broker.
+fn status(c: &Client, id: &str, name: &str) -> Value {
+    let (rsc, pc) = get(c, &format!("{id}/{name}/m2mnode-status"), id);
+    assert_eq!(rsc, Rsc::OK, "{pc}");
+    pc["m2mnode:status"].clone()
+}
+
+fn in_b(url: &str) -> Node {
+    let cfg = format!(
+        "[cse]\nid = \"/id-in-b\"\nname = \"cse-in-b\"\ntype = \"IN\"\nsp_id = \"sp-b.example\"\n\
+         [mqtt]\nurl = \"{url}\"\ntimeout = \"2s\"\n\
+         [registrees]\ncheck_interval = \"1s\"\nallowed = [\"/id-*\", \"//sp-a.example/*\"]\n"
+    );
+    let n = Node::start("in-b", &cfg);
+    n.wait_log("connected to the MQTT broker", S10);
+    n
+}
+
+fn in_a(url: &str, peer_url: Option<&str>) -> Node {
+    let mut cfg = format!(
+        "[cse]\nid = \"/id-in-a\"\nname = \"cse-in-a\"\ntype = \"IN\"\nsp_id = \"sp-a.example\"\n\
+         [mqtt]\nurl = \"{url}\"\ntimeout = \"2s\"\n\
+         [registrees]\ncheck_interval = \"1s\"\n\
+         [sp_registrar.b]\nsp_id = \"sp-b.example\"\nid = \"/id-in-b\"\nname = \"cse-in-b\"\ncheck_interval = \"1s\"\n"
+    );
+    if let Some(p) = peer_url {
+        cfg += &format!("[sp_registrar.b.mqtt]\nurl = \"{p}\"\ntimeout = \"2s\"\n");
+    }
+    Node::start("in-a", &cfg)
+}
+
+fn mn(url: &str) -> Node {
+    Node::start(
+        "mn",
+        &node_config(
+            "/id-mn",
+            "cse-mn",
+            "MN",
+            url,
+            None,
+            Some(("/id-in-a", "cse-in-a")),
+            "1s",
+        ),
+    )
+}
+
+/// A registered at B (B's registrees, A's peer status), the MN at A.
+fn wait_registered(b_side: &Client, a_side: &Client) {
+    wait_until(S10, "A's CSR at B", || {
+        status(b_side, "/id-in-b", "cse-in-b")["registrees"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["csi"] == "//sp-a.example/id-in-a"))
+    });
+    wait_until(S10, "A registered at B, as A sees it", || {
+        status(a_side, "/id-in-a", "cse-in-a")["peer_sps"][0]["registered"] == true
+    });
+    wait_until(S10, "the MN at A", || {
+        status(a_side, "/id-in-a", "cse-in-a")["registrees"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["csi"] == "/id-mn"))
+    });
+}
+
+fn across(url_a: &str, url_b: &str, peer_url: Option<&str>) {
+    let mut b = in_b(url_b);
+    let mut a = in_a(url_a, peer_url);
+    let _mn = mn(url_a);
+    let b_side = Client::connect_url(url_b, "/id-x", None, "");
+    let a_side = Client::connect_url(url_a, "/id-y", None, "");
+    wait_registered(&b_side, &a_side);
+    // A's local <remoteCSE> for B, with B's absolute CSE-ID.
+    let (rsc, csr) = get(
+        &a_side,
+        "/id-in-a/cse-in-a/sp-b.example_id-in-b",
+        "/id-in-a",
+    );
+    assert_eq!(rsc, Rsc::OK, "{csr}");
+    assert_eq!(csr["m2m:csr"]["csi"], "//sp-b.example/id-in-b");
+    // An AE of the MN reaches B's CSEBase through the MN and A.
+    let ae = Client::connect_url(url_a, "Cae1", None, "");
+    let r = ae.send(
+        &ae.req(Operation::Retrieve, "//sp-b.example/id-in-b/cse-in-b"),
+        "/id-mn",
+    );
+    assert_eq!(r.rsc, Rsc::OK, "{r:?}");
+    let pc = r.pc.expect("pc");
+    assert_eq!(pc["m2m:cb"]["rn"], "cse-in-b", "{pc}");
+    // `to` as the MN sent it up (SP-relative), not as it left the SP.
+    assert_eq!(r.to.as_deref(), Some("/id-mn/Cae1"));
+    assert_eq!(r.fr.as_deref(), Some("//sp-b.example/id-in-b"));
+    // B's liveness checks of A are answered: A stays registered there.
+    wait_until(S10, "a liveness check of A answered", || {
+        status(&b_side, "/id-in-b", "cse-in-b")["registrees"]
+            .as_array()
+            .is_some_and(|r| {
+                r.iter().any(|x| {
+                    x["csi"] == "//sp-a.example/id-in-a"
+                        && x["misses"] == 0
+                        && x["last_ok"].is_string()
+                })
+            })
+    });
+    // SIGTERM: A's CSR at B goes.
+    assert!(a.terminate(S10), "A exits in time");
+    wait_until(S10, "A's CSR at B deleted", || {
+        status(&b_side, "/id-in-b", "cse-in-b")["registrees"]
+            .as_array()
+            .is_some_and(|r| r.is_empty())
+    });
+    assert!(b.terminate(S10));
+}
+
+#[test]
+fn two_sps_on_one_broker() {
+    let broker = Mosquitto::start();
+    across(&broker.url(), &broker.url(), None);
+}
+
+#[test]
+fn two_sps_each_on_its_own_broker() {
+    let broker_a = Mosquitto::start();
+    let broker_b = Mosquitto::start();
+    across(&broker_a.url(), &broker_b.url(), Some(&broker_b.url()));
+}
+
+#[test]
+fn spoofing_a_peer_sp_on_the_local_broker_is_refused() {
+    let broker = Mosquitto::start();
+    let _b = in_b(&broker.url());
+    let a = in_a(&broker.url(), None);
+    a.wait_log("connected to the MQTT broker", S10);
+    // A CSE of A's SP claims to be B's IN: refused.
+    let c = Client::connect(&broker, "/id-mn");
+    let mut r = c.req(Operation::Retrieve, "/id-in-a/cse-in-a");
+    r.fr = Some("//sp-b.example/id-in-b".into());
+    assert_eq!(c.send(&r, "/id-in-a").rsc, Rsc::ORIGINATOR_HAS_NO_PRIVILEGE);
+    // B's hop speaking as a CSE of A's SP: refused.
+    let b = Client::connect(&broker, "//sp-b.example/id-in-b");
+    let mut r = b.req(Operation::Retrieve, "/id-in-a/cse-in-a");
+    r.fr = Some("/id-mn".into());
+    assert_eq!(
+        b.send(&r, "//sp-a.example/id-in-a").rsc,
+        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE
+    );
+    r.fr = Some("//sp-b.example/id-in-b".into());
+    r.rqi = b.rqi();
+    assert_eq!(b.send(&r, "//sp-a.example/id-in-a").rsc, Rsc::OK);
+}
