@@ -107,6 +107,14 @@ fn across(url_a: &str, url_b: &str, peer_url: Option<&str>) {
     // `to` as the MN sent it up (SP-relative), not as it left the SP.
     assert_eq!(r.to.as_deref(), Some("/id-mn/Cae1"));
     assert_eq!(r.fr.as_deref(), Some("//sp-b.example/id-in-b"));
+    // An AE on B's side reaches the MN's CSEBase through both INs.
+    let ae_b = Client::connect_url(url_b, "Cae2", None, "");
+    let r = ae_b.send(
+        &ae_b.req(Operation::Retrieve, "//sp-a.example/id-mn/cse-mn"),
+        "/id-in-b",
+    );
+    assert_eq!(r.rsc, Rsc::OK, "{r:?}");
+    assert_eq!(r.pc.expect("pc")["m2m:cb"]["csi"], "/id-mn");
     // B's liveness checks of A are answered: A stays registered there.
     wait_until(S10, "a liveness check of A answered", || {
         status(&b_side, "/id-in-b", "cse-in-b")["registrees"]

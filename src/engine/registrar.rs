@@ -787,12 +787,19 @@ impl Registrar {
             }
             return self.forward(req, fr, up.as_str(), hop);
         }
-        let (_, peer) = self
-            .cfg
-            .peers
-            .iter()
-            .find(|(s, _)| s == sp)
-            .ok_or_else(unreachable)?;
+        // A configured peer SP's IN, else an IN of that SP registered
+        // here (it registered across, e.g. ACME).
+        let peer = match self.cfg.peers.iter().find(|(s, _)| s == sp) {
+            Some((_, id)) => id.clone(),
+            None => self
+                .store
+                .registrees()
+                .filter_map(|(_, c)| c.csi())
+                .filter_map(crate::engine::intersp::split_absolute)
+                .find(|(s, _)| *s == sp)
+                .and_then(|(_, rel)| CseId::new(rel).ok())
+                .ok_or_else(unreachable)?,
+        };
         if req.op == Operation::Create
             && matches!(req.ty, Some(ResourceType::REMOTE_CSE | ResourceType::AE))
         {
@@ -811,7 +818,7 @@ impl Registrar {
             format!("//{own_sp}{}/{fr}", self.own())
         });
         Ok(Outcome::Forward {
-            next_hop: peer.clone(),
+            next_hop: peer,
             request: fwd,
         })
     }
