@@ -176,6 +176,22 @@ impl Engine {
         rsp: &Response,
         ack: Option<Ack>,
     ) -> usize {
+        // ACME drops an answer whose `to` is absolute; it is the one that
+        // sends to the SP-ID receiver segment (docs/acme.md, "Across SPs").
+        let acme_form = self
+            .own_sp()
+            .is_some_and(|sp| to.receiver.strip_prefix('/') == Some(sp));
+        let relative;
+        let rsp = match rsp.to.as_deref().and_then(super::intersp::split_absolute) {
+            Some((_, rel)) if acme_form => {
+                relative = Response {
+                    to: Some(rel.to_owned()),
+                    ..rsp.clone()
+                };
+                &relative
+            }
+            _ => rsp,
+        };
         let too_large = |size: usize| {
             error_instead_of(
                 rsp,

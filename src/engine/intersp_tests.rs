@@ -384,6 +384,13 @@ fn the_peer_sp_reaches_this_sp_in_every_form() {
         let (back, rsp) = out.responses.first().expect("answered");
         assert_eq!(rsp.rsc, Rsc::OK, "{topic}: {rsp:?}");
         assert_eq!(back.response_topic(), topic.replace("/req/", "/resp/"));
+        // ACME (the SP-ID receiver) drops answers with an absolute `to`.
+        let want_to = if topic.contains("/sp-a.example/") {
+            "/id-in-b"
+        } else {
+            "//sp-b.example/id-in-b"
+        };
+        assert_eq!(rsp.to.as_deref(), Some(want_to), "{topic}");
     }
     // For a CSE below: routed down, `fr` stays absolute.
     e.handle_request(

@@ -84,6 +84,10 @@ pub struct AcmeConfig {
     pub acp_checks: bool,
     /// ACME's `[mqtt] topicPrefix`: in front of `/oneM2M/...`. Default none.
     pub topic_prefix: String,
+    /// `serviceProviderID`, with its slashes. Default `//acme.example.com`.
+    pub sp_id: String,
+    /// More ini text appended as is (e.g. `[cse.sp.registrar.<name>]`).
+    pub extra_ini: String,
 }
 
 impl AcmeConfig {
@@ -98,6 +102,8 @@ impl AcmeConfig {
             check_interval_secs: 3,
             acp_checks: false,
             topic_prefix: String::new(),
+            sp_id: "//acme.example.com".into(),
+            extra_ini: String::new(),
         }
     }
 
@@ -143,7 +149,8 @@ impl AcmeConfig {
             (None, t) => return Err(format!("a {t} CSE needs a registrar")),
             (Some(_), t) => return Err(format!("a {t} CSE cannot have a registrar")),
         };
-        let subst: [(&str, String); 12] = [
+        let subst: [(&str, String); 13] = [
+            ("SP_ID", self.sp_id.clone()),
             ("TOPIC_PREFIX", self.topic_prefix.clone()),
             ("CSE_TYPE", self.cse_type.to_string()),
             ("CSE_RI", self.ri().to_string()),
@@ -160,7 +167,7 @@ impl AcmeConfig {
             ("ACP_CHECKS", self.acp_checks.to_string()),
             ("LOG_DIR", log_dir.display().to_string()),
         ];
-        let mut ini = TEMPLATE.to_string();
+        let mut ini = TEMPLATE.to_string() + "\n" + &self.extra_ini;
         for (k, v) in &subst {
             ini = ini.replace(&format!("${{{k}}}"), v);
         }
@@ -252,7 +259,11 @@ impl Acme {
         let log_dir = workdir.join("logs");
         fs::create_dir_all(&log_dir).map_err(|e| format!("mkdir {}: {e}", log_dir.display()))?;
         // ACME names its log after SP-ID and CSE-ID; the SP-ID is fixed in the template.
-        let log_path = log_dir.join(format!("cse-acme.example.com-{}.log", cfg.ri()));
+        let log_path = log_dir.join(format!(
+            "cse-{}-{}.log",
+            cfg.sp_id.trim_start_matches('/'),
+            cfg.ri()
+        ));
         let _ = fs::remove_file(&log_path);
         let ini = cfg.render(&log_dir)?;
         // ACME takes a bare file name and looks for it in --base-directory.
