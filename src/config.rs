@@ -1341,7 +1341,7 @@ pub fn check_text_as(text: &str, path: &Path, env: &Env, user: Option<&Account>)
     let mut semantic = Vec::new();
     for mut p in cfg.problem_list().into_iter().chain(cfg.advisories()) {
         if fresh(&p.key) {
-            p.line = key_line(text, &p.key);
+            p.line = key_line(text, &p.key).or_else(|| intersp::table_key_line(text, &p.key));
             semantic.push(p);
         }
     }

@@ -194,6 +194,31 @@ impl Config {
     }
 }
 
+/// The line of `key` when its table is nested (`sp_registrar.b.mqtt.qos`
+/// in `[sp_registrar.b.mqtt]`), else of the table's header.
+pub(super) fn table_key_line(text: &str, key: &str) -> Option<usize> {
+    let (table, leaf) = key.rsplit_once('.')?;
+    let mut current = String::new();
+    let mut header = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            current = h.split(']').next().unwrap_or_default().trim().to_owned();
+            if current == table || current == key {
+                header = header.or(Some(i + 1));
+            }
+            continue;
+        }
+        if current == table
+            && t.split_once('=')
+                .is_some_and(|(k, _)| k.trim().trim_matches('"') == leaf)
+        {
+            return Some(i + 1);
+        }
+    }
+    header
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +325,13 @@ mod tests {
                 && keys.contains(&"sp_registrar.b.mqtt.qos"),
             "{problems:?}"
         );
+        let line = |k: &str| problems.iter().find(|p| p.key == k).and_then(|p| p.line);
+        assert_eq!(
+            line("sp_registrar.b.check_interval"),
+            Some(12),
+            "{problems:?}"
+        );
+        assert_eq!(line("sp_registrar.b.mqtt.qos"), Some(15), "{problems:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
