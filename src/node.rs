@@ -432,6 +432,9 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
     if let Some(r) = plan.registrar.clone() {
         engine.set_registrar(r, now);
     }
+    if let Some(p) = plan.peers.clone() {
+        engine.set_peers(p, now);
+    }
     *current = current.after_reload(new, &plan);
     let applied = if applied.is_empty() {
         "nothing changed".to_owned()

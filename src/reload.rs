@@ -17,6 +17,9 @@ pub struct ReloadPlan {
     pub registrar_check_interval: Option<Duration>,
     /// Another registrar (or none): deregister, then register there.
     pub registrar: Option<Option<(CseId, UpstreamSettings)>>,
+    /// Other peer SPs (`[sp_registrar.*]` without brokers of their own
+    /// changed): registered at, changed or deregistered from live.
+    pub peers: Option<Vec<crate::engine::PeerSettings>>,
     /// Sections whose change needs a restart (`cse`, `mqtt`, ...).
     pub restart: Vec<&'static str>,
 }
@@ -40,6 +43,9 @@ impl ReloadPlan {
         if self.registrar.is_some() {
             a.push("registrar");
         }
+        if self.peers.is_some() {
+            a.push("sp_registrar");
+        }
         a
     }
 }
@@ -52,9 +58,20 @@ impl Config {
     /// `[security]`.
     pub fn reload_plan(&self, new: &Config) -> ReloadPlan {
         let mut plan = ReloadPlan::default();
-        // Peer SPs may bring links of their own: a restart opens them.
+        // Peer SPs change live; a broker of its own (a link) needs a
+        // restart to be opened or closed.
         if new.sp_registrar != self.sp_registrar {
-            plan.restart.push("sp_registrar");
+            let brokers = |c: &Config| {
+                c.sp_registrar
+                    .iter()
+                    .filter_map(|(n, p)| p.mqtt.as_ref().map(|m| (n.clone(), m.clone())))
+                    .collect::<Vec<_>>()
+            };
+            if brokers(new) != brokers(self) {
+                plan.restart.push("sp_registrar");
+            } else {
+                plan.peers = Some(new.peer_settings());
+            }
         }
         if new.registrees.allowed != self.registrees.allowed {
             plan.allowed = Some(new.registrees.allowed.clone());
@@ -110,7 +127,9 @@ impl Config {
         if plan.restart.contains(&"registrar.mqtt") {
             new.registrar = self.registrar.clone();
         }
-        new.sp_registrar = self.sp_registrar.clone();
+        if plan.restart.contains(&"sp_registrar") {
+            new.sp_registrar = self.sp_registrar.clone();
+        }
         new.security = self.security.clone();
         new.cse = self.cse.clone();
         new.mqtt = self.mqtt.clone();

@@ -334,4 +334,23 @@ mod tests {
         assert_eq!(line("sp_registrar.b.mqtt.qos"), Some(15), "{problems:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_reload_changes_peers_live_unless_a_broker_changes() {
+        let a = parse(&format!("{IN}{PEER}")).expect("config");
+        let b = parse(&format!("{IN}{PEER}check_interval = \"5s\"\n")).expect("config");
+        let plan = a.reload_plan(&b);
+        assert!(plan.restart.is_empty(), "{plan:?}");
+        assert_eq!(plan.peers.as_ref().map(Vec::len), Some(1));
+        assert!(plan.applied().contains(&"sp_registrar"));
+        let none = parse(IN).expect("config");
+        assert_eq!(a.reload_plan(&none).peers, Some(Vec::new()));
+        let own = parse(&format!(
+            "{IN}{PEER}[sp_registrar.b.mqtt]\nurl = \"mqtt://127.0.0.1:1884\"\n"
+        ))
+        .expect("config");
+        let plan = a.reload_plan(&own);
+        assert!(plan.restart.contains(&"sp_registrar") && plan.peers.is_none());
+        assert_eq!(a.after_reload(own, &plan).sp_registrar, a.sp_registrar);
+    }
 }

@@ -77,6 +77,8 @@ pub(crate) struct Peer {
     pub(crate) settings: PeerSettings,
     pub(crate) up: Upstream,
     pub(crate) stopped: bool,
+    /// Removed or changed by a reload: deregistering, then gone.
+    pub(crate) retiring: bool,
 }
 
 impl Peer {
@@ -138,9 +140,63 @@ impl Engine {
                     settings: p.clone(),
                     up,
                     stopped: false,
+                    retiring: false,
                 }
             })
             .collect()
+    }
+
+    /// Other peer SPs (config reload): a peer no longer configured, or
+    /// configured otherwise, is deregistered from; a new one registered at.
+    /// Links stay as they are (a broker of its own needs a restart).
+    pub fn set_peers(&mut self, peers: Vec<PeerSettings>, now: Now) {
+        let Some(own_sp) = self.sp_id.clone() else {
+            return;
+        };
+        for p in &mut self.peers {
+            if !p.retiring && !peers.contains(&p.settings) {
+                p.retiring = true;
+                p.up.machine.handle(Input::Shutdown, now);
+            }
+        }
+        let added: Vec<PeerSettings> = peers
+            .iter()
+            .filter(|s| !self.peers.iter().any(|p| !p.retiring && &p.settings == *s))
+            .cloned()
+            .collect();
+        let fresh = Engine::peer_machines(
+            &added,
+            (self.registrar.cse_base(), self.registrar.store()),
+            self.forwards.timeout(),
+            self.seed ^ now.wall.0,
+            &own_sp,
+        );
+        self.peers.extend(fresh);
+        self.registrar.set_peers(
+            peers
+                .iter()
+                .map(|p| (p.sp_id.clone(), p.id.clone()))
+                .collect(),
+        );
+        self.sync_store_peers();
+        if !self.stopping {
+            let up: Vec<Link> = self.links.states().filter(|s| s.1).map(|s| s.0).collect();
+            for p in &mut self.peers {
+                if up.contains(&p.settings.link) {
+                    if let Some(start) = p.up.start.take() {
+                        p.up.machine.handle(start, now);
+                    }
+                }
+            }
+        }
+        self.flush(now);
+    }
+
+    /// The store knows the CSRs of every peer (retiring ones too, until
+    /// they are gone) as no registrees.
+    fn sync_store_peers(&mut self) {
+        let ids = self.peers.iter().map(|p| p.settings.absolute()).collect();
+        self.registrar.store_mut().set_peers(ids);
     }
 
     /// The own SP-ID, when this CSE has peers (or knows its SP).
@@ -176,6 +232,12 @@ impl Engine {
                 self.carry_out_peer(i, a, now);
             }
         }
+        // Peers removed by a reload go once deregistered (not while the
+        // node stops: shutdown counts them).
+        if !self.stopping && self.peers.iter().any(|p| p.retiring && p.stopped) {
+            self.peers.retain(|p| !(p.retiring && p.stopped));
+            self.sync_store_peers();
+        }
         any
     }
 
@@ -195,10 +257,21 @@ impl Engine {
     /// The peer whose topic receiver ID is `hop` (an answer to a request
     /// sent to it comes from there).
     pub(super) fn peer_by_hop(&self, hop: &str) -> Option<usize> {
-        let own_sp = self.own_sp()?;
-        self.peers
-            .iter()
-            .position(|p| p.hop_ids(&self.own, own_sp).to == hop)
+        self.peers_by_hop(hop).first().copied()
+    }
+
+    /// Every peer machine reached as `hop` (a reload may have replaced a
+    /// peer while the old machine deregisters): each takes only its rqis.
+    pub(super) fn peers_by_hop(&self, hop: &str) -> Vec<usize> {
+        let Some(own_sp) = self.own_sp() else {
+            return Vec::new();
+        };
+        (0..self.peers.len())
+            .filter(|&i| {
+                let p = &self.peers[i];
+                !p.stopped && p.hop_ids(&self.own, own_sp).to == hop
+            })
+            .collect()
     }
 
     /// An answer to a registration request sent to peer `i`.
@@ -391,7 +464,7 @@ impl Engine {
         let p = self
             .peers
             .iter()
-            .find(|p| p.settings.sp_id == sp && &p.settings.id == next_hop)?;
+            .find(|p| !p.retiring && p.settings.sp_id == sp && &p.settings.id == next_hop)?;
         Some((p.settings.link, p.hop_ids(&self.own, own_sp)))
     }
 

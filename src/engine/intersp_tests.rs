@@ -608,3 +608,74 @@ fn an_in_of_another_sp_registers_here_as_acme_does() {
     }
     panic!("no probe of C");
 }
+
+#[test]
+fn a_reload_adds_changes_and_removes_peers() {
+    let (mut e, now) = in_a("");
+    register_at_b(&mut e, now);
+    drain(&mut e);
+    let resp_b = route(
+        "/oneM2M/resp/:sp-a.example:id-in-a/:sp-b.example:id-in-b/json",
+        Link::LOCAL,
+    );
+    // B goes, C comes (SP-relative topics).
+    let c = Config::from_str(
+        &format!("{A}[sp_registrar.c]\nsp_id = \"sp-c.example\"\nid = \"/id-in-c\"\nname = \"cse-in-c\"\ntopic_ids = \"sp-relative\"\n"),
+        std::path::Path::new("t.toml"),
+    )
+    .expect("config")
+    .peer_settings();
+    e.set_peers(c, now);
+    let out = drain(&mut e);
+    let del = out
+        .requests
+        .iter()
+        .find(|(_, _, r)| r.op == Operation::Delete && r.to.starts_with("//sp-b.example/"))
+        .expect("B is deregistered from");
+    assert_eq!(
+        del.2.to,
+        "//sp-b.example/id-in-b/cse-in-b/sp-a.example_id-in-a"
+    );
+    assert!(
+        out.requests
+            .iter()
+            .any(|(_, hop, r)| r.to.starts_with("//sp-c.example/")
+                && hop.as_ref().is_some_and(|h| h.to == "/id-in-c")),
+        "C is registered at: {:?}",
+        out.requests
+    );
+    e.handle_response(
+        &resp_b,
+        &answer(Response::new(Rsc::DELETED, &del.2.rqi)),
+        now,
+    );
+    drain(&mut e);
+    let st = e.status();
+    let peers = st["m2mnode:status"]["peer_sps"]
+        .as_array()
+        .expect("peers")
+        .clone();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0]["id"], "//sp-c.example/id-in-c");
+    assert!(e
+        .registrar()
+        .store()
+        .by_csi("//sp-b.example/id-in-b")
+        .is_none());
+    // A request for B's SP is no longer routed.
+    e.handle_request(
+        route("/oneM2M/req/id-mn/id-in-a/json", Link::LOCAL),
+        &req(
+            Operation::Retrieve,
+            "//sp-b.example/id-in-b/cse-in-b",
+            "/id-mn",
+            "gone",
+        ),
+        None,
+        now,
+    );
+    let out = drain(&mut e);
+    assert!(out.requests.is_empty());
+    assert_ne!(out.responses[0].1.rsc, Rsc::OK);
+    assert!(!e.is_stopped());
+}

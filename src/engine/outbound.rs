@@ -87,8 +87,8 @@ impl Engine {
     pub(super) fn complete(&mut self, p: Pending, mut rsp: Response, now: Now) {
         match p.purpose {
             Purpose::Registration if self.peer_by_hop(&p.peer).is_some() => {
-                if let Some(i) = self.peer_by_hop(&p.peer) {
-                    self.peer_response(i, rsp, now);
+                for i in self.peers_by_hop(&p.peer) {
+                    self.peer_response(i, rsp.clone(), now);
                 }
             }
             Purpose::Registration => {

@@ -134,6 +134,11 @@ impl Registrar {
         self.cfg.upstream = upstream;
     }
 
+    /// The peer SPs' IN-CSEs (config reload).
+    pub(crate) fn set_peers(&mut self, peers: Vec<(String, CseId)>) {
+        self.cfg.peers = peers;
+    }
+
     pub(crate) fn set_limits(&mut self, limits: Limits) {
         self.cfg.limits = limits;
     }
