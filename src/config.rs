@@ -509,6 +509,7 @@ impl Config {
             ct: ts.clone(),
             lt: ts,
             spi: self.cse.sp_id.as_ref().map(|sp| format!("//{sp}")),
+            ici: None,
             lbl: self.cse.labels.clone(),
             nl: self.cse.node_link.clone(),
         }

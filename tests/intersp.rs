@@ -173,3 +173,52 @@ fn spoofing_a_peer_sp_on_the_local_broker_is_refused() {
     r.rqi = b.rqi();
     assert_eq!(b.send(&r, "//sp-a.example/id-in-a").rsc, Rsc::OK);
 }
+
+#[test]
+fn the_sp_is_handed_down_the_tree() {
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let inn = Node::start(
+        "in-sp",
+        &format!(
+            "[cse]\nid = \"/id-in\"\nname = \"cse-in\"\ntype = \"IN\"\nsp_id = \"sp-a.example\"\n\
+             [mqtt]\nurl = \"{url}\"\ntimeout = \"2s\"\n[registrees]\ncheck_interval = \"1s\"\n"
+        ),
+    );
+    inn.wait_log("connected to the MQTT broker", S10);
+    // An ASN registered at the MN before the MN knows its SP, and the MN
+    // without cse.sp_id: both learn it.
+    let _mn = Node::start(
+        "mn-sp",
+        &node_config(
+            "/id-mn",
+            "cse-mn",
+            "MN",
+            &url,
+            None,
+            Some(("/id-in", "cse-in")),
+            "1s",
+        ),
+    );
+    let _asn = Node::start(
+        "asn-sp",
+        &node_config(
+            "/id-asn",
+            "cse-asn",
+            "ASN",
+            &url,
+            None,
+            Some(("/id-mn", "cse-mn")),
+            "1s",
+        ),
+    );
+    let x = Client::connect(&broker, "/id-x");
+    for (id, name) in [("/id-mn", "cse-mn"), ("/id-asn", "cse-asn")] {
+        wait_until(S10, &format!("{id} shows the SP"), || {
+            let (rsc, cb) = get(&x, &format!("{id}/{name}"), id);
+            rsc == Rsc::OK
+                && cb["m2m:cb"]["spi"] == "//sp-a.example"
+                && cb["m2m:cb"]["ici"] == "/id-in"
+        });
+    }
+}

@@ -171,6 +171,17 @@ pub enum Event {
     Summary(Summary),
     /// Deregistration is over (or there was none): the driver may exit.
     Stopped,
+    /// The SP (`spi`) and root IN-CSE (`ici`) learned from the registrar,
+    /// shown in the CSEBase and handed down to the registrees.
+    SpLearned {
+        spi: String,
+        ici: Option<String>,
+    },
+    /// `cse.sp_id` is not the registrar's `spi` (told once).
+    SpMismatch {
+        configured: String,
+        registrar: String,
+    },
     /// An event of the registration at another SP's IN-CSE `sp`
     /// (`[sp_registrar.*]`, docs/protocol.md §13): told as the own
     /// registration's, with the SP named.
@@ -185,6 +196,8 @@ impl Event {
         use Severity::*;
         match self {
             Event::PeerSp { event, .. } => event.severity(),
+            Event::SpLearned { .. } => Info,
+            Event::SpMismatch { .. } => Warn,
             Event::Registered { .. }
             | Event::AttributesRefused { .. }
             | Event::RegistrarChanged { .. }
@@ -226,6 +239,8 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::PeerSp { event, .. } => event.kind(),
+            Event::SpLearned { .. } => "sp_learned",
+            Event::SpMismatch { .. } => "sp_mismatch",
             Event::Registered { .. } => "registered",
             Event::Deregistered { .. } => "deregistered",
             Event::AttributesRefused { .. } => "attributes_refused",
@@ -435,6 +450,18 @@ impl fmt::Display for Event {
                 )
             }
             Event::Stopped => f.write_str("stopped"),
+            Event::SpLearned { spi, ici } => write!(
+                f,
+                "in SP {spi} (IN-CSE {}), as the registrar says; handed down to the registrees",
+                ici.as_deref().unwrap_or("not told")
+            ),
+            Event::SpMismatch {
+                configured,
+                registrar,
+            } => write!(
+                f,
+                "cse.sp_id is {configured} but the registrar is in {registrar}; keeping {configured} (ACME registrees of this node would follow {registrar})"
+            ),
             Event::PeerSp { sp, event } => write!(f, "SP //{sp}: {event}"),
         }
     }

@@ -105,6 +105,9 @@ impl Engine {
             };
             self.registrar.handle(&req, &hop, now.wall)
         };
+        if let Outcome::Respond { response, .. } = &outcome {
+            self.learn_sp_from_update(&req, &route.originator, response.rsc, now);
+        }
         match outcome {
             Outcome::Respond { response, .. } => {
                 let handled = Event::Handled {

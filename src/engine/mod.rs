@@ -50,6 +50,7 @@ mod outbound;
 mod peer;
 pub mod registrar;
 pub mod registration;
+mod sp_identity;
 mod status;
 pub mod store;
 mod upstream;
@@ -192,6 +193,11 @@ pub struct Engine {
     sp_id: Option<String>,
     /// The registrations at other SPs' IN-CSEs (intersp.rs).
     peers: Vec<intersp::Peer>,
+    /// The SP identity learned from the registrar (sp_identity.rs).
+    sp_learned: Option<(String, Option<String>)>,
+    sp_mismatch_told: bool,
+    /// rqis of the UPDATEs that hand the SP identity down.
+    sp_pushes: std::collections::HashSet<String>,
 }
 
 impl Engine {
@@ -300,6 +306,9 @@ impl Engine {
             check_report: false,
             sp_id,
             peers,
+            sp_learned: None,
+            sp_mismatch_told: false,
+            sp_pushes: std::collections::HashSet::new(),
         };
         // Restored registrees are watched like new ones (spread over the
         // first interval); that is not news, so no events.

@@ -91,7 +91,11 @@ impl Engine {
                     self.peer_response(i, rsp.clone(), now);
                 }
             }
+            Purpose::Registration if self.sp_pushes.remove(&rsp.rqi) => {
+                debug!(registree = %p.peer, rsc = %rsp.rsc, "SP identity handed down");
+            }
             Purpose::Registration => {
+                self.learn_sp_from_base(&rsp, now);
                 if let Some(Upstream { machine, .. }) = &mut self.upstream {
                     machine.handle(super::Input::Response(rsp), now);
                 }

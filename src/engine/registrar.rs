@@ -134,6 +134,13 @@ impl Registrar {
         self.cfg.upstream = upstream;
     }
 
+    /// The SP this CSE is in and the root IN-CSE, as learned from the
+    /// registrar (docs/protocol.md §13.4): shown in the CSEBase.
+    pub(crate) fn set_sp_identity(&mut self, spi: String, ici: Option<String>) {
+        self.cfg.cse_base.spi = Some(spi);
+        self.cfg.cse_base.ici = ici;
+    }
+
     /// The peer SPs' IN-CSEs (config reload).
     pub(crate) fn set_peers(&mut self, peers: Vec<(String, CseId)>) {
         self.cfg.peers = peers;

@@ -44,6 +44,10 @@ pub struct CseBase {
     pub lt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spi: Option<String>,
+    /// The CSE-ID of the IN-CSE at the root of the tree, when known
+    /// (learned from the registrar, docs/protocol.md §13.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ici: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lbl: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
