@@ -222,3 +222,52 @@ fn the_sp_is_handed_down_the_tree() {
         });
     }
 }
+
+#[test]
+fn two_sps_register_with_each_other() {
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let b = Node::start(
+        "in-b-mutual",
+        &format!(
+            "[cse]\nid = \"/id-in-b\"\nname = \"cse-in-b\"\ntype = \"IN\"\nsp_id = \"sp-b.example\"\n\
+             [mqtt]\nurl = \"{url}\"\ntimeout = \"2s\"\n\
+             [registrees]\ncheck_interval = \"1s\"\nallowed = [\"//sp-a.example/*\"]\n\
+             [sp_registrar.a]\nsp_id = \"sp-a.example\"\nid = \"/id-in-a\"\nname = \"cse-in-a\"\ncheck_interval = \"1s\"\n"
+        ),
+    );
+    b.wait_log("connected to the MQTT broker", S10);
+    let a = in_a(&url, None);
+    a.wait_log("connected to the MQTT broker", S10);
+    let x = Client::connect(&broker, "/id-x");
+    for (id, name) in [("/id-in-a", "cse-in-a"), ("/id-in-b", "cse-in-b")] {
+        wait_until(S10, &format!("{id} registered at the other"), || {
+            status(&x, id, name)["peer_sps"][0]["registered"] == true
+        });
+    }
+    // Both stay registered through several checks of each side.
+    let since = |id: &str, name: &str| status(&x, id, name)["peer_sps"][0]["since"].clone();
+    let (sa, sb) = (since("/id-in-a", "cse-in-a"), since("/id-in-b", "cse-in-b"));
+    wait_until(S10, "three checks of A's CSR at B", || {
+        a.count_in_log("registered at /id-in-b") == 1
+            && status(&x, "/id-in-a", "cse-in-a")["peer_sps"][0]["last_check"]
+                .as_str()
+                .is_some_and(|t| sa.as_str().is_some_and(|s| t > s))
+    });
+    assert_eq!(
+        since("/id-in-a", "cse-in-a"),
+        sa,
+        "A was not registered anew"
+    );
+    assert_eq!(
+        since("/id-in-b", "cse-in-b"),
+        sb,
+        "B was not registered anew"
+    );
+    let ae = Client::connect(&broker, "Cae3");
+    let r = ae.send(
+        &ae.req(Operation::Retrieve, "//sp-a.example/id-in-a/cse-in-a"),
+        "/id-in-b",
+    );
+    assert_eq!(r.rsc, Rsc::OK, "{r:?}");
+}

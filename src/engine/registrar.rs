@@ -772,12 +772,17 @@ impl Registrar {
     }
 
     /// Whether an allow-list pattern for other SPs (`//sp-b.example/*`)
-    /// admits the absolute CSE-ID `abs`. `*` alone stays within the SP.
+    /// admits the absolute CSE-ID `abs`, or it is the IN-CSE of a peer SP
+    /// this one registers at (a peering is mutual). `*` alone stays within
+    /// the SP.
     pub fn allows_foreign(&self, abs: &str) -> bool {
         self.cfg
             .allowed
             .iter()
             .any(|p| p.starts_with("//") && glob_match(p, abs))
+            || self.cfg.peers.iter().any(|(sp, id)| {
+                crate::engine::intersp::split_absolute(abs) == Some((sp, id.as_str()))
+            })
     }
 
     /// A request for a target in SP `sp` (TS-0001 7.3): up to the
