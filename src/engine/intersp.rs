@@ -561,7 +561,16 @@ impl Engine {
                 None
             }
             None => {
+                // The own registrar relays requests from outside this
+                // subtree, other SPs' too (§12.1).
+                let from_registrar = self
+                    .upstream
+                    .as_ref()
+                    .is_some_and(|u| u.registrar.as_str() == hop);
                 if let Some((sp, rest)) = split_absolute(&fr) {
+                    if sp != own_sp && from_registrar {
+                        return None;
+                    }
                     if sp != own_sp {
                         return Some(format!(
                             "{hop} is in this SP and cannot speak for {fr} of //{sp}"

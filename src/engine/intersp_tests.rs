@@ -679,3 +679,32 @@ fn a_reload_adds_changes_and_removes_peers() {
     assert_ne!(out.responses[0].1.rsc, Rsc::OK);
     assert!(!e.is_stopped());
 }
+
+#[test]
+fn an_mn_with_an_sp_id_takes_other_sps_from_its_registrar_only() {
+    let now = start();
+    let mn = "[cse]\nid = \"/id-mn\"\nname = \"cse-mn\"\ntype = \"MN\"\nsp_id = \"sp-a.example\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[registrar]\nid = \"/id-in-a\"\nname = \"cse-in-a\"\n";
+    let mut e = Engine::new(settings(mn), now);
+    e.connection(true, now);
+    drain(&mut e);
+    e.handle_request(
+        route("/oneM2M/req/id-in-a/id-mn/json", Link::LOCAL),
+        &req(
+            Operation::Retrieve,
+            "/id-mn/cse-mn",
+            "//sp-b.example/id-in-b",
+            "r1",
+        ),
+        None,
+        now,
+    );
+    assert_eq!(drain(&mut e).responses[0].1.rsc, Rsc::OK);
+    let rsp = refused(
+        &mut e,
+        route("/oneM2M/req/id-asn/id-mn/json", Link::LOCAL),
+        "//sp-b.example/id-in-b",
+        "/id-mn/cse-mn",
+        now,
+    );
+    assert_eq!(rsp.rsc, Rsc::ORIGINATOR_HAS_NO_PRIVILEGE);
+}
