@@ -520,13 +520,7 @@ impl Engine {
                 // peer IN (ACME names itself SP-relative in topics, and puts
                 // the SP-ID where the receiver belongs).
                 None => match split_absolute(&fr) {
-                    Some((sp, rest))
-                        if sp != own_sp
-                            && (super::registrar::speaker_cse(rest) == Some(hop.as_str())
-                                || self.peers.iter().any(|p| {
-                                    p.settings.sp_id == sp && p.settings.id.as_str() == hop
-                                })) =>
-                    {
+                    Some((sp, rest)) if sp != own_sp && self.bare_is_foreign(route, &hop, sp, rest) => {
                         Some((sp.to_owned(), format!("//{sp}{hop}")))
                     }
                     _ if route.receiver == format!("/{own_sp}") => {
@@ -580,6 +574,32 @@ impl Engine {
                 }
                 None
             }
+        }
+    }
+
+    /// Whether the bare hop `hop` on the local broker is SP `sp`'s CSE
+    /// (ACME names itself SP-relative in topics), `fr` being `//sp{rest}`:
+    /// never a CSE of this tree; on ACME's SP-ID receiver topic, the CSE
+    /// `fr` names (or the peer's IN); on the ordinary topic only a peer IN
+    /// configured here or a CSE of that SP registered here (docs/protocol.md
+    /// §13.3: the local broker's ACL must reserve these IDs).
+    fn bare_is_foreign(&self, route: &Route, hop: &str, sp: &str, rest: &str) -> bool {
+        let store = self.registrar.store();
+        if hop == self.own.as_str() || store.descendant(hop).is_some() {
+            return false;
+        }
+        let peer_in = self
+            .peers
+            .iter()
+            .any(|p| !p.retiring && p.settings.sp_id == sp && p.settings.id.as_str() == hop);
+        let speaks_for_itself = super::registrar::speaker_cse(rest) == Some(hop);
+        let sp_id_topic = self
+            .own_sp()
+            .is_some_and(|own| route.receiver.strip_prefix('/') == Some(own));
+        if sp_id_topic {
+            speaks_for_itself || peer_in
+        } else {
+            peer_in || (speaks_for_itself && store.by_csi(&format!("//{sp}{hop}")).is_some())
         }
     }
 

@@ -708,3 +708,68 @@ fn an_mn_with_an_sp_id_takes_other_sps_from_its_registrar_only() {
     );
     assert_eq!(rsp.rsc, Rsc::ORIGINATOR_HAS_NO_PRIVILEGE);
 }
+
+#[test]
+fn a_request_for_an_sp_whose_in_registered_here_goes_to_it() {
+    // C registers here (allowed by //sp-c.example/*), no [sp_registrar.c].
+    let (mut e, now) = in_a("");
+    drain(&mut e);
+    let mut r = Request::new(
+        Operation::Create,
+        "/id-in-a/cse-in-a",
+        "//sp-c.example/id-in-c",
+        "c1",
+    );
+    r.ty = Some(ResourceType::REMOTE_CSE);
+    r.rvi = Some("3".into());
+    r.pc = Some(json!({"m2m:csr": {"csi": "//sp-c.example/id-in-c",
+        "cb": "//sp-c.example/id-in-c/cse-in-c", "rr": true, "srv": ["3"]}}));
+    e.handle_request(
+        route(
+            "/oneM2M/req/:sp-c.example:id-in-c/:sp-a.example:id-in-a/json",
+            Link::LOCAL,
+        ),
+        &serde_json::to_vec(&r).expect("json"),
+        None,
+        now,
+    );
+    assert_eq!(drain(&mut e).responses[0].1.rsc, Rsc::CREATED);
+    with_mn(&mut e, now);
+    e.handle_request(
+        route("/oneM2M/req/id-mn/id-in-a/json", Link::LOCAL),
+        &req(
+            Operation::Retrieve,
+            "//sp-c.example/id-in-c/cse-in-c",
+            "/id-mn",
+            "x",
+        ),
+        None,
+        now,
+    );
+    let out = drain(&mut e);
+    let (link, hop, fwd) = out.requests.first().expect("forwarded to C");
+    assert_eq!((*link, hop.clone()), (Link::LOCAL, None));
+    assert_eq!(fwd.fr.as_deref(), Some("//sp-a.example/id-mn"));
+    // A CSE of this SP cannot register as if it were C's.
+    let mut r = Request::new(
+        Operation::Create,
+        "/id-in-a/cse-in-a",
+        "//sp-c.example/id-mn",
+        "c2",
+    );
+    r.ty = Some(ResourceType::REMOTE_CSE);
+    r.rvi = Some("3".into());
+    r.pc = Some(json!({"m2m:csr": {"csi": "//sp-c.example/id-mn",
+        "cb": "//sp-c.example/id-mn/cse-mn", "rr": true, "srv": ["3"]}}));
+    e.handle_request(
+        route("/oneM2M/req/id-mn/id-in-a/json", Link::LOCAL),
+        &serde_json::to_vec(&r).expect("json"),
+        None,
+        now,
+    );
+    assert_eq!(
+        drain(&mut e).responses[0].1.rsc,
+        Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+        "a local hop claiming another SP"
+    );
+}
