@@ -491,10 +491,16 @@ pub async fn status(args: &StatusArgs) -> Result<Status, CliError> {
         .ok_or_else(|| {
             CliError::Refused(format!("{} answered without m2mnode:status", cfg.cse.id))
         })?;
+    let registered = |r: &serde_json::Value| {
+        r.get("registered").and_then(serde_json::Value::as_bool) == Some(true)
+    };
     let healthy = match status.get("registrar") {
         None | Some(serde_json::Value::Null) => true,
-        Some(r) => r.get("registered").and_then(serde_json::Value::as_bool) == Some(true),
-    };
+        Some(r) => registered(r),
+    } && status
+        .get("peer_sps")
+        .and_then(serde_json::Value::as_array)
+        .is_none_or(|peers| peers.iter().all(registered));
     Ok(Status { status, healthy })
 }
 
@@ -550,6 +556,25 @@ pub fn status_summary(s: &serde_json::Value) -> String {
                 let _ = writeln!(out, "NOT registered at {id}");
             }
             let _ = writeln!(out, "last check: {}", when(r.get("last_check"), now));
+        }
+    }
+    // The registrations at other SPs' IN-CSEs (docs/protocol.md §13).
+    for p in s
+        .get("peer_sps")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = str_of(p, "id");
+        if p.get("registered").and_then(serde_json::Value::as_bool) == Some(true) {
+            let _ = writeln!(
+                out,
+                "peer SP: registered at {id} since {}, last check {}",
+                when(p.get("since"), now),
+                when(p.get("last_check"), now)
+            );
+        } else {
+            let _ = writeln!(out, "peer SP: NOT registered at {id}");
         }
     }
     let registrees = s
