@@ -102,12 +102,12 @@ impl Engine {
     /// still holds the local `<remoteCSE>` of a peer.
     pub(super) fn peer_machines(
         peers: &[PeerSettings],
-        engine_parts: (&crate::resource::CseBase, &super::store::Store),
+        base: &crate::resource::CseBase,
+        store: &super::store::Store,
         timeout: Duration,
         seed: u64,
         own_sp: &str,
     ) -> Vec<Peer> {
-        let (base, store) = engine_parts;
         peers
             .iter()
             .enumerate()
@@ -121,7 +121,9 @@ impl Engine {
                     serialization: None,
                 };
                 let adopt = store.by_csi(&abs).is_some();
-                let mut up = Upstream::new(
+                // Its name there is derived (ACME's), so it is known even
+                // without a store: a stale one is deleted before the CREATE.
+                let up = Upstream::new(
                     &settings,
                     p.id.clone(),
                     base,
@@ -132,10 +134,6 @@ impl Engine {
                     Some(foreign_rn(own_sp, &base.csi)),
                     &store.registrar_memo(&abs),
                 );
-                up.start = Some(Input::Start {
-                    adopt,
-                    remote_rn: Some(foreign_rn(own_sp, &base.csi)),
-                });
                 Peer {
                     settings: p.clone(),
                     up,
@@ -166,7 +164,8 @@ impl Engine {
             .collect();
         let fresh = Engine::peer_machines(
             &added,
-            (self.registrar.cse_base(), self.registrar.store()),
+            self.registrar.cse_base(),
+            self.registrar.store(),
             self.forwards.timeout(),
             self.seed ^ now.wall.0,
             &own_sp,

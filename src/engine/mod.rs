@@ -240,7 +240,8 @@ impl Engine {
         let peers = match &sp_id {
             Some(sp) => Engine::peer_machines(
                 &settings.peers,
-                (&settings.registrar.cse_base, &store),
+                &settings.registrar.cse_base,
+                &store,
                 settings.request_timeout,
                 settings.seed,
                 sp,
