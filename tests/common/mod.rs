@@ -1,13 +1,14 @@
 //! Integration-test harness: a real Mosquitto on a free port, m2mnode
-//! processes, and a oneM2M test client (the node's own transport, over the
+//! processes, and a oneM2M test client (`mqtt.rs`, on rumqttc, over the
 //! real broker). Every process is killed on drop, so a failing test leaves
 //! nothing behind.
 #![allow(dead_code)]
 
 pub mod acme;
+pub mod mqtt;
 
 use m2mnode::primitive::{Format, Operation, Request, Response};
-use m2mnode::transport::mqtt::{Settings, Transport};
+use mqtt::MqttClient;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -321,7 +322,7 @@ pub struct Client {
 enum Link {
     /// Over the real broker, as peers do.
     Mqtt {
-        t: Transport,
+        t: MqttClient,
         rt: tokio::runtime::Runtime,
     },
     /// Straight into an engine in this process: the same primitives, as
@@ -417,24 +418,17 @@ impl Client {
             .enable_all()
             .build()
             .expect("runtime");
-        let url = m2mnode::config::BrokerUrl::parse(url).expect("url");
-        let mut settings = Settings::client(
+        let mut opts = mqtt::Options::new(
             url,
             format!("test-{}-{}", own.replace('/', "_"), free_port()),
             own,
-            Duration::from_secs(5),
         );
-        // Big enough to send oversize test payloads.
-        settings.max_payload = 4 << 20;
-        settings.topic_prefix = prefix.to_owned();
-        if let Some((user, pass)) = login {
-            settings.username = Some(user.to_owned());
-            settings.password = Some(pass.to_owned());
-        }
+        opts.prefix = prefix.to_owned();
+        opts.login = login.map(|(u, p)| (u.to_owned(), p.to_owned()));
         let t = rt.block_on(async {
-            let (t, mut rx) = Transport::connect(settings, Duration::from_secs(10))
+            let (t, mut rx) = MqttClient::connect(opts, Duration::from_secs(10))
                 .await
-                .expect("test client connects");
+                .unwrap_or_else(|e| panic!("test client {own}: {e}"));
             // Keep draining (requests to the test client are not expected).
             tokio::spawn(async move { while rx.recv().await.is_some() {} });
             t
@@ -501,10 +495,7 @@ impl Client {
 
     pub fn publish(&self, topic: &str, payload: Vec<u8>) {
         match &self.link {
-            Link::Mqtt { t, rt } => {
-                let _g = rt.enter();
-                t.publish(topic.to_owned(), payload);
-            }
+            Link::Mqtt { t, rt } => rt.block_on(t.publish(topic, payload)),
             Link::Engine(e) => {
                 engine_exchange(e, topic, "", Format::Json, &payload);
             }
@@ -656,18 +647,13 @@ pub fn responder_counting(
             .build()
             .expect("rt");
         rt.block_on(async move {
-            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
-            let broker = m2mnode::config::BrokerUrl::parse(&url).expect("url");
-            let settings = Settings::client(
-                broker,
-                format!("responder-{own}"),
-                own,
-                Duration::from_secs(5),
-            );
-            let (t, mut rx) = Transport::start(settings).expect("transport");
+            let opts = mqtt::Options::new(&url, format!("responder-{own}"), own);
+            let (t, mut rx) = MqttClient::connect(opts, Duration::from_secs(10))
+                .await
+                .expect("responder connects");
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-                if let Incoming::Request { route, payload, .. } = ev {
+                if let mqtt::Incoming::Request { route, payload } = ev {
                     seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Ok(fmt) = route.format else { continue };
                     let Ok(req) = fmt.decode_request(&payload) else {
@@ -685,7 +671,7 @@ pub fn responder_counting(
                             "nothing here",
                         )
                     };
-                    t.publish(route.response_topic(), fmt.encode(&rsp).expect("encode"));
+                    t.answer(&route, fmt, &rsp).await;
                 }
             }
         });
