@@ -46,6 +46,7 @@ mod liveness;
 pub mod registrar;
 pub mod registration;
 pub mod store;
+mod tally;
 
 pub use crate::topic::Link;
 pub use liveness::MISSES as LIVENESS_MISSES;
@@ -227,6 +228,8 @@ pub struct StoreBatch {
 
 pub struct Engine {
     own: CseId,
+    /// What was reported since the start, counted for `status`.
+    tally: tally::Tally,
     registrar: Registrar,
     registration: Option<Registration>,
     /// Held until the broker is there: a request sent before would only
@@ -310,6 +313,7 @@ impl Engine {
         };
         let mut engine = Engine {
             own,
+            tally: tally::Tally::default(),
             registrar: Registrar::with_store(settings.registrar, store),
             start: registration
                 .is_some()
@@ -452,6 +456,7 @@ impl Engine {
                 "durable": self.durable,
                 "unwritten": self.uncommitted.len(),
             },
+            "counts": self.tally.json(),
         }})
     }
 
@@ -524,6 +529,7 @@ impl Engine {
 
     /// `link` (`None`: the single one) came up or went down.
     fn link_changed(&mut self, link: Option<Link>, up: bool, now: Now) {
+        self.tally.link(link, up);
         let local = link != Some(Link::Upstream);
         let upstream = link != Some(Link::Local);
         if !up {
@@ -792,7 +798,9 @@ impl Engine {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front()?;
+        self.tally.event(&e);
+        Some(e)
     }
 
     /// When [`Engine::handle_timeout`] is due next.

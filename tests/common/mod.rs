@@ -565,6 +565,99 @@ impl Node {
     }
 }
 
+/// The node's state as `m2mnode status --json` reports it (the status
+/// resource, docs/operations.md): tests wait on states, not on log text.
+impl Node {
+    /// The `m2mnode:status` object, or `None` while the node gives none
+    /// (not running, not connected and subscribed yet).
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--timeout", "2s", "--config"])
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Polls the status until `ok` holds; returns the status that did.
+    #[track_caller]
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut ok: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(s) = self.status() {
+                if ok(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            if Instant::now() >= end {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for {what}; last status: {}\nnode log:\n{}",
+            last.map_or("none".into(), |s| s.to_string()),
+            self.log()
+        );
+    }
+
+    /// Connected to its broker(s) and subscribed: it answers its status.
+    #[track_caller]
+    pub fn wait_connected(&self, timeout: Duration) -> serde_json::Value {
+        self.wait_status(timeout, "the node to be connected", |s| {
+            s["connected"] == true
+        })
+    }
+
+    /// Registered at its registrar.
+    #[track_caller]
+    pub fn wait_registered(&self, timeout: Duration) -> serde_json::Value {
+        self.wait_status(timeout, "the node to be registered", |s| {
+            s["registrar"]["registered"] == true
+        })
+    }
+
+    /// A number of the status's `counts` (`"registered"`,
+    /// `"handled/create"`, `"connects/local"`); panics without a status.
+    #[track_caller]
+    pub fn count(&self, name: &str) -> u64 {
+        let s = self.wait_status(Duration::from_secs(10), "a status", |_| true);
+        count_of(&s, name)
+    }
+
+    /// Waits until the own registration's check has been answered `n` more
+    /// times (the status's `registrar.last_check` took `n` new values).
+    #[track_caller]
+    pub fn wait_checks(&self, n: usize, timeout: Duration) {
+        let mut seen = vec![self.wait_registered(timeout)["registrar"]["last_check"].clone()];
+        self.wait_status(timeout, &format!("{n} more answered checks"), |s| {
+            let last = &s["registrar"]["last_check"];
+            if !seen.contains(last) {
+                seen.push(last.clone());
+            }
+            seen.len() > n
+        });
+    }
+}
+
+/// A number of a status object's `counts` (see [`Node::count`]).
+pub fn count_of(status: &serde_json::Value, name: &str) -> u64 {
+    status["counts"]
+        .pointer(&format!("/{name}"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("no count {name} in the status: {status}"))
+}
+
 /// A tiny tmpfs, unmounted (and its mount point removed) when dropped, also
 /// when the test fails.
 pub struct Tmpfs(pub PathBuf);
