@@ -503,6 +503,18 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The status object of the node `cse` (CSEBase `cb`), asked over this
+    /// client's link; `None` without an answer.
+    pub fn status_of(&self, cse: &str, cb: &str) -> Option<serde_json::Value> {
+        let r = self.send(
+            &self.req(Operation::Retrieve, &format!("{cse}/{cb}/m2mnode-status")),
+            cse,
+        );
+        r.pc?.get("m2mnode:status").cloned()
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         if let Link::Mqtt { t, rt } = &self.link {
@@ -611,6 +623,12 @@ impl Node {
         );
     }
 
+    /// The status now; panics if the node gives none within 10 s.
+    #[track_caller]
+    pub fn status_now(&self) -> serde_json::Value {
+        self.wait_status(Duration::from_secs(10), "a status", |_| true)
+    }
+
     /// Connected to its broker(s) and subscribed: it answers its status.
     #[track_caller]
     pub fn wait_connected(&self, timeout: Duration) -> serde_json::Value {
@@ -631,23 +649,64 @@ impl Node {
     /// `"handled/create"`, `"connects/local"`); panics without a status.
     #[track_caller]
     pub fn count(&self, name: &str) -> u64 {
-        let s = self.wait_status(Duration::from_secs(10), "a status", |_| true);
-        count_of(&s, name)
+        count_of(&self.status_now(), name)
     }
 
     /// Waits until the own registration's check has been answered `n` more
     /// times (the status's `registrar.last_check` took `n` new values).
     #[track_caller]
     pub fn wait_checks(&self, n: usize, timeout: Duration) {
-        let mut seen = vec![self.wait_registered(timeout)["registrar"]["last_check"].clone()];
-        self.wait_status(timeout, &format!("{n} more answered checks"), |s| {
-            let last = &s["registrar"]["last_check"];
-            if !seen.contains(last) {
-                seen.push(last.clone());
-            }
-            seen.len() > n
-        });
+        wait_new_values(
+            timeout,
+            "answered checks of the own registration",
+            n,
+            || self.status(),
+            |s| s["registrar"]["last_check"].clone(),
+        );
     }
+
+    /// Waits until the registree `csi` has answered `n` more liveness
+    /// checks (its `last_ok` took `n` new values).
+    #[track_caller]
+    pub fn wait_probes(&self, csi: &str, n: usize, timeout: Duration) {
+        wait_new_values(
+            timeout,
+            &format!("answered checks of {csi}"),
+            n,
+            || self.status(),
+            |s| registree(s, csi)["last_ok"].clone(),
+        );
+    }
+}
+
+/// The entry of registree `csi` in a status object (`null` if absent).
+pub fn registree(status: &serde_json::Value, csi: &str) -> serde_json::Value {
+    status["registrees"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["csi"] == csi))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls statuses from `fetch` until `pick` of them has taken `n` values
+/// other than the first one seen (a clock in the status moving on).
+#[track_caller]
+pub fn wait_new_values(
+    timeout: Duration,
+    what: &str,
+    n: usize,
+    mut fetch: impl FnMut() -> Option<serde_json::Value>,
+    pick: impl Fn(&serde_json::Value) -> serde_json::Value,
+) {
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    wait_until(timeout, &format!("{n} new {what}"), || {
+        if let Some(v) = fetch().map(|s| pick(&s)) {
+            if !v.is_null() && !seen.contains(&v) {
+                seen.push(v);
+            }
+        }
+        seen.len() > n
+    });
 }
 
 /// A number of a status object's `counts` (see [`Node::count`]).
