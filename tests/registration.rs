@@ -120,6 +120,13 @@ fn sigterm_deregisters() {
     );
     let x = Client::connect(&broker, "/id-x");
     assert_eq!(get(&x, "/id-in/cse-in/id-mn", "/id-in").0, Rsc::NOT_FOUND);
+    // The claim an operator reads (tests/operations.rs checks that it is
+    // not made when the registrar could not confirm).
+    assert!(
+        mn.log().contains("deregistered from /id-in"),
+        "{}",
+        mn.log()
+    );
     // Deleted by its owner, not removed for failed checks.
     let s = inn.wait_connected(Duration::from_secs(5));
     assert_eq!(count_of(&s, "registrees_deleted"), 1, "{s}");

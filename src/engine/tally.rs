@@ -15,6 +15,8 @@ pub(crate) struct Tally {
     deregistered: u64,
     registration_lost: u64,
     registration_retries: u64,
+    /// Retries after a registration request got no answer at all.
+    registration_unanswered: u64,
     checks_unanswered: u64,
     squatted: u64,
     registrees_added: u64,
@@ -51,9 +53,12 @@ impl Tally {
             Event::Deregistered { .. } => self.deregistered += 1,
             Event::RegistrationRetry { step, answer, .. } => {
                 self.registration_retries += 1;
-                if let Some((rsc, dbg)) = answer {
-                    let step = format!("{step:?}").to_ascii_lowercase();
-                    self.last_refusal = Some((step, rsc.code(), dbg.clone()));
+                match answer {
+                    Some((rsc, dbg)) => {
+                        let step = format!("{step:?}").to_ascii_lowercase();
+                        self.last_refusal = Some((step, rsc.code(), dbg.clone()));
+                    }
+                    None => self.registration_unanswered += 1,
                 }
             }
             Event::RegistrationLost { answer, .. } => {
@@ -96,6 +101,7 @@ impl Tally {
             "deregistered": self.deregistered,
             "registration_lost": self.registration_lost,
             "registration_retries": self.registration_retries,
+            "registration_unanswered": self.registration_unanswered,
             "checks_unanswered": self.checks_unanswered,
             "squatted": self.squatted,
             "last_refusal": self.last_refusal.as_ref().map(|(step, rsc, dbg)| {
@@ -143,6 +149,7 @@ mod tests {
         assert_eq!(j["handled"]["delete"], 1);
         assert_eq!(j["handled"]["create"], 0);
         assert_eq!(j["registration_retries"], 1);
+        assert_eq!(j["registration_unanswered"], 0);
         assert_eq!(j["last_refusal"]["step"], "create");
         assert_eq!(j["last_refusal"]["rsc"], 4105);
     }

@@ -783,7 +783,8 @@ pub fn fill(path: &Path) {
     let _ = f.sync_all();
 }
 
-/// A registree simulated by a test client that answers requests addressed to it.
+/// A registree simulated by a test client that answers requests addressed
+/// to it (for 30 s); subscribed when this returns.
 pub fn responder(
     broker: &Mosquitto,
     own: &'static str,
@@ -800,7 +801,8 @@ pub fn responder_counting(
     seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::thread::JoinHandle<()> {
     let url = broker.url();
-    std::thread::spawn(move || {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -810,6 +812,7 @@ pub fn responder_counting(
             let (t, mut rx) = MqttClient::connect(opts, Duration::from_secs(10))
                 .await
                 .expect("responder connects");
+            let _ = ready_tx.send(());
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
                 if let mqtt::Incoming::Request { route, payload } = ev {
@@ -834,7 +837,12 @@ pub fn responder_counting(
                 }
             }
         });
-    })
+    });
+    // Subscribed before it is handed out: nothing sent to it is lost.
+    ready_rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("the responder connects and subscribes");
+    handle
 }
 
 /// A private CA, a server certificate for 127.0.0.1 and a client certificate,
