@@ -56,7 +56,17 @@ fn in_node(broker: &Mosquitto, login: bool) -> Node {
         );
     }
     let n = Node::start("secured-in", &cfg);
-    n.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    if login {
+        // The ACL keeps `m2mnode status` (an anonymous originator) out:
+        // ask as a registree would.
+        let a = Client::connect_as(broker, "/id-a", Some(("cse-a", "pw-a")));
+        wait_until(Duration::from_secs(20), "the node to answer", || {
+            a.status_of("/id-in", "cse-in")
+                .is_some_and(|s| s["connected"] == true)
+        });
+    } else {
+        n.wait_connected(Duration::from_secs(10));
+    }
     n
 }
 
@@ -166,7 +176,7 @@ fn memory_stays_bounded_under_large_legal_payloads() {
             "60s",
         ),
     );
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     // 40 CSRs near the payload limit: 9,000 descendants each.
     for i in 0..40 {
         let me = format!("/id-fat{i}");
