@@ -44,7 +44,6 @@ fn split_mn(local: &str, upstream: &str) -> Node {
     Node::start("mn", &cfg)
 }
 
-
 #[test]
 fn two_brokers_an_mn_between_the_in_and_an_asn_survives_each_restart() {
     let mut up = Mosquitto::start();

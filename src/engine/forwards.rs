@@ -68,6 +68,7 @@ impl Engine {
         };
         self.forwards += 1;
         debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
+        self.tally.forwarded();
         self.recent.in_flight(key.clone());
         self.add_pending(
             request.rqi.clone(),

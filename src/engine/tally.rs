@@ -2,7 +2,7 @@
 //! resource (`m2mnode status --json`, object `counts`): an operator or a
 //! test reads what happened as numbers instead of scanning the log.
 
-use super::{Event, Removal};
+use super::{Event, Removal, STATUS_RN};
 use crate::primitive::Operation;
 use crate::topic::Link;
 
@@ -25,8 +25,13 @@ pub(crate) struct Tally {
     registrees_deleted: u64,
     registrees_unresponsive: u64,
     probes_missed: u64,
-    /// Requests answered here, by operation (forwards are not counted).
+    /// Requests answered here, by operation (forwards and status requests
+    /// are not counted).
     handled: [u64; 5],
+    /// Requests of the own registration sent to the registrar, by operation.
+    registration_requests: [u64; 5],
+    /// Requests forwarded to another CSE.
+    forwarded: u64,
     store_failures: u64,
     dropped: u64,
     /// The last answer a registration step got that was not a success:
@@ -45,6 +50,14 @@ impl Tally {
         if link != Some(Link::Local) {
             self.upstream_connects += 1;
         }
+    }
+
+    pub(crate) fn registration_request(&mut self, op: Operation) {
+        self.registration_requests[usize::from(op.code() - 1)] += 1;
+    }
+
+    pub(crate) fn forwarded(&mut self) {
+        self.forwarded += 1;
     }
 
     pub(crate) fn event(&mut self, e: &Event) {
@@ -75,7 +88,11 @@ impl Tally {
                 Removal::Unresponsive { .. } => self.registrees_unresponsive += 1,
             },
             Event::ProbeMissed { .. } => self.probes_missed += 1,
-            Event::Handled { op, .. } => self.handled[usize::from(op.code() - 1)] += 1,
+            Event::Handled { op, to, .. } => {
+                if !to.ends_with(STATUS_RN) {
+                    self.handled[usize::from(op.code() - 1)] += 1;
+                }
+            }
             Event::StoreFailed { .. } => self.store_failures += 1,
             Event::Dropped { .. } => self.dropped += 1,
             Event::OwnRequestTooLarge { .. } | Event::Stopped => {}
@@ -90,11 +107,12 @@ impl Tally {
             Operation::Delete,
             Operation::Notify,
         ];
-        let handled: serde_json::Map<String, serde_json::Value> = ops
-            .iter()
-            .zip(self.handled)
-            .map(|(op, n)| (op.name().to_owned(), n.into()))
-            .collect();
+        let by_op = |counts: [u64; 5]| {
+            ops.iter()
+                .zip(counts)
+                .map(|(op, n)| (op.name().to_owned(), n.into()))
+                .collect::<serde_json::Map<String, serde_json::Value>>()
+        };
         serde_json::json!({
             "connects": { "local": self.local_connects, "upstream": self.upstream_connects },
             "registered": self.registered,
@@ -111,7 +129,9 @@ impl Tally {
             "registrees_deleted": self.registrees_deleted,
             "registrees_unresponsive": self.registrees_unresponsive,
             "probes_missed": self.probes_missed,
-            "handled": handled,
+            "handled": by_op(self.handled),
+            "registration_requests": by_op(self.registration_requests),
+            "forwarded": self.forwarded,
             "store_failures": self.store_failures,
             "dropped": self.dropped,
         })
@@ -142,7 +162,22 @@ mod tests {
             retry_in: std::time::Duration::from_secs(1),
             answer: Some((Rsc::CONFLICT, "taken".into())),
         });
+        t.event(&Event::Handled {
+            op: Operation::Retrieve,
+            to: "/id-in/cse-in/m2mnode-status".into(),
+            fr: "Cm2mnode-status".into(),
+            rsc: Rsc::OK,
+            why: None,
+        });
+        t.registration_request(Operation::Update);
+        t.forwarded();
         let j = t.json();
+        assert_eq!(
+            j["handled"]["retrieve"], 0,
+            "status requests are not counted"
+        );
+        assert_eq!(j["registration_requests"]["update"], 1);
+        assert_eq!(j["forwarded"], 1);
         assert_eq!(j["connects"]["local"], 1);
         assert_eq!(j["connects"]["upstream"], 2);
         assert_eq!(j["dropped"], 1);

@@ -33,6 +33,9 @@ pub struct Options {
     pub persistent_session: bool,
     /// How long `request` waits for an answer.
     pub timeout: Duration,
+    /// More topic filters (e.g. `/oneM2M/req/#` for a spy): what comes in
+    /// on them is handed on as [`Incoming`] like the rest.
+    pub also: Vec<String>,
 }
 
 impl Options {
@@ -46,6 +49,7 @@ impl Options {
             qos: QoS::AtLeastOnce,
             persistent_session: false,
             timeout: Duration::from_secs(5),
+            also: Vec::new(),
         }
     }
 }
@@ -119,6 +123,7 @@ impl MqttClient {
             let own = opts.own.clone();
             let prefix = opts.prefix.clone();
             let qos = opts.qos;
+            let also = opts.also.clone();
             let last_error = last_error.clone();
             tokio::spawn(async move {
                 let mut ready = Some(ready_tx);
@@ -128,7 +133,8 @@ impl MqttClient {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             // On every CONNACK: a clean session holds no
                             // subscriptions after a broker restart.
-                            let filters = topic::subscriptions_prefixed(&prefix, &own);
+                            let mut filters = topic::subscriptions_prefixed(&prefix, &own).to_vec();
+                            filters.extend(also.iter().cloned());
                             awaiting = filters.len();
                             for f in filters {
                                 let _ = client.try_subscribe(f, qos);
