@@ -808,10 +808,24 @@ fn an_acme_registree_keeps_working_with_the_default_sp_id() {
         "two ACME checks at the IN",
         |s| count_of(s, "handled/retrieve") >= 2,
     );
-    let log = acme_log(&acme);
-    d.check(!log.contains("Updating CSEBase.spi to //"), || {
-        "ACME took over an spi from m2mnode".into()
+    // Its CSEBase (over its HTTP binding) took over no spi: it has none of
+    // its own, and m2mnode advertised none (with `sp_id` set, ACME's CSEBase
+    // gets spi "//acme.example.com").
+    let (status, hrsc, body) = d.ok(acme.http_retrieve("/id-mn/cse-mn", "CAdmin"));
+    d.check(status == 200 && hrsc == Some(2000), || {
+        format!("HTTP RETRIEVE of ACME's CSEBase: {status} {hrsc:?} {body}")
     });
+    let cb: Value = serde_json::from_str(&body).unwrap_or_default();
+    d.eq(
+        &cb["m2m:cb"]["csi"],
+        &json!("/id-mn"),
+        "csi of ACME's CSEBase",
+    );
+    d.eq(
+        &cb["m2m:cb"]["spi"],
+        &Value::Null,
+        "spi of ACME's CSEBase (taken over from m2mnode?)",
+    );
 }
 
 /// ACME bug (2026.5.3): an ACME IN stores a registree's `dcse` UPDATE in the
