@@ -93,7 +93,7 @@ fn host_port(url: &str) -> Result<(String, u16), String> {
 }
 
 impl MqttClient {
-    /// Connects and waits (at most `within`) until both subscriptions are
+    /// Connects and waits (at most `within`) until every subscription is
     /// acknowledged. Call inside a tokio runtime.
     pub async fn connect(
         opts: Options,
