@@ -57,25 +57,16 @@ fn fake_node(
             .build()
             .expect("rt");
         rt.block_on(async move {
-            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
-            let broker = m2mnode::config::BrokerUrl::parse(&url).expect("url");
-            let mut settings = Settings::client(
-                broker,
-                format!("fake-{own}-{}", free_port()),
-                own,
-                Duration::from_secs(5),
-            );
-            if let Some((u, p)) = credentials {
-                settings.username = Some(u.into());
-                settings.password = Some(p.into());
-            }
-            let (t, mut rx) = Transport::connect(settings, Duration::from_secs(10))
+            use common::mqtt::{Incoming, MqttClient, Options};
+            let mut opts = Options::new(&url, format!("fake-{own}-{}", free_port()), own);
+            opts.login = credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
+            let (t, mut rx) = MqttClient::connect(opts, Duration::from_secs(10))
                 .await
                 .expect("fake node connects");
             let _ = ready_tx.send(());
             let end = tokio::time::Instant::now() + Duration::from_secs(60);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-                let Incoming::Request { route, payload, .. } = ev else {
+                let Incoming::Request { route, payload } = ev else {
                     continue;
                 };
                 let Ok(fmt) = route.format else { continue };
@@ -101,7 +92,7 @@ fn fake_node(
                 } else {
                     Response::error(Rsc::NOT_FOUND, req.rqi, "nothing here")
                 };
-                t.publish(route.response_topic(), fmt.encode(&rsp).expect("encode"));
+                t.answer(&route, fmt, &rsp).await;
             }
         });
     });
@@ -483,7 +474,7 @@ fn open_dir(dir: &Path) {
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
 }
 
-fn password_broker() -> Option<(OwnBroker, u16)> {
+fn password_broker() -> (OwnBroker, u16) {
     let dir = scratch("passwd");
     open_dir(&dir);
     let passwd = dir.join("passwd");
@@ -493,15 +484,17 @@ fn password_broker() -> Option<(OwnBroker, u16)> {
         .args(["cse-mn", "s3cret"])
         .status()
         .is_ok_and(|s| s.success());
-    if !made {
-        eprintln!("skipped: mosquitto_passwd is not installed");
-        return None;
-    }
-    let _ = Command::new("mosquitto_passwd")
+    assert!(
+        made,
+        "mosquitto_passwd could not make a password file: it comes with the mosquitto package"
+    );
+    let added = Command::new("mosquitto_passwd")
         .arg("-b")
         .arg(&passwd)
         .args(["cse-in", "in-pass"])
-        .status();
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(added, "mosquitto_passwd could not add a second user");
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644));
     let port = free_port();
@@ -514,14 +507,12 @@ fn password_broker() -> Option<(OwnBroker, u16)> {
         ),
     )
     .expect("conf");
-    Some((OwnBroker::start(&conf, port), port))
+    (OwnBroker::start(&conf, port), port)
 }
 
 #[test]
 fn request_with_credentials_and_a_fast_failure_on_bad_ones() {
-    let Some((_broker, port)) = password_broker() else {
-        return;
-    };
+    let (_broker, port) = password_broker();
     let url = format!("mqtt://127.0.0.1:{port}");
     fake_node(
         url.clone(),
@@ -1018,9 +1009,7 @@ fn every_shipped_example_passes_check_config() {
 /// any password is reported; a refused login is a WARN with the reason.
 #[test]
 fn the_password_file_serves_status_check_config_and_run() {
-    let Some((_broker, port)) = password_broker() else {
-        panic!("mosquitto_passwd is missing");
-    };
+    let (_broker, port) = password_broker();
     let url = format!("mqtt://127.0.0.1:{port}");
     fake_node(
         url.clone(),

@@ -476,61 +476,6 @@ impl Throttle {
     }
 }
 
-/// Counts requests answered and refused: totals for status, counts since
-/// the last summary, and a spike of refusals within a minute.
-#[derive(Default)]
-pub(crate) struct Tally {
-    pub(crate) handled_total: u64,
-    pub(crate) refused_total: u64,
-    /// Publishes dropped before they could be answered (oversize, not
-    /// oneM2M, undecodable without an rqi).
-    pub(crate) dropped_total: u64,
-    handled_since: u64,
-    refused_since: u64,
-    minute_start: Option<Instant>,
-    refused_minute: u64,
-    spike_told: bool,
-}
-
-/// Refusals within a minute above which one WARN line says so.
-const REFUSAL_SPIKE: u64 = 100;
-
-impl Tally {
-    /// Counts one answer; `Some(n)` when refusals just passed the spike
-    /// threshold in the current minute (told once a minute).
-    pub(crate) fn count(&mut self, refused: bool, now: Instant) -> Option<u64> {
-        self.handled_total += 1;
-        self.handled_since += 1;
-        if !refused {
-            return None;
-        }
-        self.refused_total += 1;
-        self.refused_since += 1;
-        match self.minute_start {
-            Some(s) if now.duration_since(s) < Duration::from_secs(60) => {}
-            _ => {
-                self.minute_start = Some(now);
-                self.refused_minute = 0;
-                self.spike_told = false;
-            }
-        }
-        self.refused_minute += 1;
-        if self.refused_minute >= REFUSAL_SPIKE && !self.spike_told {
-            self.spike_told = true;
-            return Some(self.refused_minute);
-        }
-        None
-    }
-
-    /// (handled, refused) since the last call.
-    pub(crate) fn take_since(&mut self) -> (u64, u64) {
-        let r = (self.handled_since, self.refused_since);
-        self.handled_since = 0;
-        self.refused_since = 0;
-        r
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,21 +489,6 @@ mod tests {
         assert_eq!(t.allow(t0), (false, None));
         assert_eq!(t.allow(t0), (false, None));
         assert_eq!(t.allow(t0 + Duration::from_secs(60)), (true, Some(2)));
-    }
-
-    #[test]
-    fn a_refusal_spike_is_told_once_a_minute() {
-        let t0 = Instant::now();
-        let mut t = Tally::default();
-        let told: Vec<u64> = (0..250).filter_map(|_| t.count(true, t0)).collect();
-        assert_eq!(told, vec![REFUSAL_SPIKE]);
-        assert_eq!(
-            t.count(true, t0 + Duration::from_secs(61)),
-            None,
-            "a new minute starts counting anew"
-        );
-        assert_eq!(t.take_since(), (251, 251));
-        assert_eq!(t.take_since(), (0, 0));
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub mod registrar;
 pub mod registration;
 mod status;
 pub mod store;
+mod tally;
 mod upstream;
 
 pub use crate::topic::Link;
@@ -66,13 +67,14 @@ use crate::topic::Route;
 use dedupe::RecentRequests;
 pub use durability::Ack;
 use durability::Durability;
-use events::{Tally, Throttle};
+use events::Throttle;
 use forwards::Forwards;
 use links::Links;
 use liveness::{Liveness, ProbeOutcome};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use store::{Notice, Snapshot, Store, StoreChange, Undo};
+use tally::Tally;
 use upstream::Upstream;
 
 /// The own registration, when this node has a registrar.
@@ -359,6 +361,7 @@ impl Engine {
 
     /// `link` (`None`: every one) came up or went down.
     fn link_changed(&mut self, link: Option<Link>, up: bool, now: Now) {
+        self.tally.link(link, up);
         let local = link.is_none_or(|l| l == Link::LOCAL);
         let upstream = link.is_none_or(|l| l == self.links.registrar());
         if !up {
@@ -660,32 +663,27 @@ impl Engine {
         })
     }
 
-    /// Counts answers and throttles drops: what the driver gets to print
-    /// is decided here, on the engine's clock.
+    /// Counts every event and throttles drops: what the driver gets to
+    /// print is decided here, on the engine's clock.
     fn review_events(&mut self, now: Now) {
         while let Some(e) = self.events.pop_front() {
-            match &e {
-                Event::Handled { rsc, .. } => {
-                    if let Some(count) = self.tally.count(!rsc.is_success(), now.mono) {
-                        self.out_events.push_back(e);
-                        self.out_events.push_back(Event::RefusalsSpiking { count });
-                        continue;
-                    }
-                }
-                Event::Ignored { .. } => self.tally.dropped_total += 1,
+            let spike = self.tally.event(&e, now.mono);
+            let show = match e {
                 Event::Dropped { .. } => {
-                    self.tally.dropped_total += 1;
                     let (show, ended) = self.drops.allow(now.mono);
                     if let Some(count) = ended {
                         self.out_events.push_back(Event::DropsSuppressed { count });
                     }
-                    if !show {
-                        continue;
-                    }
+                    show
                 }
-                _ => {}
+                _ => true,
+            };
+            if show {
+                self.out_events.push_back(e);
             }
-            self.out_events.push_back(e);
+            if let Some(count) = spike {
+                self.out_events.push_back(Event::RefusalsSpiking { count });
+            }
         }
     }
 

@@ -53,6 +53,7 @@ impl Engine {
             }
         };
         debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
+        self.tally.forwarded();
         self.recent.in_flight(key.clone());
         self.forwards.add(
             request.rqi.clone(),

@@ -9,7 +9,7 @@ use crate::topic::Link;
 use serde_json::{json, Value};
 
 /// The name of the status resource below the CSEBase.
-const STATUS_RN: &str = "m2mnode-status";
+pub(super) const STATUS_RN: &str = "m2mnode-status";
 
 /// Whether `to` addresses the status resource of `engine`'s CSE.
 pub(super) fn is_target(engine: &Engine, to: &str) -> bool {
@@ -46,10 +46,6 @@ pub(super) fn status(engine: &Engine) -> Value {
         })
         .collect();
     let links = &engine.links;
-    let connects: serde_json::Map<String, Value> = links
-        .states()
-        .map(|(l, _, n)| (l.to_string(), Value::from(n)))
-        .collect();
     json!({ "m2mnode:status": {
         "cse": engine.own.as_str(),
         "connected": links.all_up(),
@@ -57,18 +53,13 @@ pub(super) fn status(engine: &Engine) -> Value {
             "local": links.is_up(Link::LOCAL),
             "upstream": engine.upstream.as_ref().map(|_| links.is_up(links.registrar())),
         },
-        "connects": connects,
         "registrar": registrar,
         "registrees": registrees,
         "descendants": store.descendant_ids(),
-        "requests": {
-            "handled": engine.tally.handled_total,
-            "refused": engine.tally.refused_total,
-            "dropped": engine.tally.dropped_total,
-        },
         "store": {
             "durable": engine.durability.is_durable(),
             "unwritten": engine.durability.unwritten(),
         },
+        "counts": engine.tally.json(),
     }})
 }

@@ -1485,7 +1485,7 @@ fn an_hourly_summary_counts_what_was_handled_since_the_last() {
     };
     assert!(!s.checked_now);
     assert_eq!((s.handled, s.refused, s.registrees), (2, 1, 1));
-    assert_eq!(e.status()["m2mnode:status"]["requests"]["refused"], 1);
+    assert_eq!(e.status()["m2mnode:status"]["counts"]["refused"], 1);
 }
 
 #[test]
@@ -1495,12 +1495,7 @@ fn a_flood_of_refusals_is_one_warning_and_debug_lines() {
     e.connection(true, now);
     let mut warnings = 0;
     for i in 0..300 {
-        let mut r = Request::new(
-            Operation::Update,
-            "/id-in/cse-in",
-            "/id-x",
-            format!("u{i}"),
-        );
+        let mut r = Request::new(Operation::Update, "/id-in/cse-in", "/id-x", format!("u{i}"));
         r.rvi = Some("3".into());
         e.handle_request(
             from("/id-x", "/id-in"),

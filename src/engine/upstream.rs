@@ -173,6 +173,7 @@ impl Engine {
                     return self.feed_machine(Input::Response(rsp), now);
                 }
                 debug!(op = req.op.name(), to = %req.to, rqi = %req.rqi, "registration request");
+                self.tally.registration_request(req.op);
                 match Format::Json.encode(&req) {
                     Ok(payload) if payload.len() > self.max_payload => {
                         // A local limit, not a lost CSR: say what it is and
