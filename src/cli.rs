@@ -1,15 +1,15 @@
 //! `m2mnode request`: a oneM2M-over-MQTT client, like curl for this binding;
 //! `m2mnode status`: asks a running node how it is.
 
+use crate::client::{Client, NoAnswer};
 use crate::config::{check_pem, BrokerUrl, Config, Pem, PASSWORD_ENV};
 use crate::id::{resolve, CseId, Target};
 use crate::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
 use crate::time::Timestamp;
-use crate::transport::mqtt::{Failure, FailureKind, Incoming, NoAnswer, Settings, Transport};
+use crate::transport::mqtt::{Failure, FailureKind, Incoming, Settings, Transport};
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 #[derive(Debug, clap::Args)]
 pub struct RequestArgs {
@@ -256,9 +256,9 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
             eprintln!("{text}");
         }
     }
-    let (transport, _events) = connect(settings, CONNECT_WITHIN.min(args.timeout)).await?;
-    let answer = transport.ask(&req, &receiver, args.format).await;
-    transport.close().await;
+    let client = connect(settings, CONNECT_WITHIN.min(args.timeout)).await?;
+    let answer = client.ask(&req, &receiver, args.format).await;
+    client.close().await;
     match answer {
         // Any answer is printed, whatever it lacks (a relayed 4008 or 5103
         // may carry only rsc, rqi and pc): only silence is a timeout.
@@ -285,10 +285,7 @@ pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Connects for a one-shot client: at most `within`, and no longer than the
 /// first refusal (connection refused, bad credentials, TLS failure).
-pub async fn connect(
-    settings: Settings,
-    within: Duration,
-) -> Result<(Transport, mpsc::Receiver<Incoming>), CliError> {
+pub async fn connect(settings: Settings, within: Duration) -> Result<Client, CliError> {
     let url = settings.broker.poa();
     let settings_view = SettingsView {
         host: settings.broker.host.clone(),
@@ -304,7 +301,7 @@ pub async fn connect(
     let end = tokio::time::Instant::now() + within;
     let failure = loop {
         match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
-            Ok(Some(Incoming::Connected)) => return Ok((t, rx)),
+            Ok(Some(Incoming::Connected)) => return Ok(Client::new(t, rx)),
             Ok(None) => break t.last_failure(),
             _ => {}
         }
@@ -449,9 +446,9 @@ pub async fn status(args: &StatusArgs) -> Result<Status, CliError> {
     );
     req.rvi = Some("3".into());
     req.ot = Some(now.to_onem2m());
-    let (transport, _events) = connect(settings, CONNECT_WITHIN.min(timeout)).await?;
-    let answer = transport.ask(&req, cfg.cse.id.as_str(), Format::Json).await;
-    transport.close().await;
+    let client = connect(settings, CONNECT_WITHIN.min(timeout)).await?;
+    let answer = client.ask(&req, cfg.cse.id.as_str(), Format::Json).await;
+    client.close().await;
     let rsp = match answer {
         Ok(rsp) => rsp,
         Err(NoAnswer::Silence { .. }) => {

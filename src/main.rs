@@ -1,11 +1,18 @@
 //! The `m2mnode` command line (docs/operations.md, "Commands and flags").
 
 mod broker;
+mod cli;
+mod client;
 mod demo;
+mod node;
+mod transport;
+
+// The binary's modules name the library's as `crate::...`.
+use m2mnode::{config, engine, id, persist, primitive, time, topic};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use m2mnode::cli::{self, CliError, RequestArgs, StatusArgs};
-use m2mnode::config::Config;
+use cli::{CliError, RequestArgs, StatusArgs};
+use config::Config;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -245,7 +252,7 @@ fn main() -> ExitCode {
             for p in cfg.advisories() {
                 tracing::warn!("{}: {p}", config.display());
             }
-            match runtime.block_on(m2mnode::node::run_file(config, cfg, shutdown_signal())) {
+            match runtime.block_on(node::run_file(config, cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

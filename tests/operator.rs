@@ -1114,22 +1114,21 @@ fn request_prints_any_answer_and_only_silence_is_exit_3() {
             .build()
             .expect("rt");
         rt.block_on(async move {
-            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
-            let b = m2mnode::config::BrokerUrl::parse(&u).expect("url");
-            let s = Settings::client(b, "bare-responder", "/id-in", Duration::from_secs(5));
-            let (t, mut rx) = Transport::connect(s, Duration::from_secs(10))
+            let opts = common::mqtt::Options::new(&u, "bare-responder", "/id-in");
+            let (t, mut rx) = common::mqtt::MqttClient::connect(opts, Duration::from_secs(10))
                 .await
                 .expect("connect");
             let _ = ready_tx.send(());
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-                let Incoming::Request { route, payload, .. } = ev else {
+                let common::mqtt::Incoming::Request { route, payload } = ev else {
                     continue;
                 };
                 let v: serde_json::Value = serde_json::from_slice(&payload).expect("json");
                 let bare =
                     json!({"rsc": 4008, "rqi": v["rqi"], "pc": {"m2m:dbg": "relayed: no answer"}});
-                t.publish(route.response_topic(), bare.to_string().into_bytes());
+                t.publish(route.response_topic(), bare.to_string().into_bytes())
+                    .await;
             }
         });
     });

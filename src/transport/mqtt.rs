@@ -10,17 +10,16 @@
 
 use crate::config::BrokerUrl;
 use crate::engine::Dropped;
-use crate::primitive::{Format, Request, Response, Rsc};
+use crate::primitive::Format;
 use crate::topic::{self, Kind, Link, Route};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
 };
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 /// Everything the transport needs to know; built from the config by the node
@@ -139,34 +138,6 @@ pub enum ConnectError {
     NoBroker { url: String, why: String },
 }
 
-/// Why a request got no answer (as opposed to an answer with an error
-/// status, which is a [`Response`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NoAnswer {
-    #[error("not connected to the MQTT broker")]
-    NotConnected,
-    #[error("{0}")]
-    Unsendable(String),
-    #[error("cannot publish: {0}")]
-    Unpublished(String),
-    /// Published, and nothing came back in time.
-    #[error("no response from {receiver} within {}", humantime::format_duration(*.waited))]
-    Silence { receiver: String, waited: Duration },
-}
-
-impl NoAnswer {
-    /// The answer a node gives in place of the missing one: 5103 when
-    /// nothing went out, 4008 when nothing came back (TS-0004 6.6).
-    pub fn into_response(self, rqi: &str) -> Response {
-        let rsc = match &self {
-            NoAnswer::NotConnected | NoAnswer::Unpublished(_) => Rsc::TARGET_NOT_REACHABLE,
-            NoAnswer::Unsendable(_) => Rsc::INTERNAL_SERVER_ERROR,
-            NoAnswer::Silence { .. } => Rsc::REQUEST_TIMEOUT,
-        };
-        Response::error(rsc, rqi, self.to_string())
-    }
-}
-
 /// What kind of failure ended a connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -241,12 +212,9 @@ impl Failure {
     }
 }
 
-type PendingKey = (String, String);
-
 #[derive(Clone)]
 pub struct Transport {
     client: AsyncClient,
-    pending: Arc<Mutex<HashMap<PendingKey, oneshot::Sender<Response>>>>,
     connected: Arc<AtomicBool>,
     settings: Arc<Settings>,
     shutdown: watch::Sender<bool>,
@@ -391,7 +359,6 @@ impl Transport {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let t = Transport {
             client,
-            pending: Arc::default(),
             connected: Arc::default(),
             settings: Arc::new(settings),
             shutdown,
@@ -459,90 +426,30 @@ impl Transport {
             .clone()
     }
 
-    /// Sends `req` to the CSE `receiver` (the next hop) and waits for the
-    /// answer. Never fails: no broker is 5103, no answer in time is 4008.
-    pub async fn request(&self, req: &Request, receiver: &str, format: Format) -> Response {
-        match self.ask(req, receiver, format).await {
-            Ok(rsp) => rsp,
-            Err(e) => e.into_response(&req.rqi),
-        }
-    }
-
-    /// Sends `req` to `receiver` and waits for the answer: whatever answer
-    /// carries its `rqi` on the response topic, however little else it
-    /// holds (a relayed 4008 may have no `rvi`, `to` or `fr`); `Err` only
-    /// when nothing came back or nothing could be sent.
-    pub async fn ask(
+    /// Publishes a request to `receiver` now, if the client takes it
+    /// (the client side, src/client.rs, waits for the answer).
+    pub fn publish_request(
         &self,
-        req: &Request,
         receiver: &str,
         format: Format,
-    ) -> Result<Response, NoAnswer> {
-        if !self.is_connected() {
-            return Err(NoAnswer::NotConnected);
-        }
-        let payload = format
-            .encode(req)
-            .map_err(|e| NoAnswer::Unsendable(e.to_string()))?;
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
         if payload.len() > self.settings.max_payload {
-            return Err(NoAnswer::Unsendable(format!(
+            return Err(format!(
                 "request of {} bytes exceeds mqtt.max_payload ({})",
                 payload.len(),
                 self.settings.max_payload
-            )));
+            ));
         }
-        self.exchange_answer(receiver, &req.rqi, format, payload, self.settings.timeout)
-            .await
-    }
-
-    /// Publishes `payload` (already encoded, possibly deliberately broken) to
-    /// `receiver` and waits for the answer that carries `rqi`.
-    pub async fn exchange(
-        &self,
-        receiver: &str,
-        rqi: &str,
-        format: Format,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Response {
-        match self
-            .exchange_answer(receiver, rqi, format, payload, timeout)
-            .await
-        {
-            Ok(rsp) => rsp,
-            Err(e) => e.into_response(rqi),
-        }
-    }
-
-    async fn exchange_answer(
-        &self,
-        receiver: &str,
-        rqi: &str,
-        format: Format,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Response, NoAnswer> {
-        let key = (receiver.to_owned(), rqi.to_owned());
-        let (done, answer) = oneshot::channel();
-        self.lock_pending().insert(key.clone(), done);
         let topic = self.request_topic(receiver, format);
-        if let Err(e) = self
-            .client
+        self.client
             .try_publish(topic, qos(self.settings.qos), false, payload)
-        {
-            self.lock_pending().remove(&key);
-            return Err(NoAnswer::Unpublished(e.to_string()));
-        }
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(rsp)) => Ok(rsp),
-            _ => {
-                self.lock_pending().remove(&key);
-                Err(NoAnswer::Silence {
-                    receiver: receiver.to_owned(),
-                    waited: timeout,
-                })
-            }
-        }
+            .map_err(|e| e.to_string())
+    }
+
+    /// How long a request of this client may wait for its answer.
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
     }
 
     /// Publishes `payload` if the client's queue has room now; gives it back
@@ -617,20 +524,6 @@ impl Transport {
         let _ = self.client.try_ack(&p);
     }
 
-    /// Publishes an answer (or any payload) without waiting.
-    pub fn publish(&self, topic: String, payload: Vec<u8>) {
-        if payload.len() > self.settings.max_payload {
-            warn!(%topic, bytes = payload.len(), "answer exceeds mqtt.max_payload; not sent");
-            return;
-        }
-        if let Err(e) = self
-            .client
-            .try_publish(&topic, qos(self.settings.qos), false, payload)
-        {
-            warn!(%topic, error = %e, "cannot publish");
-        }
-    }
-
     /// Disconnects cleanly (after what is queued has gone out) and stops the
     /// task. The broker closing the connection after our DISCONNECT is
     /// expected and not reported (MQTT 3.1.1 §3.14: the server closes the
@@ -645,13 +538,6 @@ impl Transport {
                     .await;
         }
         let _ = self.shutdown.send(true);
-    }
-
-    fn lock_pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<PendingKey, oneshot::Sender<Response>>> {
-        // A poisoned map is still a valid map: keep serving.
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn drive(
@@ -900,31 +786,7 @@ impl Transport {
             Kind::Response => {
                 // A response needs no durability: taking it is enough.
                 self.ack_from_loop(ack);
-                if self.settings.node {
-                    let _ = tx.send(Incoming::Response { route, payload }).await;
-                    return;
-                }
-                let Ok(format) = route.format else {
-                    debug!(
-                        topic = topic_name,
-                        "response in an unsupported format; dropped"
-                    );
-                    return;
-                };
-                match format.decode_response(&payload) {
-                    Ok(rsp) => {
-                        let key = (route.receiver.clone(), rsp.rqi.clone());
-                        match self.lock_pending().remove(&key) {
-                            Some(done) => {
-                                let _ = done.send(rsp);
-                            }
-                            None => {
-                                debug!(rqi = %rsp.rqi, peer = %route.receiver, "response to no pending request (late or duplicate)")
-                            }
-                        }
-                    }
-                    Err(e) => warn!(topic = topic_name, error = %e, "undecodable response dropped"),
-                }
+                let _ = tx.send(Incoming::Response { route, payload }).await;
             }
         }
     }
@@ -966,21 +828,6 @@ mod tests {
         assert_eq!(
             io(std::io::ErrorKind::ConnectionReset, "reset by peer"),
             FailureKind::Protocol
-        );
-    }
-
-    #[test]
-    fn silence_and_an_answer_are_told_apart() {
-        let silence = NoAnswer::Silence {
-            receiver: "/id-in".into(),
-            waited: Duration::from_secs(2),
-        };
-        assert_eq!(silence.to_string(), "no response from /id-in within 2s");
-        let rsp = silence.into_response("r1");
-        assert_eq!((rsp.rsc, rsp.rqi.as_str()), (Rsc::REQUEST_TIMEOUT, "r1"));
-        assert_eq!(
-            NoAnswer::NotConnected.into_response("r2").rsc,
-            Rsc::TARGET_NOT_REACHABLE
         );
     }
 }
