@@ -6,37 +6,14 @@
 //! tracking, pending forwards and the requests this node is waiting on, and
 //! the in-memory store with its indexes.
 //!
-//! # Driver contract
 //!
-//! Modelled on quinn-proto's `Connection`:
-//!
-//! 1. Feed inputs as they happen: [`Engine::handle_request`] for a publish
-//!    on a request topic, [`Engine::handle_response`] for one on a response
-//!    topic, [`Engine::connection`] when the broker link comes or goes
-//!    ([`Engine::link_connection`] for each of two links, when the
-//!    registrar is on a broker of its own: [`Link`]),
-//!    [`Engine::store_committed`] / [`Engine::store_failed`] when a batch
-//!    from [`Engine::poll_store`] has been written (or not), and
-//!    [`Engine::handle_timeout`] when the instant from
-//!    [`Engine::poll_timeout`] has come.
-//! 2. After **every** input, drain the outputs: [`Engine::poll_store`]
-//!    (hand the batch to the persister; at most one is outstanding),
-//!    [`Engine::poll_transmit`] (publish; a transmit's [`Ack`] is released
-//!    only after its payload was handed to the client, so the broker
-//!    redelivers what a crash cut short), [`Engine::poll_event`] (log,
-//!    status), then re-read [`Engine::poll_timeout`] and sleep until then.
-//! 3. `now` is a [`Now`]: a monotonic instant for every timer and the wall
-//!    time for what goes on the wire (`ot`, `rqet`, `ct`, `lt`). It must
-//!    never go backwards (the monotonic part); the wall part may jump.
-//!
-//! Transmits are addressed to a next-hop CSE on a [`Link`] (a request) or to
-//! the hop a request came from (an answer, which goes back on the
-//! [`Route::link`] its request came in on), never to a topic: the driver
-//! keeps one broker connection per link and builds the topic.
-//!
-//! Nothing acknowledged is lost: a CREATE/UPDATE/DELETE of a durable node is
-//! answered only once its batch is committed (group commit); a batch that
-//! fails is undone in memory and every request in it is answered 5000.
+//! Its parts are owned and unit-tested on their own: `forwards` (what this
+//! node waits on), `durability` (group commit), `links` (per broker
+//! connection), `liveness`, `registration` (the own registration machine,
+//! glued in `upstream`), `registrar` (the hosting side), `store`,
+//! `dedupe`, `tally` and `events`. `ingress`, `outbound` and `status` are
+//! the engine's way in, way out and status view. The driver contract is
+//! the documentation of [`Engine`].
 
 mod dedupe;
 mod durability;
@@ -47,8 +24,8 @@ mod links;
 mod liveness;
 mod outbound;
 mod peer;
-pub mod registrar;
-pub mod registration;
+mod registrar;
+mod registration;
 mod status;
 pub mod store;
 mod tally;
@@ -153,8 +130,40 @@ pub struct StoreBatch {
     pub changes: Vec<StoreChange>,
 }
 
-/// The engine: the node's every protocol decision, composed of owned parts.
-/// See the module documentation for the driver contract.
+/// The engine: the node's every protocol decision, composed of owned parts,
+/// as a pure function of inputs and time. It does no I/O and reads no clock.
+///
+/// # Driver contract
+///
+/// Modelled on quinn-proto's `Connection`:
+///
+/// 1. Feed inputs as they happen: [`Engine::handle_request`] for a publish
+///    on a request topic, [`Engine::handle_response`] for one on a response
+///    topic, [`Engine::connection`] when the broker link comes or goes
+///    ([`Engine::link_connection`] for each of two links, when the
+///    registrar is on a broker of its own: [`Link`]),
+///    [`Engine::store_committed`] / [`Engine::store_failed`] when a batch
+///    from [`Engine::poll_store`] has been written (or not), and
+///    [`Engine::handle_timeout`] when the instant from
+///    [`Engine::poll_timeout`] has come.
+/// 2. After **every** input, drain the outputs: [`Engine::poll_store`]
+///    (hand the batch to the persister; at most one is outstanding),
+///    [`Engine::poll_transmit`] (publish; a transmit's [`Ack`] is released
+///    only after its payload was handed to the client, so the broker
+///    redelivers what a crash cut short), [`Engine::poll_event`] (log,
+///    status), then re-read [`Engine::poll_timeout`] and sleep until then.
+/// 3. `now` is a [`Now`]: a monotonic instant for every timer and the wall
+///    time for what goes on the wire (`ot`, `rqet`, `ct`, `lt`). It must
+///    never go backwards (the monotonic part); the wall part may jump.
+///
+/// Transmits are addressed to a next-hop CSE on a [`Link`] (a request) or to
+/// the hop a request came from (an answer, which goes back on the
+/// [`Route::link`] its request came in on), never to a topic: the driver
+/// keeps one broker connection per link and builds the topic.
+///
+/// Nothing acknowledged is lost: a CREATE/UPDATE/DELETE of a durable node is
+/// answered only once its batch is committed (group commit); a batch that
+/// fails is undone in memory and every request in it is answered 5000.
 pub struct Engine {
     own: CseId,
     /// The hosting side: CSEBase, `<remoteCSE>` C/R/U/D, routing, the store.
@@ -392,7 +401,7 @@ impl Engine {
         if !self.links.registrar_is_separate() {
             return None;
         }
-        let hop = registrar::speaker_cse(&route.originator)?;
+        let hop = crate::id::speaker_cse(&route.originator)?;
         let store = self.registrar.store();
         let is_registrar = self
             .upstream

@@ -4,7 +4,7 @@
 //! instead of being rebuilt.
 //!
 //! Every mutation is recorded twice: as a [`StoreChange`] for the persister
-//! (when the node is durable) and as a [`Notice`] the engine turns into
+//! (when the node is durable) and as a `Notice` the engine turns into
 //! liveness bookkeeping and events. No I/O happens here.
 
 use crate::resource::RemoteCse;
