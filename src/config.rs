@@ -35,6 +35,8 @@ pub struct LimitsConfig {
     pub name_length: Option<usize>,
     pub answer_cache_bytes: Option<usize>,
     pub forwards_in_flight: Option<usize>,
+    pub forwards_per_hop: Option<usize>,
+    pub memory_bytes: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -433,6 +435,8 @@ impl Config {
             name_length: l.name_length.unwrap_or(d.name_length),
             answer_cache_bytes: l.answer_cache_bytes.unwrap_or(d.answer_cache_bytes),
             forwards_in_flight: l.forwards_in_flight.unwrap_or(d.forwards_in_flight),
+            forwards_per_hop: l.forwards_per_hop.unwrap_or(d.forwards_per_hop),
+            memory_bytes: l.memory_bytes.unwrap_or(d.memory_bytes),
         }
     }
 

@@ -673,6 +673,20 @@ fn log_event(e: &Event, throttle: &mut Throttle) {
             limit,
             dcse,
         } => error!(op = op.name(), bytes, limit, dcse, "the own <remoteCSE> {} would be {bytes} bytes, over mqtt.max_payload ({limit}), with {dcse} descendants in dcse; raise mqtt.max_payload (and the brokers' limits); the registration is kept", op.name()),
+        Event::OwnUpdateRefused {
+            registrar,
+            dcse,
+            answer,
+        } => {
+            let (rsc, why) = answer
+                .as_ref()
+                .map(|(r, w)| (r.to_string(), w.as_str()))
+                .unwrap_or_default();
+            error!(registrar = %registrar, rsc = %rsc, why = %why, dcse, "{registrar} refused the update of the own <remoteCSE>: {dcse} descendants cannot all be announced there (those missing are unreachable through it); the registration is kept and the update retried at each check")
+        }
+        Event::NoLongerAllowed { csis } => {
+            warn!(registrees = ?csis, "[registrees] allowed no longer matches {} registree(s): {}; they stay until they deregister", csis.len(), csis.join(", "))
+        }
         Event::Dropped { why } => {
             if throttle.allow() {
                 warn!("dropping {why}")

@@ -7,7 +7,7 @@ use super::dedupe;
 use super::forwards::{Pending, Purpose, Relay};
 use super::liveness::{ProbeOutcome, Verdict};
 use super::upstream::Upstream;
-use super::{Ack, Engine, Event, Removal, Transmit};
+use super::{Ack, Asked, Engine, Event, Removal, Transmit};
 use crate::id::CseId;
 use crate::primitive::{Format, Operation, Request, Response, Rsc, OWN_RVI};
 use crate::time::Now;
@@ -31,24 +31,36 @@ impl Engine {
             self.upstream.as_ref().map(|u| &u.registrar),
         );
         let admitted = if self.links.is_up(link) {
-            self.forwards.admit_forward()
+            self.forwards
+                .admit_forward(&reply.originator, next_hop.as_str())
         } else {
             Err("not connected to the MQTT broker".to_owned())
         };
+        let ot = Some(now.wall.to_onem2m());
         if let Err(why) = admitted {
-            let rsp = Response::error(Rsc::TARGET_NOT_REACHABLE, &request.rqi, why);
+            let rsp = self.own_answer(Rsc::TARGET_NOT_REACHABLE, Asked::of(&request), why, ot);
             self.reply(reply, format, &rsp, ack);
             return;
         }
-        let original = std::mem::replace(&mut request.rqi, self.forwards.next_rqi("fw"));
-        let payload = match format.encode(&request) {
-            Ok(p) => p,
-            Err(e) => {
-                let rsp = Response::error(Rsc::INTERNAL_SERVER_ERROR, &original, e.to_string());
-                self.reply(reply, format, &rsp, ack);
-                return;
+        let payload = {
+            let mut hop_local = request.clone();
+            hop_local.rqi = self.forwards.next_rqi("fw");
+            match format.encode(&hop_local) {
+                Ok(p) => (hop_local.rqi, p),
+                Err(e) => {
+                    let rsp = self.own_answer(
+                        Rsc::INTERNAL_SERVER_ERROR,
+                        Asked::of(&request),
+                        e.to_string(),
+                        ot,
+                    );
+                    self.reply(reply, format, &rsp, ack);
+                    return;
+                }
             }
         };
+        let (sent_rqi, payload) = payload;
+        let original = std::mem::replace(&mut request.rqi, sent_rqi);
         debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
         self.recent.in_flight(key.clone());
         self.forwards.add(
@@ -60,6 +72,8 @@ impl Engine {
                 format,
                 rqi: original,
                 key,
+                rvi: request.rvi.take(),
+                fr: request.fr.take(),
             })),
         );
         self.transmits.push_back(Transmit::Request {
@@ -100,12 +114,32 @@ impl Engine {
                     format,
                     rqi,
                     key,
+                    ..
                 } = *relay;
                 rsp.rqi = rqi;
                 let size = self.reply(reply, format, &rsp, None);
                 self.recent.remember(key, rsp, size);
             }
         }
+    }
+
+    /// A request this node sent ends without an answer (`rsc`: 4008 at
+    /// its deadline): a forward's originator gets an answer of this node's.
+    pub(super) fn unanswered(&mut self, rqi: String, p: Pending, rsc: Rsc, why: String, now: Now) {
+        let rsp = match &p.purpose {
+            Purpose::Forward(relay) => self.own_answer(
+                rsc,
+                Asked {
+                    rqi: &relay.rqi,
+                    rvi: relay.rvi.as_deref(),
+                    fr: relay.fr.as_deref(),
+                },
+                why,
+                Some(now.wall.to_onem2m()),
+            ),
+            _ => Response::error(rsc, rqi, why),
+        };
+        self.complete(p, rsp, now);
     }
 
     /// A registree failed its probes: its CSR goes, and with it its

@@ -173,6 +173,12 @@ pub enum Action {
     CheckUnanswered {
         times: u32,
     },
+    /// The registrar keeps the own CSR but refused to change it (5000, a
+    /// limit of its own such as `[limits] dcse_entries`); said once until a
+    /// change is taken again. The registration stands (docs/protocol.md §5.3).
+    UpdateRefused {
+        answer: Option<(Rsc, String)>,
+    },
     /// Deregistration is over; the driver may exit.
     Stopped,
 }
@@ -229,6 +235,8 @@ pub struct Registration {
     unanswered_checks: u32,
     /// The registrar's last refusal, reported with the retry it causes.
     refusal: Option<(Rsc, String)>,
+    /// An UPDATE refusal (5000) was reported; not again until one succeeds.
+    update_refused: bool,
     timer: Option<Instant>,
     failures: u32,
     rng: u64,
@@ -252,6 +260,7 @@ impl Registration {
             squatter: None,
             unanswered_checks: 0,
             refusal: None,
+            update_refused: false,
             timer: None,
             failures: 0,
             rng,
@@ -469,8 +478,16 @@ impl Registration {
                 _ => self.begin(Step::Create, now),
             },
             Step::Update => match rsp.rsc {
-                Rsc::UPDATED if self.registered => self.settle_or_update(now),
-                Rsc::UPDATED => self.begin(Step::FetchBase, now),
+                Rsc::UPDATED if self.registered => {
+                    self.update_refused = false;
+                    self.settle_or_update(now)
+                }
+                Rsc::UPDATED => {
+                    self.update_refused = false;
+                    self.begin(Step::FetchBase, now)
+                }
+                // The CSR is there; the registrar cannot take the change.
+                Rsc::INTERNAL_SERVER_ERROR => self.update_refused(now),
                 _ if unreachable && self.registered => {
                     // Try again at the next check, which compares.
                     self.dirty = true;
@@ -543,6 +560,27 @@ impl Registration {
             self.begin(Step::Create, now);
         } else {
             self.backoff(Step::Create, now);
+        }
+    }
+
+    /// The registrar refused an UPDATE of the own CSR with 5000: a limit of
+    /// its own (e.g. a `dcse` longer than it accepts), not a lost CSR. The
+    /// registration stands (or is completed, after an adopt) with the CSR
+    /// as the registrar has it; the refusal is reported once; the change is
+    /// tried again after the next check finds it missing, one interval on,
+    /// and never by a new CREATE (docs/protocol.md §5.3).
+    fn update_refused(&mut self, now: Now) {
+        self.dirty = false;
+        if !self.update_refused {
+            self.update_refused = true;
+            self.out.push_back(Action::UpdateRefused {
+                answer: self.refusal.take(),
+            });
+        }
+        if self.registered {
+            self.settle(now)
+        } else {
+            self.begin(Step::FetchBase, now)
         }
     }
 

@@ -152,6 +152,11 @@ impl Engine {
             Action::CheckUnanswered { times } => self
                 .events
                 .push_back(Event::CheckUnanswered { registrar, times }),
+            Action::UpdateRefused { answer } => self.events.push_back(Event::OwnUpdateRefused {
+                registrar,
+                dcse: self.registrar.store().descendant_count(),
+                answer,
+            }),
             Action::Stopped => {
                 self.stopped = true;
                 self.events.push_back(Event::Stopped);
