@@ -66,7 +66,11 @@ fn sigusr1_checks_the_registrees_now() {
 #[test]
 fn status_and_discovery_list_the_registrees_over_mqtt() {
     let broker = Mosquitto::start();
-    let node = Node::start("status", &in_config(&broker, r#"["/id-*"]"#, "60s"));
+    // Status and listings are answered to the admin (issue 20).
+    let node = Node::start(
+        "status",
+        &(in_config(&broker, r#"["/id-*"]"#, "60s") + "[security]\nadmin = \"/Cadmin\"\n"),
+    );
     node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
     for id in ["/id-a", "/id-b"] {
         assert_eq!(register(&Client::connect(&broker, id)).rsc, Rsc::CREATED);

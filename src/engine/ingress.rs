@@ -87,7 +87,8 @@ impl Engine {
         } else if req.op == Operation::Retrieve && status::is_target(self, &req.to) {
             let rsp = match self.registrar.may_read_status(&req, &route.originator) {
                 Ok(()) => {
-                    let page = Page::of(&req, self.registrar.answer_budget());
+                    let page =
+                        Page::of(&req, self.registrar.answer_budget()).or_lim(status::STATUS_PAGE);
                     let (pc, next) = status::status(self, page);
                     let mut rsp = Response::new(Rsc::OK, "").with_pc(pc);
                     mark_partial(&mut rsp, next);

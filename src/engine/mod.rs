@@ -397,7 +397,8 @@ impl Engine {
         let page = registrar::Page::of(
             &crate::primitive::Request::new(Operation::Retrieve, "", "", ""),
             self.registrar.answer_budget(),
-        );
+        )
+        .or_lim(status::STATUS_PAGE);
         status::status(self, page).0
     }
 

@@ -14,6 +14,7 @@ use crate::resource::{
     CseBase, CseType, RemoteCse, CSR_ATTRIBUTES, CSR_NOT_CREATABLE, CSR_NOT_UPDATABLE,
 };
 use crate::time::Timestamp;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// What to do with a request.
@@ -134,6 +135,14 @@ impl Page {
             lim: get("lim").unwrap_or(usize::MAX),
             budget,
         }
+    }
+
+    /// At most `lim` items when the request set no `lim`.
+    pub(crate) fn or_lim(mut self, lim: usize) -> Page {
+        if self.lim == usize::MAX {
+            self.lim = lim;
+        }
+        self
     }
 
     /// The items of this page, and the `ofst` of the next page when there
@@ -562,8 +571,14 @@ impl Registrar {
                 return Err(bad(format!("missing mandatory attribute {k:?}")));
             }
         }
-        let mut csr: RemoteCse = serde_json::from_value(Value::Object(body.clone()))
-            .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
+        // Read in place: a copy of a CSR of thousands of descendants would
+        // double what one request costs.
+        let mut csr =
+            RemoteCse::deserialize(req.pc.as_ref().map_or(&Value::Null, |pc| &pc["m2m:csr"]))
+                .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
+        // The budget first: a node that is full says so without checking
+        // thousands of descendants it would not keep anyway.
+        self.check_budget(None, &csr)?;
         self.validate_csr(&csr, csi.as_str(), now)?;
         let rn = csr.rn.clone().unwrap_or_else(|| csi.bare().to_owned());
         if !valid_name(&rn, self.cfg.limits.name_length) {
@@ -573,7 +588,6 @@ impl Registrar {
                 self.cfg.limits.name_length
             )));
         }
-        self.check_budget(None, &csr)?;
         if self.store.registree_count() >= self.cfg.limits.max_registrees {
             return Err(Refusal::Exhausted(format!(
                 "this CSE accepts at most {} registrees ([registrees] max)",
@@ -653,8 +667,8 @@ impl Registrar {
         }
         let mut csr: RemoteCse =
             serde_json::from_value(merged).map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
-        self.validate_csr(&csr, fr, now)?;
         self.check_budget(Some(ri), &csr)?;
+        self.validate_csr(&csr, fr, now)?;
         csr.lt = Some(now.to_onem2m());
         let pc = (req.rcn != Some(0)).then(|| csr.to_content());
         self.store.insert(ri.to_owned(), csr);

@@ -23,6 +23,10 @@ pub(super) fn is_target(engine: &Engine, to: &str) -> bool {
     }
 }
 
+/// Registrees in one status answer unless the request's `lim` says
+/// otherwise (`m2mnode status --all` asks for the next pages).
+pub(super) const STATUS_PAGE: usize = 1000;
+
 /// Descendants listed in the status at most (the count says how many
 /// there are; discovery lists them all, a page at a time).
 const DESCENDANTS_SHOWN: usize = 100;
