@@ -178,6 +178,26 @@ fn an_honest_registree_is_reached_while_a_silent_one_is_flooded() {
     assert_eq!(rsp.to.as_deref(), Some("/id-y"));
     assert_eq!(rsp.fr.as_deref(), Some("/id-in"));
     assert!(rsp.ot.is_some());
+    // `m2mnode request` prints that answer and exits 1 (it used to take a
+    // 4008 without fr for its own timeout: exit 3, "no response").
+    let (code, out, err) = cli(&[
+        "--broker",
+        &broker.url(),
+        "--from",
+        "/id-z",
+        "--to",
+        "/id-silent/cb",
+        "--receiver",
+        "/id-in",
+        "--op",
+        "retrieve",
+        "--timeout",
+        "10s",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["rsc"], 4008);
+    assert_eq!(v["fr"], "/id-in");
 }
 
 /// A durable store with `n` plain registrees, written before the node starts

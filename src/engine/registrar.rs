@@ -87,7 +87,10 @@ impl Default for Limits {
             answer_cache_bytes: 1 << 20,
             forwards_in_flight: 256,
             forwards_per_hop: 64,
-            memory_bytes: 256 << 20,
+            // With the in-flight window at max_payload and the rest of the
+            // node this keeps RSS under 1 GB (docs/operations.md "Limits
+            // and memory").
+            memory_bytes: 192 << 20,
         }
     }
 }
