@@ -7,7 +7,9 @@
 //! forwarding"): besides the global bound (`[limits] forwards_in_flight`)
 //! each next hop and each originating hop may hold at most
 //! `[limits] forwards_per_hop`, so one silent registree, or one originator
-//! flooding, takes its share and not the whole pool.
+//! flooding, takes its share and not the whole pool. The own registrar is
+//! not held to a share: everything outside this CSE's subtree comes and
+//! goes through it, and the other end of each forward still is.
 
 use super::dedupe;
 use crate::primitive::Format;
@@ -111,16 +113,23 @@ impl Forwards {
     }
 
     /// Whether one more forward from the hop `origin` to the next hop
-    /// `next_hop` may start; the refusal names whose share is full.
-    pub(crate) fn admit_forward(&self, origin: &str, next_hop: &str) -> Result<(), String> {
+    /// `next_hop` may start (`registrar`: this CSE's registrar, which holds
+    /// no share); the refusal names whose share is full.
+    pub(crate) fn admit_forward(
+        &self,
+        origin: &str,
+        next_hop: &str,
+        registrar: Option<&str>,
+    ) -> Result<(), String> {
+        let shared = |hop: &str| registrar != Some(hop);
         let to_next = self.to_next_hop(next_hop);
-        if to_next >= self.per_hop {
+        if shared(next_hop) && to_next >= self.per_hop {
             return Err(format!(
                 "{to_next} forwarded requests to {next_hop} are awaiting its answer, its share ([limits] forwards_per_hop); try again later"
             ));
         }
         let from_origin = self.by_origin.get(origin).copied().unwrap_or(0);
-        if from_origin >= self.per_hop {
+        if shared(origin) && from_origin >= self.per_hop {
             return Err(format!(
                 "{from_origin} forwarded requests from {origin} are awaiting their answer, its share ([limits] forwards_per_hop); try again later"
             ));
@@ -247,13 +256,13 @@ mod tests {
         let mut f = Forwards::new(2, 2, Duration::from_secs(5), 1);
         f.add("a".into(), "/id-b", t0, relay());
         f.add("b".into(), "/id-b", t0 + Duration::from_secs(1), relay());
-        assert!(f.admit_forward("/id-a", "/id-c").is_err());
+        assert!(f.admit_forward("/id-a", "/id-c", None).is_err());
         assert!(f.take_expired(t0 + Duration::from_secs(4)).is_none());
         let (rqi, _) = f
             .take_expired(t0 + Duration::from_secs(5))
             .expect("first expires");
         assert_eq!(rqi, "a");
-        assert!(f.admit_forward("/id-a", "/id-b").is_ok());
+        assert!(f.admit_forward("/id-a", "/id-b", None).is_ok());
         assert_eq!(f.next_deadline(), Some(t0 + Duration::from_secs(6)));
     }
 
@@ -269,12 +278,19 @@ mod tests {
                 relay_from(&format!("id-o{i}")),
             );
         }
-        let full = f.admit_forward("/id-o9", "/id-silent").expect_err("share");
+        let full = f
+            .admit_forward("/id-o9", "/id-silent", None)
+            .expect_err("share");
         assert!(
             full.contains("/id-silent") && full.contains("forwards_per_hop"),
             "{full}"
         );
-        assert!(f.admit_forward("/id-o9", "/id-honest").is_ok());
+        assert!(f.admit_forward("/id-o9", "/id-honest", None).is_ok());
+        assert!(
+            f.admit_forward("/id-o9", "/id-silent", Some("/id-silent"))
+                .is_ok(),
+            "the registrar holds no share"
+        );
         for i in 0..3 {
             f.add(
                 format!("f{i}"),
@@ -283,11 +299,13 @@ mod tests {
                 relay_from("id-flood"),
             );
         }
-        let full = f.admit_forward("/id-flood", "/id-h9").expect_err("share");
+        let full = f
+            .admit_forward("/id-flood", "/id-h9", None)
+            .expect_err("share");
         assert!(full.contains("/id-flood"), "{full}");
-        assert!(f.admit_forward("/id-o9", "/id-h9").is_ok());
+        assert!(f.admit_forward("/id-o9", "/id-h9", None).is_ok());
         f.take("s0");
-        assert!(f.admit_forward("/id-o9", "/id-silent").is_ok());
+        assert!(f.admit_forward("/id-o9", "/id-silent", None).is_ok());
         assert_eq!(f.to_next_hop("/id-silent"), 2);
     }
 }

@@ -31,8 +31,11 @@ impl Engine {
             self.upstream.as_ref().map(|u| &u.registrar),
         );
         let admitted = if self.links.is_up(link) {
-            self.forwards
-                .admit_forward(&reply.originator, next_hop.as_str())
+            self.forwards.admit_forward(
+                &reply.originator,
+                next_hop.as_str(),
+                self.upstream.as_ref().map(|u| u.registrar.as_str()),
+            )
         } else {
             Err("not connected to the MQTT broker".to_owned())
         };

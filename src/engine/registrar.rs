@@ -158,7 +158,10 @@ impl Page {
         let mut used: usize = 2;
         for (i, v) in items.skip(self.skip).enumerate() {
             let size = serde_json::to_vec(&v).map_or(usize::MAX, |b| b.len() + 1);
-            if i >= self.lim || used.saturating_add(size) > self.budget {
+            // A page holds at least one item, so that paging moves on (one
+            // alone over `max_payload` becomes a 5000 that says so).
+            let full = used.saturating_add(size) > self.budget && !out.is_empty();
+            if i >= self.lim || full {
                 return (out, Some(self.skip + i + 1));
             }
             used += size;
