@@ -525,6 +525,28 @@ impl Config {
             }
         }
         mqtt_problems(&self.mqtt, "mqtt", &mut push);
+        let limits = self.limits();
+        if limits.forwards_per_hop == 0 {
+            push(
+                "limits.forwards_per_hop",
+                "must be at least 1 (0 forwards nothing)".into(),
+            );
+        }
+        // The answer cache and forwards are counted at their bounds: a
+        // budget they fill alone would refuse every registration.
+        let reserved = limits.answer_cache_bytes
+            + limits
+                .forwards_in_flight
+                .saturating_mul(crate::engine::registrar::FORWARD_BYTES);
+        if limits.memory_bytes <= reserved.saturating_add(1 << 20) {
+            push(
+                "limits.memory_bytes",
+                format!(
+                    "{} leaves no room for registrees: answer_cache_bytes and forwards_in_flight take {reserved} bytes of it; give at least 1 MiB more",
+                    limits.memory_bytes
+                ),
+            );
+        }
         if let Some(m) = self.upstream_mqtt() {
             if let Err(e) = BrokerUrl::parse(&m.url) {
                 push("registrar.mqtt.url", e);
@@ -921,6 +943,27 @@ check_interval = "5s"
             .expect_err("invalid")
             .to_string();
         assert!(e.contains("timeuot"), "{e}");
+    }
+
+    #[test]
+    fn limits_that_would_refuse_everything_are_named() {
+        let c = Config::from_str(
+            &format!("{GOOD}[limits]\nforwards_per_hop = 16\nmemory_bytes = 67108864\n"),
+            Path::new("x.toml"),
+        )
+        .expect("valid");
+        let l = c.limits();
+        assert_eq!((l.forwards_per_hop, l.memory_bytes), (16, 64 << 20));
+        let e = Config::from_str(
+            &format!("{GOOD}[limits]\nforwards_per_hop = 0\nmemory_bytes = 1048576\n"),
+            Path::new("x.toml"),
+        )
+        .expect_err("invalid")
+        .to_string();
+        assert!(
+            e.contains("limits.forwards_per_hop") && e.contains("limits.memory_bytes"),
+            "{e}"
+        );
     }
 
     #[test]
