@@ -45,25 +45,21 @@ impl Engine {
             self.reply(reply, format, &rsp, ack);
             return;
         }
-        let payload = {
-            let mut hop_local = request.clone();
-            hop_local.rqi = self.forwards.next_rqi("fw");
-            match format.encode(&hop_local) {
-                Ok(p) => (hop_local.rqi, p),
-                Err(e) => {
-                    let rsp = self.own_answer(
-                        Rsc::INTERNAL_SERVER_ERROR,
-                        Asked::of(&request),
-                        e.to_string(),
-                        ot,
-                    );
-                    self.reply(reply, format, &rsp, ack);
-                    return;
-                }
+        let original = std::mem::replace(&mut request.rqi, self.forwards.next_rqi("fw"));
+        let payload = match format.encode(&request) {
+            Ok(p) => p,
+            Err(e) => {
+                request.rqi = original;
+                let rsp = self.own_answer(
+                    Rsc::INTERNAL_SERVER_ERROR,
+                    Asked::of(&request),
+                    e.to_string(),
+                    ot,
+                );
+                self.reply(reply, format, &rsp, ack);
+                return;
             }
         };
-        let (sent_rqi, payload) = payload;
-        let original = std::mem::replace(&mut request.rqi, sent_rqi);
         debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
         self.recent.in_flight(key.clone());
         self.forwards.add(

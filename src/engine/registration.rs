@@ -549,6 +549,7 @@ impl Registration {
     /// refusal while registering (an UPDATE answered 4103, say) backs off,
     /// so no sequence of refusals can loop without a pause.
     fn lost(&mut self, now: Now) {
+        self.update_refused = false;
         self.out.push_back(Action::RemoveRegistrarCsr);
         self.out.push_back(Action::RemoteCsrName(None));
         self.remote_rn = None;
