@@ -1452,64 +1452,12 @@ fn the_memory_budget_refuses_changes_and_keeps_what_is_stored() {
 
 #[test]
 fn a_subtree_beyond_the_registrars_limit_keeps_the_registration_and_does_not_loop() {
-    let mut now = start();
-    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
-    e.connection(true, now);
-    let mut registrar = upstream_registrar(now);
-    let mut limits = registrar.limits().clone();
-    limits.dcse_entries = 50;
-    registrar.set_limits(limits);
-    let mut events = Vec::new();
-    let mut sent = Vec::new();
-    let mut pump =
-        |e: &mut Engine, registrar: &mut Registrar, now: Now, events: &mut Vec<Event>| {
-            for _ in 0..20 {
-                let out = drain(e);
-                events.extend(out.events);
-                if out.requests.is_empty() {
-                    break;
-                }
-                for (to, req, _) in out.requests {
-                    if to.as_str() != "/id-in" {
-                        // A liveness probe of a registree: alive.
-                        let rsp = Response::new(Rsc::OK, req.rqi.clone());
-                        let payload = serde_json::to_vec(&rsp).expect("json");
-                        e.handle_response(&answer_from(to.as_str(), "/id-mn"), &payload, now);
-                        continue;
-                    }
-                    sent.push(req.op);
-                    answer_upstream(e, registrar, &req, now);
-                }
-            }
-        };
-    pump(&mut e, &mut registrar, now, &mut events);
-    assert!(e.is_registered());
-    for i in 0..120 {
-        let csi = format!("/id-asn{i}");
-        let r = csr_req(
-            Operation::Create,
-            "/id-mn/cse-mn",
-            &csi,
-            "c",
-            base_csr(&csi),
-        );
-        e.handle_request(
-            from(&csi, "/id-mn"),
-            &serde_json::to_vec(&r).expect("json"),
-            None,
-            now,
-        );
-    }
-    pump(&mut e, &mut registrar, now, &mut events);
-    // Ten check intervals on.
-    for _ in 0..600 {
-        now = now.plus(Duration::from_secs(1));
-        e.handle_timeout(now);
-        pump(&mut e, &mut registrar, now, &mut events);
-    }
-    assert!(e.is_registered(), "the registration stands");
-    assert!(registrar.store().by_csi("/id-mn").is_some(), "the CSR too");
-    let refused: Vec<&Event> = events
+    // An MN with 12,000 descendants below an IN that accepts 10,000.
+    let outcome = run_subtree(12_000, Some(10_000));
+    assert!(outcome.registered, "the registration stands");
+    assert!(outcome.csr_at_registrar, "the CSR too");
+    let refused: Vec<&Event> = outcome
+        .events
         .iter()
         .filter(|ev| matches!(ev, Event::OwnUpdateRefused { .. }))
         .collect();
@@ -1517,17 +1465,136 @@ fn a_subtree_beyond_the_registrars_limit_keeps_the_registration_and_does_not_loo
     let Event::OwnUpdateRefused { dcse, answer, .. } = refused[0] else {
         unreachable!()
     };
-    assert_eq!(*dcse, 120);
+    assert_eq!(*dcse, 12_000);
     let (rsc, why) = answer.clone().expect("the registrar's answer");
     assert_eq!(rsc, Rsc::INTERNAL_SERVER_ERROR);
     assert!(why.contains("[limits] dcse_entries"), "{why}");
-    assert!(!events
+    assert!(!outcome
+        .events
         .iter()
         .any(|ev| matches!(ev, Event::RegistrationLost { .. })));
-    let creates = sent.iter().filter(|op| **op == Operation::Create).count();
+    let creates = outcome
+        .sent
+        .iter()
+        .filter(|op| **op == Operation::Create)
+        .count();
     assert_eq!(creates, 1, "never re-CREATEd");
-    // A few requests per interval: a check and an update.
-    assert!(sent.len() <= 4 + 3 * 10, "{} requests", sent.len());
+    // Ten check intervals: a check and an UPDATE in each, no more.
+    assert!(outcome.sent.len() <= 4 + 2 * 10, "{:?}", outcome.sent);
+}
+
+#[test]
+fn the_defaults_let_an_mn_with_100000_descendants_register() {
+    let outcome = run_subtree(100_000, None);
+    assert!(outcome.registered);
+    assert_eq!(outcome.announced, 100_000, "every descendant announced");
+    // Within the default mqtt.max_payload, so no broker or node drops it.
+    assert!(
+        outcome.largest <= mn_cse().max_payload,
+        "{} bytes",
+        outcome.largest
+    );
+    assert!(
+        !outcome.events.iter().any(|ev| matches!(
+            ev,
+            Event::OwnUpdateRefused { .. } | Event::OwnRequestTooLarge { .. }
+        )),
+        "{:?}",
+        outcome.events
+    );
+}
+
+struct SubtreeRun {
+    registered: bool,
+    csr_at_registrar: bool,
+    /// The `dcse` of the MN's CSR at the registrar.
+    announced: usize,
+    events: Vec<Event>,
+    sent: Vec<Operation>,
+    /// The largest request the MN sent its registrar, in bytes.
+    largest: usize,
+}
+
+/// An MN (default limits) with one registree whose `dcse` makes
+/// `descendants` CSEs below the MN, registered at an IN whose
+/// `dcse_entries` is `limit` (default: its own), run for ten check
+/// intervals.
+fn run_subtree(descendants: usize, limit: Option<usize>) -> SubtreeRun {
+    let mut now = start();
+    let mut e = Engine::new(mn_cse(), Snapshot::default(), now);
+    e.connection(true, now);
+    let mut registrar = upstream_registrar(now);
+    if let Some(limit) = limit {
+        let mut limits = registrar.limits().clone();
+        limits.dcse_entries = limit;
+        registrar.set_limits(limits);
+    }
+    let mut run = SubtreeRun {
+        registered: false,
+        csr_at_registrar: false,
+        announced: 0,
+        events: Vec::new(),
+        sent: Vec::new(),
+        largest: 0,
+    };
+    let pump = |e: &mut Engine, registrar: &mut Registrar, now: Now, run: &mut SubtreeRun| {
+        for _ in 0..20 {
+            let out = drain(e);
+            run.events.extend(out.events);
+            if out.requests.is_empty() {
+                break;
+            }
+            for (to, req, _) in out.requests {
+                if to.as_str() != "/id-in" {
+                    // A liveness probe of the registree: alive.
+                    let rsp = Response::new(Rsc::OK, req.rqi.clone());
+                    let payload = serde_json::to_vec(&rsp).expect("json");
+                    e.handle_response(&answer_from(to.as_str(), "/id-mn"), &payload, now);
+                    continue;
+                }
+                run.sent.push(req.op);
+                let size = serde_json::to_vec(&req).map_or(0, |b| b.len());
+                run.largest = run.largest.max(size);
+                answer_upstream(e, registrar, &req, now);
+            }
+        }
+    };
+    pump(&mut e, &mut registrar, now, &mut run);
+    assert!(e.is_registered());
+    let mut body = base_csr("/id-asn");
+    body["dcse"] = json!((1..descendants)
+        .map(|i| format!("/id-d{i:06}"))
+        .collect::<Vec<_>>());
+    let r = csr_req(Operation::Create, "/id-mn/cse-mn", "/id-asn", "c", body);
+    let rsp = {
+        e.handle_request(
+            from("/id-asn", "/id-mn"),
+            &serde_json::to_vec(&r).expect("json"),
+            None,
+            now,
+        );
+        let out = drain(&mut e);
+        let answer = out.responses.first().map(|(_, r, _)| r.rsc);
+        run.events.extend(out.events);
+        for (to, req, _) in out.requests {
+            assert_eq!(to.as_str(), "/id-in");
+            run.sent.push(req.op);
+            answer_upstream(&mut e, &mut registrar, &req, now);
+        }
+        answer
+    };
+    assert_eq!(rsp, Some(Rsc::CREATED));
+    pump(&mut e, &mut registrar, now, &mut run);
+    for _ in 0..600 {
+        now = now.plus(Duration::from_secs(1));
+        e.handle_timeout(now);
+        pump(&mut e, &mut registrar, now, &mut run);
+    }
+    run.registered = e.is_registered();
+    let csr = registrar.store().by_csi("/id-mn").map(|(_, c)| c.clone());
+    run.csr_at_registrar = csr.is_some();
+    run.announced = csr.map_or(0, |c| c.dcse().len());
+    run
 }
 
 #[test]
