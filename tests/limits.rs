@@ -327,3 +327,28 @@ fn concurrent_status_requests_do_not_stall_the_node() {
     assert!(rss < 400 << 20, "RSS {} MiB", rss >> 20);
     assert!(node.terminate(Duration::from_secs(10)));
 }
+
+#[test]
+fn a_store_file_removed_under_the_running_node_refuses_changes_naming_it() {
+    let broker = Mosquitto::start();
+    let data = scratch("store-removed");
+    let mut node = Node::start("store-removed", &in_config(&broker, Some(&data)));
+    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    let create = |own: &str| {
+        let c = Client::connect(&broker, own);
+        let mut r = c.req(Operation::Create, "/id-in/cse-in");
+        r.ty = Some(ResourceType::REMOTE_CSE);
+        r.pc = Some(csr_body(own, json!({})));
+        c.send(&r, "/id-in")
+    };
+    assert_eq!(create("/id-a").rsc, Rsc::CREATED);
+    std::fs::remove_file(data.join("m2mnode.db-wal")).expect("remove the -wal");
+    for own in ["/id-b", "/id-c"] {
+        let rsp = create(own);
+        assert_eq!(rsp.rsc, Rsc::INTERNAL_SERVER_ERROR, "{rsp:?}");
+        let why = rsp.debug_text().unwrap_or_default();
+        assert!(why.contains("m2mnode.db-wal was removed"), "{why}");
+    }
+    node.wait_log("m2mnode.db-wal was removed", Duration::from_secs(5));
+    assert!(node.terminate(Duration::from_secs(10)));
+}

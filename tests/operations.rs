@@ -42,6 +42,13 @@ fn sighup_changes_the_allowed_registrees_and_a_bad_config_is_refused() {
     node.signal("HUP");
     node.wait_log("reloaded the configuration", Duration::from_secs(10));
     assert_eq!(register(&b).rsc, Rsc::CREATED);
+    // Narrowed again: the log names who no longer matches (and keeps it).
+    let mark = node.mark();
+    node.rewrite_config(&in_config(&broker, r#"["/id-a"]"#, "60s"));
+    node.signal("HUP");
+    wait_until(Duration::from_secs(10), "the reload to name /id-b", || {
+        node.count_since(mark, "no longer matches 1 registree(s): /id-b") == 1
+    });
 }
 
 #[test]
