@@ -794,7 +794,7 @@ impl Registrar {
     fn check_budget(&self, ri: Option<&str>, csr: &RemoteCse) -> Result<(), Refusal> {
         let l = &self.cfg.limits;
         let old = ri.and_then(|ri| self.store.get(ri)).map_or(0, Store::cost);
-        let held = self.store.bytes() - old
+        let held = self.store.bytes().saturating_sub(old)
             + l.answer_cache_bytes
             + l.forwards_in_flight.saturating_mul(FORWARD_BYTES);
         let new = Store::cost(csr);
