@@ -35,6 +35,8 @@ pub struct LimitsConfig {
     pub name_length: Option<usize>,
     pub answer_cache_bytes: Option<usize>,
     pub forwards_in_flight: Option<usize>,
+    pub forwards_per_hop: Option<usize>,
+    pub memory_bytes: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -182,8 +184,11 @@ fn default_qos() -> u8 {
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
 }
+/// Large enough for the `dcse` of an MN with 100,000 descendants (about
+/// 1.7 MB at 17 bytes a CSE-ID; issue 20), within the brokers'
+/// `message_size_limit` of 4 MiB (mosquitto/).
 fn default_max_payload() -> usize {
-    256 * 1024
+    2 << 20
 }
 fn default_check_interval() -> Duration {
     Duration::from_secs(60)
@@ -532,6 +537,8 @@ impl Config {
             name_length: l.name_length.unwrap_or(d.name_length),
             answer_cache_bytes: l.answer_cache_bytes.unwrap_or(d.answer_cache_bytes),
             forwards_in_flight: l.forwards_in_flight.unwrap_or(d.forwards_in_flight),
+            forwards_per_hop: l.forwards_per_hop.unwrap_or(d.forwards_per_hop),
+            memory_bytes: l.memory_bytes.unwrap_or(d.memory_bytes),
         }
     }
 
@@ -618,6 +625,28 @@ impl Config {
             }
         }
         mqtt_problems(&self.mqtt, "mqtt", &mut push);
+        let limits = self.limits();
+        if limits.forwards_per_hop == 0 {
+            push(
+                "limits.forwards_per_hop",
+                "must be at least 1 (0 forwards nothing)".into(),
+            );
+        }
+        // The answer cache and forwards are counted at their bounds: a
+        // budget they fill alone would refuse every registration.
+        let reserved = limits.answer_cache_bytes
+            + limits
+                .forwards_in_flight
+                .saturating_mul(crate::engine::FORWARD_BYTES);
+        if limits.memory_bytes <= reserved.saturating_add(1 << 20) {
+            push(
+                "limits.memory_bytes",
+                format!(
+                    "{} leaves no room for registrees: answer_cache_bytes and forwards_in_flight take {reserved} bytes of it; give at least 1 MiB more",
+                    limits.memory_bytes
+                ),
+            );
+        }
         if let Some(m) = self.upstream_mqtt() {
             if let Err(e) = BrokerUrl::parse(&m.url) {
                 push("registrar.mqtt.url", e);
@@ -1558,6 +1587,27 @@ check_interval = "5s"
             .expect_err("invalid")
             .to_string();
         assert!(e.contains("timeuot"), "{e}");
+    }
+
+    #[test]
+    fn limits_that_would_refuse_everything_are_named() {
+        let c = Config::from_str(
+            &format!("{GOOD}[limits]\nforwards_per_hop = 16\nmemory_bytes = 67108864\n"),
+            Path::new("x.toml"),
+        )
+        .expect("valid");
+        let l = c.limits();
+        assert_eq!((l.forwards_per_hop, l.memory_bytes), (16, 64 << 20));
+        let e = Config::from_str(
+            &format!("{GOOD}[limits]\nforwards_per_hop = 0\nmemory_bytes = 1048576\n"),
+            Path::new("x.toml"),
+        )
+        .expect_err("invalid")
+        .to_string();
+        assert!(
+            e.contains("limits.forwards_per_hop") && e.contains("limits.memory_bytes"),
+            "{e}"
+        );
     }
 
     #[test]

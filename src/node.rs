@@ -380,7 +380,7 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
     let plan = current.reload_plan(&new);
     let applied = plan.applied();
     if let Some(allowed) = plan.allowed.clone() {
-        engine.set_allowed(allowed);
+        engine.set_allowed(allowed, now);
     }
     if let Some(i) = plan.registree_check_interval {
         engine.set_registree_check_interval(i);

@@ -75,6 +75,8 @@ fn two_brokers_an_mn_between_the_in_and_an_asn_survives_each_restart() {
     let (_, pc) = get(&x, "/id-in/cse-in/id-mn", "/id-in");
     assert_eq!(pc["m2m:csr"]["poa"], json!([up.url()]));
     let y = Client::connect(&local, "/id-y");
+    // The status is answered only to `m2mnode status`'s originator (issue 20).
+    let status = Client::connect(&local, "Cm2mnode-status");
     let (rsc, pc) = get(&y, "/id-asn/cse-asn/id-mn", "/id-asn");
     assert_eq!(rsc, Rsc::OK);
     assert_eq!(pc["m2m:csr"]["poa"], json!([local.url()]));
@@ -91,7 +93,7 @@ fn two_brokers_an_mn_between_the_in_and_an_asn_survives_each_restart() {
     let (rsc, pc) = get(&y, "/id-in/cse-in", "/id-mn");
     assert_eq!(rsc, Rsc::ORIGINATOR_HAS_NO_PRIVILEGE, "{pc}");
     // The status shows both connections.
-    let (rsc, pc) = get(&y, "/id-mn/cse-mn/m2mnode-status", "/id-mn");
+    let (rsc, pc) = get(&status, "/id-mn/cse-mn/m2mnode-status", "/id-mn");
     assert_eq!(rsc, Rsc::OK);
     assert_eq!(
         pc["m2mnode:status"]["links"],
@@ -109,7 +111,7 @@ fn two_brokers_an_mn_between_the_in_and_an_asn_survives_each_restart() {
     assert_eq!(rsc, Rsc::OK, "local forwarding without the upstream broker");
     let (rsc, _) = get(&y, "/id-in/cse-in", "/id-mn");
     assert_eq!(rsc, Rsc::TARGET_NOT_REACHABLE);
-    let (_, pc) = get(&y, "/id-mn/cse-mn/m2mnode-status", "/id-mn");
+    let (_, pc) = get(&status, "/id-mn/cse-mn/m2mnode-status", "/id-mn");
     assert_eq!(
         pc["m2mnode:status"]["links"],
         json!({"local": true, "upstream": false})

@@ -49,6 +49,13 @@ fn sighup_changes_the_allowed_registrees_and_a_bad_config_is_refused() {
         );
         rsc == Rsc::CREATED
     });
+    // Narrowed again: the log names who no longer matches (and keeps it).
+    let mark = node.mark();
+    node.rewrite_config(&in_config(&broker, r#"["/id-a"]"#, "60s"));
+    node.signal("HUP");
+    wait_until(Duration::from_secs(10), "the reload to name /id-b", || {
+        node.count_since(mark, "no longer matches 1 registree(s): /id-b") == 1
+    });
 }
 
 #[test]
@@ -79,7 +86,11 @@ fn sigusr1_checks_the_registrees_now() {
 #[test]
 fn status_and_discovery_list_the_registrees_over_mqtt() {
     let broker = Mosquitto::start();
-    let node = Node::start("status", &in_config(&broker, r#"["/id-*"]"#, "60s"));
+    // Status and listings are answered to the admin (issue 20).
+    let node = Node::start(
+        "status",
+        &(in_config(&broker, r#"["/id-*"]"#, "60s") + "[security]\nadmin = \"/Cadmin\"\n"),
+    );
     node.wait_connected(Duration::from_secs(10));
     for id in ["/id-a", "/id-b"] {
         assert_eq!(register(&Client::connect(&broker, id)).rsc, Rsc::CREATED);

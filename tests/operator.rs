@@ -737,7 +737,7 @@ fn the_mosquitto_snippet_starts_with_the_stock_main_config() {
         "set_tcp_nodelay true",
         "max_queued_messages 100000",
         "max_inflight_messages 256",
-        "max_packet_size 1048576",
+        "max_packet_size 4194304",
         "password_file /etc/mosquitto/m2mnode.passwd",
         "acl_file /etc/mosquitto/m2mnode.acl",
     ] {

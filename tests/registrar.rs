@@ -742,8 +742,12 @@ fn a_forward_to_a_silent_registree_ends_in_4008() {
     register(&mn, json!({}));
     let rsp = mn.send(&mn.req(Operation::Retrieve, "/id-mute/cse"), "/id-in");
     // The node's own MQTT timeout (2 s) ends the forward; the client's is 5 s.
+    // Like every answer the node originates, it carries rvi, to and fr
+    // (issue 20; it used to carry none of them).
     assert_eq!(rsp.rsc, Rsc::REQUEST_TIMEOUT, "{rsp:?}");
-    assert_eq!(rsp.fr, None);
+    assert_eq!(rsp.fr.as_deref(), Some("/id-in"));
+    assert_eq!(rsp.to.as_deref(), Some("/id-mute"));
+    assert_eq!(rsp.rvi.as_deref(), Some("3"));
 }
 
 #[test]

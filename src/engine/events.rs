@@ -155,6 +155,21 @@ pub enum Event {
         limit: usize,
         dcse: usize,
     },
+    /// The registrar refused to take the own CSR's change (5000: a limit
+    /// of its own, e.g. `dcse` beyond its `[limits] dcse_entries`): the
+    /// registration stands, and the `dcse` CSEs below this one are not all
+    /// announced there (those missing are unreachable through it). Once
+    /// until a change is taken again.
+    OwnUpdateRefused {
+        registrar: CseId,
+        dcse: usize,
+        answer: Option<(Rsc, String)>,
+    },
+    /// A narrowed `[registrees] allowed` (reload) no longer matches these
+    /// registrees; they stay registered until they go.
+    NoLongerAllowed {
+        csis: Vec<String>,
+    },
     /// A payload that could not be answered was dropped.
     Dropped {
         why: String,
@@ -190,6 +205,8 @@ impl Event {
                     Warn
                 }
             }
+            Event::OwnUpdateRefused { .. } => Error,
+            Event::NoLongerAllowed { .. } => Warn,
             Event::RegistrationRetry { .. }
             | Event::RegistrationLost { .. }
             | Event::RefusalsSpiking { .. }
@@ -232,6 +249,8 @@ impl Event {
             Event::RefusalsSpiking { .. } => "refusals",
             Event::StoreFailed { .. } => "store_failed",
             Event::OwnRequestTooLarge { .. } => "own_request_too_large",
+            Event::OwnUpdateRefused { .. } => "own_update_refused",
+            Event::NoLongerAllowed { .. } => "no_longer_allowed",
             Event::Dropped { .. } => "dropped",
             Event::DropsSuppressed { .. } => "dropped",
             Event::Ignored { .. } => "ignored",
@@ -395,6 +414,26 @@ impl fmt::Display for Event {
                 f,
                 "the own <remoteCSE> {} would be {bytes} bytes, over mqtt.max_payload ({limit}), with {dcse} descendants in dcse; raise mqtt.max_payload (and the brokers' limits); the registration is kept",
                 op.name()
+            ),
+            Event::OwnUpdateRefused {
+                registrar,
+                dcse,
+                answer,
+            } => {
+                write!(f, "{registrar} refused the update of the own <remoteCSE>")?;
+                if let Some((rsc, why)) = answer {
+                    write!(f, " ({rsc} {why})")?;
+                }
+                write!(
+                    f,
+                    ": the registration stands, but not all of the {dcse} descendants in dcse are announced there (those missing cannot be reached through it); tried again after the next check"
+                )
+            }
+            Event::NoLongerAllowed { csis } => write!(
+                f,
+                "[registrees] allowed no longer matches {} registree(s): {}; they stay registered until they go",
+                csis.len(),
+                csis.join(", ")
             ),
             Event::Dropped { why } => write!(f, "dropping {why}"),
             Event::Ignored { topic } => {

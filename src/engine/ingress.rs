@@ -6,9 +6,9 @@
 
 use super::dedupe::{self, Seen};
 use super::durability::Parked;
-use super::registrar::Outcome;
+use super::registrar::{mark_partial, Outcome, Page};
 use super::store::Answered;
-use super::{error_instead_of, status, Ack, Engine, Event, Transmit};
+use super::{status, Ack, Asked, Engine, Event, Transmit};
 use crate::error::Refusal;
 use crate::primitive::{Format, Operation, Response, Rsc};
 use crate::time::Now;
@@ -36,16 +36,21 @@ impl Engine {
                     self.events.push_back(Event::Dropped {
                         why: format!(
                             "an undecodable payload with no rqi on {}: {e}",
-                            route.response_topic()
+                            request_topic(&route)
                         ),
                     });
                     return self.ack_only(ack);
                 }
-                let why = e.to_string();
-                let mut rsp = Response::error(Rsc::BAD_REQUEST, e.rqi.unwrap_or_default(), why);
-                rsp.rvi = e.rvi;
-                rsp.to = e.fr;
-                rsp.ot = Some(now.wall.to_onem2m());
+                let rsp = self.own_answer(
+                    Rsc::BAD_REQUEST,
+                    Asked {
+                        rqi: e.rqi.as_deref().unwrap_or_default(),
+                        rvi: e.rvi.as_deref(),
+                        fr: e.fr.as_deref(),
+                    },
+                    e.to_string(),
+                    Some(now.wall.to_onem2m()),
+                );
                 self.reply(route, format, &rsp, ack);
                 return;
             }
@@ -80,7 +85,17 @@ impl Engine {
                 response: self.registrar.answer(&req, rsp, now.wall),
             }
         } else if req.op == Operation::Retrieve && status::is_target(self, &req.to) {
-            let rsp = Response::new(Rsc::OK, "").with_pc(status::status(self));
+            let rsp = match self.registrar.may_read_status(&req, &route.originator) {
+                Ok(()) => {
+                    let page =
+                        Page::of(&req, self.registrar.answer_budget()).or_lim(status::STATUS_PAGE);
+                    let (pc, next) = status::status(self, page);
+                    let mut rsp = Response::new(Rsc::OK, "").with_pc(pc);
+                    mark_partial(&mut rsp, next);
+                    rsp
+                }
+                Err(refusal) => Response::error(refusal.rsc(), "", refusal.to_string()),
+            };
             Outcome::Respond {
                 response: self.registrar.answer(&req, rsp, now.wall),
             }
@@ -159,7 +174,7 @@ impl Engine {
         ack: Option<Ack>,
     ) -> usize {
         let too_large = |size: usize| {
-            error_instead_of(
+            self.error_instead_of(
                 rsp,
                 Rsc::INTERNAL_SERVER_ERROR,
                 format!("the answer of {size} bytes exceeds mqtt.max_payload; narrow the request (discovery instead of rcn 4/8)"),
@@ -228,4 +243,12 @@ impl Engine {
             }
         }
     }
+}
+
+/// The topic a request came on (for logs: an answer would go on the
+/// response topic, TS-0010 6.4.5).
+fn request_topic(route: &Route) -> String {
+    route
+        .response_topic()
+        .replacen("/oneM2M/resp/", "/oneM2M/req/", 1)
 }

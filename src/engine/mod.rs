@@ -34,7 +34,9 @@ mod upstream;
 pub use crate::topic::Link;
 pub use events::{Dropped, Event, Removal, Severity, Summary};
 pub use liveness::MISSES as LIVENESS_MISSES;
-pub use registrar::{Limits, Outcome, Registrar, RegistrarSettings};
+pub use registrar::{
+    Limits, Outcome, Registrar, RegistrarSettings, FORWARD_BYTES, STATUS_ORIGINATOR,
+};
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
 
 use crate::id::CseId;
@@ -254,9 +256,11 @@ impl Engine {
                 .as_ref()
                 .map_or(Link::LOCAL, |u| u.link),
         );
+        let mut registrar = Registrar::with_store(settings.registrar, store);
+        registrar.set_answer_budget(settings.max_payload);
         let mut engine = Engine {
             own,
-            registrar: Registrar::with_store(settings.registrar, store),
+            registrar,
             upstream,
             switch: None,
             seed: settings.seed,
@@ -269,6 +273,7 @@ impl Engine {
             recent: RecentRequests::new(RECENT_ANSWERS, limits.answer_cache_bytes),
             forwards: Forwards::new(
                 limits.forwards_in_flight,
+                limits.forwards_per_hop,
                 settings.request_timeout,
                 settings.seed,
             ),
@@ -341,9 +346,14 @@ impl Engine {
         self.liveness.misses(csi)
     }
 
-    /// What `m2mnode status` shows (status.rs).
+    /// What `m2mnode status` shows (status.rs), its first page.
     pub fn status(&self) -> serde_json::Value {
-        status::status(self)
+        let page = registrar::Page::of(
+            &crate::primitive::Request::new(crate::primitive::Operation::Retrieve, "", "", ""),
+            self.registrar.answer_budget(),
+        )
+        .or_lim(status::STATUS_PAGE);
+        status::status(self, page).0
     }
 
     /// The link this node reaches the next hop `to` on.
@@ -433,9 +443,18 @@ impl Engine {
         self.flush(now);
     }
 
-    /// Replaces the allow-list of registrees (config reload).
-    pub fn set_allowed(&mut self, allowed: Vec<String>) {
+    /// Replaces the allow-list of registrees (config reload); returns the
+    /// registrees it no longer matches (also as [`Event::NoLongerAllowed`]),
+    /// which stay registered until they go: the reload line names them.
+    pub fn set_allowed(&mut self, allowed: Vec<String>, now: Now) -> Vec<String> {
         self.registrar.set_allowed(allowed);
+        let csis = self.registrar.not_allowed();
+        if !csis.is_empty() {
+            self.events
+                .push_back(Event::NoLongerAllowed { csis: csis.clone() });
+        }
+        self.flush(now);
+        csis
     }
 
     pub fn set_registree_check_interval(&mut self, interval: Duration) {
@@ -452,7 +471,8 @@ impl Engine {
 
     /// New limits (config reload); what is held already stays.
     pub fn set_limits(&mut self, limits: Limits) {
-        self.forwards.set_max_forwards(limits.forwards_in_flight);
+        self.forwards
+            .set_max_forwards(limits.forwards_in_flight, limits.forwards_per_hop);
         self.recent.set_max_bytes(limits.answer_cache_bytes);
         self.registrar.set_limits(limits);
     }
@@ -508,8 +528,7 @@ impl Engine {
                 p.peer,
                 humantime::format_duration(self.forwards.timeout())
             );
-            let rsp = Response::error(Rsc::REQUEST_TIMEOUT, &rqi, why);
-            self.complete(p, rsp, now);
+            self.unanswered(rqi, p, Rsc::REQUEST_TIMEOUT, why, now);
         }
         if let Some(u) = &mut self.upstream {
             u.machine.handle(Input::Timer, now);
@@ -549,12 +568,11 @@ impl Engine {
         });
         let parked = self.durability.failed(seq, self.registrar.store_mut());
         for p in parked {
-            let mut rsp = error_instead_of(
+            let rsp = self.error_instead_of(
                 &p.response,
                 Rsc::INTERNAL_SERVER_ERROR,
                 format!("the change could not be stored: {why}"),
             );
-            rsp.ot.clone_from(&p.response.ot);
             self.recent.forget(&p.key);
             if let Event::Handled { op, to, fr, .. } = p.handled {
                 self.events.push_back(Event::Handled {
@@ -733,13 +751,59 @@ impl Engine {
     }
 }
 
-/// An error answer to the same request as `rsp` (its rqi, rvi, to, fr).
-fn error_instead_of(rsp: &Response, rsc: Rsc, why: String) -> Response {
-    let mut r = Response::error(rsc, &rsp.rqi, why);
-    r.rvi.clone_from(&rsp.rvi);
-    r.to.clone_from(&rsp.to);
-    r.fr.clone_from(&rsp.fr);
-    r
+/// What an answer echoes of the request it answers: its rqi and rvi, and
+/// its originator, to whom the answer goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Asked<'a> {
+    pub(crate) rqi: &'a str,
+    pub(crate) rvi: Option<&'a str>,
+    pub(crate) fr: Option<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    /// The request `req`.
+    pub(crate) fn of(req: &'a crate::primitive::Request) -> Asked<'a> {
+        Asked {
+            rqi: &req.rqi,
+            rvi: req.rvi.as_deref(),
+            fr: req.fr.as_deref(),
+        }
+    }
+
+    /// The request an answer `rsp` answers, as that answer echoes it.
+    pub(crate) fn by(rsp: &'a Response) -> Asked<'a> {
+        Asked {
+            rqi: &rsp.rqi,
+            rvi: rsp.rvi.as_deref(),
+            fr: rsp.to.as_deref(),
+        }
+    }
+}
+
+impl Engine {
+    /// Every answer this node originates (a refusal, a 4008 or 5103 for a
+    /// forward, a 5000 of the store, a decode error): like any answer it
+    /// echoes rqi and rvi, goes `to` the originator and is `fr` this CSE
+    /// (TS-0004 7.2.1.2; docs/protocol.md §2.2). `ot`: its time.
+    pub(crate) fn own_answer(
+        &self,
+        rsc: Rsc,
+        asked: Asked<'_>,
+        why: impl Into<String>,
+        ot: Option<String>,
+    ) -> Response {
+        let mut r = Response::error(rsc, asked.rqi, why);
+        r.rvi = asked.rvi.map(str::to_owned);
+        r.to = asked.fr.map(str::to_owned);
+        r.fr = Some(self.own.to_string());
+        r.ot = ot;
+        r
+    }
+
+    /// An error answer to the same request as `rsp`, instead of it.
+    fn error_instead_of(&self, rsp: &Response, rsc: Rsc, why: String) -> Response {
+        self.own_answer(rsc, Asked::by(rsp), why, rsp.ot.clone())
+    }
 }
 
 #[cfg(test)]

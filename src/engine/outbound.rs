@@ -7,7 +7,7 @@ use super::dedupe;
 use super::forwards::{Pending, Purpose, Relay};
 use super::liveness::{ProbeOutcome, Verdict};
 use super::upstream::Upstream;
-use super::{Ack, Engine, Event, Removal, Transmit};
+use super::{Ack, Asked, Engine, Event, Removal, Transmit};
 use crate::id::CseId;
 use crate::primitive::{Format, Operation, Request, Response, Rsc, OWN_RVI};
 use crate::time::Now;
@@ -31,12 +31,17 @@ impl Engine {
             self.upstream.as_ref().map(|u| &u.registrar),
         );
         let admitted = if self.links.is_up(link) {
-            self.forwards.admit_forward()
+            self.forwards.admit_forward(
+                &reply.originator,
+                next_hop.as_str(),
+                self.upstream.as_ref().map(|u| u.registrar.as_str()),
+            )
         } else {
             Err("not connected to the MQTT broker".to_owned())
         };
+        let ot = Some(now.wall.to_onem2m());
         if let Err(why) = admitted {
-            let rsp = Response::error(Rsc::TARGET_NOT_REACHABLE, &request.rqi, why);
+            let rsp = self.own_answer(Rsc::TARGET_NOT_REACHABLE, Asked::of(&request), why, ot);
             self.reply(reply, format, &rsp, ack);
             return;
         }
@@ -47,7 +52,13 @@ impl Engine {
         let payload = match hop_format.encode(&request) {
             Ok(p) => p,
             Err(e) => {
-                let rsp = Response::error(Rsc::INTERNAL_SERVER_ERROR, &original, e.to_string());
+                request.rqi = original;
+                let rsp = self.own_answer(
+                    Rsc::INTERNAL_SERVER_ERROR,
+                    Asked::of(&request),
+                    e.to_string(),
+                    ot,
+                );
                 self.reply(reply, format, &rsp, ack);
                 return;
             }
@@ -64,6 +75,8 @@ impl Engine {
                 format,
                 rqi: original,
                 key,
+                rvi: request.rvi.take(),
+                fr: request.fr.take(),
             })),
         );
         self.transmits.push_back(Transmit::Request {
@@ -105,12 +118,32 @@ impl Engine {
                     format,
                     rqi,
                     key,
+                    ..
                 } = *relay;
                 rsp.rqi = rqi;
                 let size = self.reply(reply, format, &rsp, None);
                 self.recent.remember(key, rsp, size);
             }
         }
+    }
+
+    /// A request this node sent ends without an answer (`rsc`: 4008 at
+    /// its deadline): a forward's originator gets an answer of this node's.
+    pub(super) fn unanswered(&mut self, rqi: String, p: Pending, rsc: Rsc, why: String, now: Now) {
+        let rsp = match &p.purpose {
+            Purpose::Forward(relay) => self.own_answer(
+                rsc,
+                Asked {
+                    rqi: &relay.rqi,
+                    rvi: relay.rvi.as_deref(),
+                    fr: relay.fr.as_deref(),
+                },
+                why,
+                Some(now.wall.to_onem2m()),
+            ),
+            _ => Response::error(rsc, rqi, why),
+        };
+        self.complete(p, rsp, now);
     }
 
     /// A registree failed its probes: its CSR goes, and with it its

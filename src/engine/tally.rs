@@ -148,6 +148,8 @@ impl Tally {
             Event::OwnRequestTooLarge { .. }
             | Event::Stopped
             | Event::AttributesRefused { .. }
+            | Event::OwnUpdateRefused { .. }
+            | Event::NoLongerAllowed { .. }
             | Event::RegistrarChanged { .. }
             | Event::RefusalsSpiking { .. }
             | Event::DropsSuppressed { .. }

@@ -258,6 +258,11 @@ impl Engine {
             Action::CheckUnanswered { times } => self
                 .events
                 .push_back(Event::CheckUnanswered { registrar, times }),
+            Action::UpdateRefused { answer } => self.events.push_back(Event::OwnUpdateRefused {
+                registrar,
+                dcse: self.registrar.store().descendant_count(),
+                answer,
+            }),
             Action::Stopped => match self.switch.take() {
                 Some(next) if !self.stopping => self.install_upstream(next, now),
                 _ => {
