@@ -673,7 +673,7 @@ fn log_event(e: &Event, throttle: &mut Throttle) {
             limit,
             dcse,
         } => error!(op = op.name(), bytes, limit, dcse, "the own <remoteCSE> {} would be {bytes} bytes, over mqtt.max_payload ({limit}), with {dcse} descendants in dcse; raise mqtt.max_payload (and the brokers' limits); the registration is kept", op.name()),
-        Event::Dropped { why } => {
+        Event::Dropped { why, .. } => {
             if throttle.allow() {
                 warn!("dropping {why}")
             }

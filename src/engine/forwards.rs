@@ -124,7 +124,13 @@ impl Engine {
                 } else {
                     ProbeOutcome::NoConnection
                 };
-                match self.liveness.result(&csi, outcome, now) {
+                let verdict = self.liveness.result(&csi, outcome, now);
+                match verdict {
+                    Verdict::Alive => self.counters.probes_answered += 1,
+                    Verdict::Missed(_) | Verdict::Gone => self.counters.probes_missed += 1,
+                    Verdict::Ignored => {}
+                }
+                match verdict {
                     Verdict::Gone => self.remove_registree(&csi, rsp.rsc),
                     Verdict::Missed(misses) => self.events.push_back(Event::ProbeMissed {
                         csi,

@@ -39,6 +39,7 @@
 //! answered only once its batch is committed (group commit); a batch that
 //! fails is undone in memory and every request in it is answered 5000.
 
+mod counters;
 mod dedupe;
 mod durability;
 mod forwards;
@@ -48,6 +49,7 @@ pub mod registration;
 pub mod store;
 
 pub use crate::topic::Link;
+pub use counters::{Counters, DropReason};
 pub use liveness::MISSES as LIVENESS_MISSES;
 pub use registrar::{Limits, Outcome, Registrar, RegistrarSettings};
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
@@ -211,6 +213,7 @@ pub enum Event {
     },
     /// A payload that could not be answered was dropped.
     Dropped {
+        reason: DropReason,
         why: String,
     },
     /// Deregistration is over (or there was none): the driver may exit.
@@ -267,6 +270,7 @@ pub struct Engine {
     dcse_dirty: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    counters: Counters,
 }
 
 impl Engine {
@@ -347,6 +351,7 @@ impl Engine {
             dcse_dirty: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            counters: Counters::default(),
         };
         // Answers of changes made before a crash whose requests were not
         // acknowledged: the broker redelivers those.
@@ -469,6 +474,7 @@ impl Engine {
 
     /// The broker link came up or went down (a single broker: both links).
     pub fn connection(&mut self, up: bool, now: Now) {
+        self.count_connect(None, up);
         self.local_up = up;
         self.upstream_up = up;
         self.link_changed(None, up, now);
@@ -479,6 +485,7 @@ impl Engine {
     /// requests fail fast only while the upstream one is.
     pub fn link_connection(&mut self, link: Link, up: bool, now: Now) {
         self.separate_upstream = true;
+        self.count_connect(Some(link), up);
         match link {
             Link::Local => self.local_up = up,
             Link::Upstream => self.upstream_up = up,
@@ -627,6 +634,7 @@ impl Engine {
                 let is_object = format.decode_value(payload).is_ok_and(|v| v.is_object());
                 if e.rqi.is_none() && !is_object {
                     self.events.push_back(Event::Dropped {
+                        reason: DropReason::UndecodableRequest,
                         why: format!(
                             "an undecodable payload with no rqi on {}: {e}",
                             route.response_topic()
@@ -744,6 +752,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 self.events.push_back(Event::Dropped {
+                    reason: DropReason::UndecodableResponse,
                     why: format!("undecodable response from {}: {e}", route.receiver),
                 });
                 return;
@@ -770,6 +779,9 @@ impl Engine {
                 break;
             }
             if let Some(p) = self.take_pending(&rqi) {
+                if matches!(p.purpose, Purpose::Forward(_)) {
+                    self.counters.forwards_timed_out += 1;
+                }
                 let why = format!(
                     "no response from {} within {}",
                     p.peer,
@@ -851,6 +863,7 @@ impl Engine {
             }
             Err(e) => {
                 self.events.push_back(Event::Dropped {
+                    reason: DropReason::UnencodableAnswer,
                     why: format!("cannot encode an answer: {e}"),
                 });
                 self.ack_only(ack);
@@ -889,6 +902,7 @@ impl Engine {
             }
             _ => {
                 self.events.push_back(Event::Dropped {
+                    reason: DropReason::UnsupportedSerialization,
                     why: format!("a request in unsupported serialization {suffix:?}"),
                 });
                 self.ack_only(ack);
@@ -1120,6 +1134,7 @@ impl Engine {
             req.rqet = Some(now.wall.plus(self.request_timeout).to_onem2m());
             match Format::Json.encode(&req) {
                 Ok(payload) => {
+                    self.counters.probes_sent += 1;
                     self.add_pending(rqi, &csi, now, Purpose::Probe { csi: csi.clone() });
                     self.transmits.push_back(Transmit::Request {
                         to: peer,

@@ -156,6 +156,10 @@ impl Store {
         self.own_csr_rn.as_deref()
     }
 
+    pub fn descendant_count(&self) -> usize {
+        self.descendants.len()
+    }
+
     pub fn descendant(&self, csi: &str) -> Option<&Descendant> {
         self.descendants.get(csi)
     }

@@ -1327,3 +1327,73 @@ fn with_two_brokers_each_hop_is_believed_only_on_its_own() {
     assert_eq!(drain(&mut e).responses[0].1.rsc, Rsc::OK);
     assert!(e.registrar().store().by_csi("/id-asn").is_some());
 }
+
+// ----- inspection for monitoring -----
+
+#[test]
+fn counters_follow_probes_links_and_durability() {
+    let (mut e, now) = connected(in_cse("10s", true));
+    assert_eq!(e.counters().local_connects, 1);
+    assert!(e.link_up(Link::Local));
+    e.handle_request(
+        from("/id-live", "/id-in"),
+        &csr_create("/id-live", "c-live"),
+        None,
+        now,
+    );
+    let batch = drain(&mut e).batches.pop().expect("a batch");
+    assert_eq!(e.answers_awaiting_durability(), 1, "answered once durable");
+    e.store_committed(batch.seq, now);
+    assert_eq!(e.answers_awaiting_durability(), 0);
+    e.handle_request(
+        from("/id-dead", "/id-in"),
+        &csr_create("/id-dead", "c-dead"),
+        None,
+        now,
+    );
+    let batch = drain(&mut e).batches.pop().expect("a batch");
+    e.store_committed(batch.seq, now);
+    drain(&mut e);
+    assert_eq!(e.registree_count(), 2);
+    assert_eq!(e.descendant_count(), 2);
+    let mut now = now;
+    let mut dead_gone = false;
+    for _ in 0..2000 {
+        let out = drain(&mut e);
+        for b in out.batches {
+            e.store_committed(b.seq, now);
+        }
+        for (to, req, _) in out.requests {
+            if to.as_str() == "/id-live" {
+                let rsp = serde_json::to_vec(&Response::new(Rsc::OK, req.rqi)).expect("json");
+                e.handle_response(&answer_from(to.as_str(), "/id-in"), &rsp, now);
+            }
+        }
+        dead_gone |= out
+            .events
+            .iter()
+            .any(|ev| matches!(ev, Event::RegistreeRemoved { csi, .. } if csi == "/id-dead"));
+        if dead_gone && e.pending_requests() == 0 {
+            break;
+        }
+        let Some(t) = e.poll_timeout() else { break };
+        now = now.advance_to(t);
+        e.handle_timeout(now);
+    }
+    assert!(dead_gone);
+    let c = e.counters();
+    assert_eq!(c.probes_missed, u64::from(LIVENESS_MISSES));
+    assert!(c.probes_answered >= 1, "{c:?}");
+    assert_eq!(
+        c.probes_sent,
+        c.probes_answered + c.probes_missed,
+        "every probe ended one way or the other: {c:?}"
+    );
+    assert_eq!(e.descendant_count(), 1);
+    e.connection(false, now);
+    assert!(!e.link_up(Link::Local));
+    e.connection(true, now);
+    e.connection(true, now);
+    assert_eq!(e.counters().local_connects, 2, "a repeated up is no new connect");
+    assert_eq!(e.counters().upstream_connects, 0);
+}
