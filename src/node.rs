@@ -8,6 +8,7 @@ use crate::config::BrokerUrl;
 use crate::config::{Config, MqttConfig};
 use crate::engine::store::validate_snapshot;
 use crate::engine::{Ack, Engine, Event, Link, Phase, Removal, StoreBatch, Transmit};
+use crate::metrics::Metrics;
 use crate::persist::{Memory, PersistError, Persistence, Sqlite};
 use crate::primitive::Rsc;
 use crate::time::Now;
@@ -32,6 +33,8 @@ pub enum NodeError {
     BadStore { path: String, why: String },
     #[error("cannot start the store thread: {0}")]
     Thread(std::io::Error),
+    #[error("metrics.listen {addr}: {why}")]
+    Metrics { addr: String, why: std::io::Error },
 }
 
 /// The connection of `[mqtt]`: toward registrees, and toward the registrar
@@ -211,13 +214,14 @@ async fn run_inner(
     // Group commit: the persister thread writes one batch per transaction
     // while the engine gathers the next (engine::Engine, driver contract).
     let (batch_tx, batch_rx) = std::sync::mpsc::channel::<StoreBatch>();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Result<(), String>)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Result<(), String>, Duration)>();
     let persist_thread = std::thread::Builder::new()
         .name("m2mnode-store".into())
         .spawn(move || {
             for batch in batch_rx {
+                let started = std::time::Instant::now();
                 let r = persister.commit(&batch.changes).map_err(|e| e.to_string());
-                if done_tx.send((batch.seq, r)).is_err() {
+                if done_tx.send((batch.seq, r, started.elapsed())).is_err() {
                     break;
                 }
             }
@@ -259,6 +263,22 @@ async fn run_inner(
         links: links.clone(),
     };
 
+    // Monitoring (docs/operations.md "Metrics", "systemd"): both only
+    // report what the engine says; without [metrics] nothing listens.
+    let mut metrics = match cfg.metrics.as_ref() {
+        Some(m) => {
+            Some(
+                Metrics::start(m.listen, &cfg)
+                    .await
+                    .map_err(|why| NodeError::Metrics {
+                        addr: m.listen.to_string(),
+                        why,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let mut supervisor = crate::sdnotify::Supervisor::from_env();
     let mut phase_log = PhaseLog::default();
     let mut throttle = Throttle::new();
     let mut stop_by: Option<Instant> = None;
@@ -266,8 +286,18 @@ async fn run_inner(
     let mut usr1 = unix_signal(Sig::User1);
     tokio::pin!(shutdown);
     loop {
-        drain(&mut engine, &batch_tx, &out, &mut throttle);
+        drain(
+            &mut engine,
+            &batch_tx,
+            &out,
+            &mut throttle,
+            metrics.as_ref(),
+        );
         phase_log.update(&engine);
+        if let Some(m) = &mut metrics {
+            m.sample(&engine);
+        }
+        supervisor.update(&engine, split);
         if engine.is_stopped() {
             break;
         }
@@ -283,14 +313,18 @@ async fn run_inner(
                     feed_burst(&mut engine, msg, rx, Some(Link::Upstream), Now::system());
                 }
             }
-            Some((seq, result)) = done_rx.recv() => {
+            Some((seq, result, took)) = done_rx.recv() => {
                 let now = Now::system();
+                if let Some(m) = &metrics {
+                    m.store_commit(took, result.is_ok());
+                }
                 match result {
                     Ok(()) => engine.store_committed(seq, now),
                     Err(why) => engine.store_failed(seq, &why, now),
                 }
             }
             _ = sleep_until(wake) => engine.handle_timeout(Now::system()),
+            _ = sleep_until(supervisor.next_ping()) => supervisor.ping(),
             _ = next_signal(&mut hangup) => match &config_path {
                 Some(path) => reload(path, &mut current, &mut engine),
                 None => info!("SIGHUP ignored: this node was not started from a config file"),
@@ -301,6 +335,7 @@ async fn run_inner(
             }
             _ = &mut shutdown, if stop_by.is_none() => {
                 info!("shutting down");
+                supervisor.stopping();
                 // The DELETE is bounded by mqtt.timeout; this bounds the rest.
                 stop_by = Some(Instant::now() + cfg.mqtt.timeout + Duration::from_secs(2));
                 engine.shutdown(Now::system());
@@ -311,7 +346,13 @@ async fn run_inner(
             }
         }
     }
-    drain(&mut engine, &batch_tx, &out, &mut throttle);
+    drain(
+        &mut engine,
+        &batch_tx,
+        &out,
+        &mut throttle,
+        metrics.as_ref(),
+    );
     // What was answered goes out; what is being written is finished.
     drop(out);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -418,8 +459,12 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
     if new.security.admin != current.security.admin {
         restart.push("security");
     }
+    if new.metrics != current.metrics {
+        restart.push("metrics");
+    }
     let (keep_registrar, keep_security) = (current.registrar.clone(), current.security.clone());
     let (keep_cse, keep_mqtt) = (current.cse.clone(), current.mqtt.clone());
+    let keep_metrics = current.metrics.clone();
     *current = new;
     // What was not applied stays as it runs, so a later reload compares
     // against what is really in force.
@@ -429,6 +474,7 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
     current.security = keep_security;
     current.cse = keep_cse;
     current.mqtt = keep_mqtt;
+    current.metrics = keep_metrics;
     info!(
         config = %path.display(),
         applied = %if applied.is_empty() { "nothing changed".to_owned() } else { applied.join(", ") },
@@ -494,6 +540,7 @@ fn drain(
     batches: &std::sync::mpsc::Sender<StoreBatch>,
     out: &Outbox,
     throttle: &mut Throttle,
+    metrics: Option<&Metrics>,
 ) {
     let links = &out.links;
     if let Some(batch) = engine.poll_store() {
@@ -531,6 +578,9 @@ fn drain(
         }
     }
     while let Some(e) = engine.poll_event() {
+        if let Some(m) = metrics {
+            m.observe(&e);
+        }
         log_event(&e, throttle);
     }
 }

@@ -1394,6 +1394,10 @@ fn counters_follow_probes_links_and_durability() {
     assert!(!e.link_up(Link::Local));
     e.connection(true, now);
     e.connection(true, now);
-    assert_eq!(e.counters().local_connects, 2, "a repeated up is no new connect");
+    assert_eq!(
+        e.counters().local_connects,
+        2,
+        "a repeated up is no new connect"
+    );
     assert_eq!(e.counters().upstream_connects, 0);
 }
