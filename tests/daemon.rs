@@ -429,3 +429,45 @@ fn metrics_follow_the_requests_and_parse_with_an_independent_parser() {
     });
     assert_eq!(listening_ports(plain.0.id()), HashSet::new());
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_clap_definitions() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef m2mnode"),
+        ("fish", "complete -c m2mnode"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .expect("completions");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            text.contains(marker) && text.contains("check-config"),
+            "{shell}: {text}"
+        );
+    }
+    let out = Command::new(BIN).arg("man").output().expect("man");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH m2mnode 1"), "{page}");
+    for section in [
+        ".SH SYNOPSIS",
+        ".SH FILES",
+        ".SH SIGNALS",
+        ".SH EXIT STATUS",
+    ] {
+        assert!(page.contains(section), "{section} missing");
+    }
+    assert!(!page.contains("m2mnode\\-help"), "no page for help");
+    let dir = scratch("man");
+    let out = Command::new(BIN)
+        .args(["man", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("man --dir");
+    assert!(out.status.success());
+    for page in ["m2mnode.1", "m2mnode-run.1", "m2mnode-check-config.1"] {
+        assert!(dir.join(page).is_file(), "{page}");
+    }
+}
