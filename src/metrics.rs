@@ -64,7 +64,9 @@ pub struct Metrics {
     registrees_added: Counter,
     registrees_removed: Family<Labels1, Counter>,
     descendants: Gauge,
-    registration: Family<StateLabels, Gauge>,
+    /// One gauge per state of [`REGISTRATION_STATES`], for a registree.
+    registration: Vec<(&'static str, Gauge)>,
+    state: Option<&'static str>,
     registration_retries: Counter,
     probes_sent: Counter,
     probes_answered: Counter,
@@ -75,13 +77,10 @@ pub struct Metrics {
     commit_seconds: Histogram,
     awaiting_durability: Gauge,
     dropped: Family<Labels1, Counter>,
-    link_up: Family<Labels1, Gauge>,
-    reconnects: Family<Labels1, Counter>,
+    /// Per link: its `broker_link_up` gauge and `broker_reconnects` counter.
+    links: Vec<(Link, Gauge, Counter)>,
     /// The engine's totals at the last [`Metrics::sample`].
     last: Counters,
-    registrar: Option<String>,
-    /// With a broker per side, the registrar's link is reported apart.
-    split: bool,
     local_addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
 }
@@ -207,22 +206,35 @@ impl Metrics {
             "Times a broker link came back after the first connection",
             reconnects.clone(),
         );
-        let split = cfg.upstream_mqtt().is_some();
-        let registrar = cfg.registrar.as_ref().map(|r| r.id.to_string());
         // Every series exists from the start, at zero: a rate over a series
-        // that appears with its first increment misses that increment.
-        for link in links(split) {
-            link_up.get_or_create(&[("link", link)]).set(0);
-            let _ = reconnects.get_or_create(&[("link", link)]);
+        // that appears with its first increment misses that increment. The
+        // handles are kept, so sampling takes no lock.
+        // With a broker per side, the registrar's link is reported apart.
+        let mut link_names = vec![(Link::Local, "local")];
+        if cfg.upstream_mqtt().is_some() {
+            link_names.push((Link::Upstream, "upstream"));
         }
+        let links = link_names
+            .into_iter()
+            .map(|(link, name)| {
+                let labels = [("link", name)];
+                let up = link_up.get_or_create_owned(&labels);
+                (link, up, reconnects.get_or_create_owned(&labels))
+            })
+            .collect();
         for result in ["ok", "failed"] {
             let _ = store_commits.get_or_create(&[("result", result)]);
         }
-        if let Some(r) = &registrar {
-            for state in REGISTRATION_STATES {
-                let _ = registration.get_or_create(&state_labels(r, state));
-            }
-        }
+        let registration = match &cfg.registrar {
+            Some(r) => REGISTRATION_STATES
+                .iter()
+                .map(|&state| {
+                    let labels = [("registrar", r.id.to_string()), ("state", state.to_owned())];
+                    (state, registration.get_or_create_owned(&labels))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let registry = Arc::new(reg);
         let server = tokio::spawn(serve(listener, registry));
         Ok(Metrics {
@@ -242,11 +254,9 @@ impl Metrics {
             commit_seconds,
             awaiting_durability,
             dropped,
-            link_up,
-            reconnects,
+            links,
+            state: None,
             last: Counters::default(),
-            registrar,
-            split,
             local_addr,
             server,
         })
@@ -321,21 +331,14 @@ impl Metrics {
             .set(gauge(engine.forwards_in_flight()));
         self.awaiting_durability
             .set(gauge(engine.answers_awaiting_durability()));
-        for &link in links(self.split) {
-            let l = if link == "upstream" {
-                Link::Upstream
-            } else {
-                Link::Local
-            };
-            self.link_up
-                .get_or_create(&[("link", link)])
-                .set(i64::from(engine.link_up(l)));
+        for (link, up, _) in &self.links {
+            up.set(i64::from(engine.link_up(*link)));
         }
-        if let (Some(r), Some(now)) = (&self.registrar, registration_state(engine)) {
-            for state in REGISTRATION_STATES {
-                self.registration
-                    .get_or_create(&state_labels(r, state))
-                    .set(i64::from(state == now));
+        let state = registration_state(engine);
+        if state != self.state {
+            self.state = state;
+            for (name, gauge) in &self.registration {
+                gauge.set(i64::from(Some(*name) == state));
             }
         }
         let c = engine.counters();
@@ -347,31 +350,15 @@ impl Metrics {
             .inc_by(c.probes_missed - was.probes_missed);
         self.forwards_timed_out
             .inc_by(c.forwards_timed_out - was.forwards_timed_out);
+        // The first connection is no reconnect.
         let reconnects = |now: u64, was: u64| now.saturating_sub(1) - was.saturating_sub(1);
-        self.reconnects
-            .get_or_create(&[("link", "local")])
-            .inc_by(reconnects(c.local_connects, was.local_connects));
-        if self.split {
-            self.reconnects
-                .get_or_create(&[("link", "upstream")])
-                .inc_by(reconnects(c.upstream_connects, was.upstream_connects));
+        for (link, _, counter) in &self.links {
+            counter.inc_by(match link {
+                Link::Local => reconnects(c.local_connects, was.local_connects),
+                Link::Upstream => reconnects(c.upstream_connects, was.upstream_connects),
+            });
         }
     }
-}
-
-fn links(split: bool) -> &'static [&'static str] {
-    if split {
-        &["local", "upstream"]
-    } else {
-        &["local"]
-    }
-}
-
-fn state_labels(registrar: &str, state: &'static str) -> StateLabels {
-    [
-        ("registrar", registrar.to_owned()),
-        ("state", state.to_owned()),
-    ]
 }
 
 fn gauge(n: usize) -> i64 {

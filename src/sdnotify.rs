@@ -21,7 +21,8 @@ pub struct Supervisor {
     watchdog: Option<Duration>,
     next_ping: Option<Instant>,
     ready: bool,
-    status: String,
+    /// What the last `STATUS=` said: links up, registration state.
+    said: Option<(bool, Option<&'static str>)>,
 }
 
 impl Supervisor {
@@ -56,7 +57,7 @@ impl Supervisor {
             socket,
             watchdog,
             ready: false,
-            status: String::new(),
+            said: None,
         }
     }
 
@@ -88,16 +89,16 @@ impl Supervisor {
             return;
         }
         let connected = engine.link_up(Link::Local) && (!split || engine.link_up(Link::Upstream));
-        let status = status_line(engine, connected);
-        if status == self.status && (self.ready || !connected) {
+        let now = (connected, crate::metrics::registration_state(engine));
+        if self.said == Some(now) {
             return;
         }
-        let mut msg = format!("STATUS={status}");
+        self.said = Some(now);
+        let mut msg = format!("STATUS={}", status_line(now.0, now.1));
         if connected && !self.ready {
             self.ready = true;
             msg = format!("READY=1\n{msg}");
         }
-        self.status = status;
         self.send(&msg);
     }
 
@@ -141,13 +142,13 @@ fn abstract_address(_: &[u8]) -> std::io::Result<SocketAddr> {
 }
 
 /// What `systemctl status` shows under the unit.
-fn status_line(engine: &Engine, connected: bool) -> String {
+fn status_line(connected: bool, registration: Option<&str>) -> String {
     let link = if connected {
         "connected"
     } else {
         "waiting for the MQTT broker"
     };
-    match crate::metrics::registration_state(engine) {
+    match registration {
         None => format!("{link}; registers nowhere"),
         Some(state) => format!("{link}; registration: {state}"),
     }
