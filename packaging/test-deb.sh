@@ -16,7 +16,8 @@ ok() { echo "test-deb: ok: $*"; }
 [[ "$(id -u)" -eq 0 ]] || fail "installing a package needs root"
 command -v systemd-analyze >/dev/null || fail "systemd-analyze is missing (apt-get install systemd)"
 
-if dpkg-query -W -f='${Status}' m2mnode 2>/dev/null | grep -q "installed\|config-files"; then
+status="$(dpkg-query -W -f='${Status}' m2mnode 2>/dev/null || true)"
+if [[ "$status" == *installed* || "$status" == *config-files* ]]; then
     echo "test-deb: purging the m2mnode left by an earlier run"
     dpkg --purge m2mnode >/dev/null
 fi
@@ -55,9 +56,12 @@ if compgen -G "examples/*.toml" >/dev/null; then
             || fail "dpkg-deb -c: example $e missing"
     done
 fi
-dpkg-deb -c "$deb" | awk '{print $2}' | grep -qv '^root/root$' && fail "a file not owned by root:root"
-dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx /etc/m2mnode/m2mnode.toml \
-    || fail "m2mnode.toml is not a conffile"
+# (Outputs are read whole before grep: with pipefail, grep -q closing the
+# pipe early would fail the producer.)
+owners="$(dpkg-deb -c "$deb" | awk '{print $2}' | sort -u)"
+[[ "$owners" == root/root ]] || fail "files not owned by root:root: $owners"
+conffiles="$(dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles)"
+[[ "$conffiles" == /etc/m2mnode/m2mnode.toml ]] || fail "conffiles: $conffiles"
 ok "inspected: control fields, $(wc -l <<<"$contents") paths, conffiles"
 
 # ----- install -----
@@ -81,7 +85,8 @@ if compgen -G "/etc/systemd/system/*.wants/m2mnode.service" >/dev/null; then
     fail "the unit was enabled on install"
 fi
 if command -v man >/dev/null; then
-    man -P cat m2mnode 2>/dev/null | grep -q "SIGHUP" || fail "man m2mnode"
+    page="$(man -P cat m2mnode 2>/dev/null)" || fail "man m2mnode"
+    grep -q "SIGHUP" <<<"$page" || fail "man m2mnode has no SIGNALS section"
     man_check=yes
 else
     man_check=no
