@@ -1401,3 +1401,38 @@ fn counters_follow_probes_links_and_durability() {
     );
     assert_eq!(e.counters().upstream_connects, 0);
 }
+
+#[test]
+fn a_forward_that_times_out_is_counted_and_leaves_the_flight() {
+    let (mut e, now) = connected(in_cse("1h", false));
+    register(&mut e, "/id-mn", now);
+    drain(&mut e);
+    e.handle_request(
+        from("/id-x", "/id-in"),
+        &request(Operation::Retrieve, "/id-mn/cse-mn", "/id-x", "f1"),
+        Some(Ack(1)),
+        now,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out.requests.len(), 1);
+    assert_eq!(e.forwards_in_flight(), 1);
+    assert_eq!(e.counters().forwards_timed_out, 0);
+    // Timers until the forward's deadline (a probe may come first).
+    let mut now = now;
+    let mut answered = false;
+    for _ in 0..10 {
+        let Some(t) = e.poll_timeout() else { break };
+        now = now.advance_to(t);
+        e.handle_timeout(now);
+        answered |= drain(&mut e)
+            .responses
+            .iter()
+            .any(|(_, r, _)| r.rqi == "f1" && r.rsc == Rsc::REQUEST_TIMEOUT);
+        if answered {
+            break;
+        }
+    }
+    assert!(answered, "the forward was answered 4008");
+    assert_eq!(e.forwards_in_flight(), 0);
+    assert_eq!(e.counters().forwards_timed_out, 1);
+}
