@@ -422,7 +422,20 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    // Closing with unread input would reset the connection and could take
+    // the answer with it: read what the client still sends, a bounded amount.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 fn route(head: &[u8], registry: &Registry) -> (&'static str, &'static str, String) {

@@ -414,6 +414,12 @@ fn metrics_follow_the_requests_and_parse_with_an_independent_parser() {
     // Anything but GET /metrics is refused, and the node goes on.
     let (status, _) = http_get(&addr, "/").expect("get /");
     assert!(status.contains(" 404 "), "{status}");
+    let (status, _) = http_get(&addr, &format!("/metrics?{}", "x".repeat(10_000))).expect("long");
+    assert!(
+        status.contains(" 431 "),
+        "a request head over 8 KiB: {status}"
+    );
+    assert!(scrape().is_some(), "still serving");
     assert!(listening_ports(node.0.id()).contains(&port));
 
     // Without [metrics], nothing listens.
