@@ -197,6 +197,22 @@ async fn run_inner(
         registrees = engine.registree_count(),
         "starting m2mnode"
     );
+    // Metrics (docs/operations.md "Metrics") only report what the engine
+    // says; without [metrics] nothing listens. Bound before connecting, so
+    // a taken port stops the node before it touches a broker.
+    let mut metrics = match cfg.metrics.as_ref() {
+        Some(m) => {
+            Some(
+                Metrics::start(m.listen, &cfg)
+                    .await
+                    .map_err(|why| NodeError::Metrics {
+                        addr: m.listen.to_string(),
+                        why,
+                    })?,
+            )
+        }
+        None => None,
+    };
     let (transport, mut incoming) = Transport::start(transport_settings(&cfg)?)?;
     let (upstream, mut upstream_rx) = match upstream_settings(&cfg)? {
         Some(s) => {
@@ -263,21 +279,6 @@ async fn run_inner(
         links: links.clone(),
     };
 
-    // Monitoring (docs/operations.md "Metrics", "systemd"): both only
-    // report what the engine says; without [metrics] nothing listens.
-    let mut metrics = match cfg.metrics.as_ref() {
-        Some(m) => {
-            Some(
-                Metrics::start(m.listen, &cfg)
-                    .await
-                    .map_err(|why| NodeError::Metrics {
-                        addr: m.listen.to_string(),
-                        why,
-                    })?,
-            )
-        }
-        None => None,
-    };
     let mut supervisor = crate::sdnotify::Supervisor::from_env();
     let mut phase_log = PhaseLog::default();
     let mut throttle = Throttle::new();

@@ -477,3 +477,28 @@ fn completions_and_man_pages_come_from_the_clap_definitions() {
         assert!(dir.join(page).is_file(), "{page}");
     }
 }
+
+#[test]
+fn a_metrics_port_that_is_taken_stops_the_node_with_exit_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = scratch("metrics-taken");
+    let cfg = node_config(
+        "/id-in",
+        "cse-in",
+        "IN",
+        "mqtt://127.0.0.1:1",
+        None,
+        None,
+        "60s",
+    ) + &format!("\n[metrics]\nlisten = \"{addr}\"\n");
+    let mut node = spawn(&dir, &cfg, &[]);
+    let mut code = None;
+    wait_until(Duration::from_secs(10), "the node exits", || {
+        code = node.0.try_wait().ok().flatten().and_then(|s| s.code());
+        code.is_some()
+    });
+    assert_eq!(code, Some(2));
+    let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    assert!(log.contains(&format!("metrics.listen {addr}")), "{log}");
+}
