@@ -502,3 +502,55 @@ fn a_metrics_port_that_is_taken_stops_the_node_with_exit_2() {
     let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
     assert!(log.contains(&format!("metrics.listen {addr}")), "{log}");
 }
+
+/// The packaged config runs as is, and its commented gateway settings make a
+/// valid MN once uncommented.
+#[test]
+fn the_packaged_config_and_its_gateway_variant_pass_check_config() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/m2mnode.toml"),
+    )
+    .expect("packaging/m2mnode.toml");
+    assert!(text.contains("data_dir = \"/var/lib/m2mnode\""));
+    // The store elsewhere: checking must not create /var/lib/m2mnode here.
+    let data = scratch("packaged-config");
+    let text = text.replace("/var/lib/m2mnode", &data.display().to_string());
+    let path = Path::new("/etc/m2mnode/m2mnode.toml");
+    let problems = m2mnode::config::check_text(&text, path, None);
+    assert!(problems.is_empty(), "{problems:?}");
+
+    let gateway: String = text
+        .lines()
+        .map(|l| {
+            let l = l.replace("type = \"IN\"", "type = \"MN\"");
+            let l = l.replace("id = \"/id-in\"              #", "id = \"/id-gw-1\" #");
+            match l.strip_prefix("# ") {
+                Some(rest)
+                    if [
+                        "[registrar]",
+                        "id =",
+                        "name =",
+                        "check_interval =",
+                        "[metrics]",
+                        "listen =",
+                    ]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+                {
+                    rest.to_owned()
+                }
+                _ => l,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cfg = m2mnode::config::Config::from_str(&gateway, path).expect("the gateway variant");
+    assert_eq!(cfg.cse.id.as_str(), "/id-gw-1");
+    assert_eq!(
+        cfg.registrar.map(|r| r.id.to_string()).as_deref(),
+        Some("/id-in")
+    );
+    assert!(cfg.metrics.is_some());
+    let problems = m2mnode::config::check_text(&gateway, path, None);
+    assert!(problems.is_empty(), "{problems:?}\n{gateway}");
+}
