@@ -22,6 +22,17 @@ pub struct Config {
     pub security: SecurityConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: Prometheus metrics over HTTP (docs/operations.md
+/// "Metrics"); without the section nothing listens.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served, e.g. "127.0.0.1:9464".
+    pub listen: std::net::SocketAddr,
 }
 
 /// Bounds on what requests can make the node hold (docs/protocol.md
@@ -872,13 +883,14 @@ pub fn check_pem(path: &Path, what: Pem) -> Result<(), String> {
     Ok(())
 }
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "cse",
     "mqtt",
     "registrar",
     "registrees",
     "security",
     "limits",
+    "metrics",
 ];
 
 /// Values put in place of a required key that is missing or bad, so that
@@ -1763,5 +1775,24 @@ check_interval = "5s"
         assert!(glob_match("/id-??", "/id-mn"));
         assert!(!glob_match("/id-*", "/other"));
         assert!(!glob_match("/id-?", "/id-mn"));
+    }
+
+    #[test]
+    fn metrics_is_an_optional_section_with_an_address() {
+        let c = Config::from_str(GOOD, Path::new("x.toml")).expect("valid");
+        assert_eq!(c.metrics, None);
+        let text = format!("{GOOD}[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+        let c = Config::from_str(&text, Path::new("x.toml")).expect("valid");
+        assert_eq!(
+            c.metrics.map(|m| m.listen.to_string()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        let bad = format!("{GOOD}[metrics]\nlisten = \"localhost\"\n");
+        let p = check_text(&bad, Path::new("x.toml"), &Env::default());
+        assert!(
+            p.iter()
+                .any(|p| p.key == "metrics.listen" && p.line == Some(14)),
+            "{p:?}"
+        );
     }
 }

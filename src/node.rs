@@ -7,6 +7,7 @@
 use crate::config::BrokerUrl;
 use crate::config::{Config, MqttConfig};
 use crate::engine::{Ack, Engine, Event, Link, Severity, StoreBatch, Transmit};
+use crate::metrics::Metrics;
 use crate::persist::{Memory, PersistError, Persistence, Sqlite};
 use crate::time::Now;
 use crate::transport::mqtt::{token_link, Incoming, Settings, Transport, TransportError};
@@ -30,6 +31,8 @@ pub enum NodeError {
     BadStore { path: String, why: String },
     #[error("cannot start the store thread: {0}")]
     Thread(std::io::Error),
+    #[error("metrics.listen {addr}: {why}")]
+    Metrics { addr: String, why: std::io::Error },
 }
 
 /// The connection of `[mqtt]`: toward registrees, and toward the registrar
@@ -192,6 +195,22 @@ async fn run_inner(
         registrees = engine.registree_count(),
         "starting m2mnode"
     );
+    // Metrics (docs/operations.md "Metrics") only report what the engine
+    // says; without [metrics] nothing listens. Bound before connecting, so
+    // a taken port stops the node before it touches a broker.
+    let mut metrics = match cfg.metrics.as_ref() {
+        Some(m) => {
+            Some(
+                Metrics::start(m.listen, &cfg)
+                    .await
+                    .map_err(|why| NodeError::Metrics {
+                        addr: m.listen.to_string(),
+                        why,
+                    })?,
+            )
+        }
+        None => None,
+    };
     let (transport, mut incoming) = Transport::start(transport_settings(&cfg)?)?;
     let (upstream, mut upstream_rx) = match upstream_settings(&cfg)? {
         Some(s) => {
@@ -209,13 +228,14 @@ async fn run_inner(
     // Group commit: the persister thread writes one batch per transaction
     // while the engine gathers the next (engine::Engine, driver contract).
     let (batch_tx, batch_rx) = std::sync::mpsc::channel::<StoreBatch>();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Result<(), String>)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Result<(), String>, Duration)>();
     let persist_thread = std::thread::Builder::new()
         .name("m2mnode-store".into())
         .spawn(move || {
             for batch in batch_rx {
+                let started = std::time::Instant::now();
                 let r = persister.commit(&batch.changes).map_err(|e| e.to_string());
-                if done_tx.send((batch.seq, r)).is_err() {
+                if done_tx.send((batch.seq, r, started.elapsed())).is_err() {
                     break;
                 }
             }
@@ -257,12 +277,17 @@ async fn run_inner(
         links: links.clone(),
     };
 
+    let mut supervisor = crate::sdnotify::Supervisor::from_env();
     let mut stop_by: Option<Instant> = None;
     let mut hangup = unix_signal(Sig::Hangup);
     let mut usr1 = unix_signal(Sig::User1);
     tokio::pin!(shutdown);
     loop {
-        drain(&mut engine, &batch_tx, &out);
+        drain(&mut engine, &batch_tx, &out, metrics.as_ref());
+        if let Some(m) = &mut metrics {
+            m.sample(&engine);
+        }
+        supervisor.update(&engine, split);
         if engine.is_stopped() {
             break;
         }
@@ -278,14 +303,18 @@ async fn run_inner(
                     feed_burst(&mut engine, msg, rx, Some(Link::UPSTREAM), Now::system());
                 }
             }
-            Some((seq, result)) = done_rx.recv() => {
+            Some((seq, result, took)) = done_rx.recv() => {
                 let now = Now::system();
+                if let Some(m) = &metrics {
+                    m.store_commit(took, result.is_ok());
+                }
                 match result {
                     Ok(()) => engine.store_committed(seq, now),
                     Err(why) => engine.store_failed(seq, &why, now),
                 }
             }
             _ = sleep_until(wake) => engine.handle_timeout(Now::system()),
+            _ = sleep_until(supervisor.next_ping()) => supervisor.ping(),
             _ = next_signal(&mut hangup) => match &config_path {
                 Some(path) => reload(path, &mut current, &mut engine),
                 None => info!("SIGHUP ignored: this node was not started from a config file"),
@@ -293,6 +322,7 @@ async fn run_inner(
             _ = next_signal(&mut usr1) => engine.check_now(Now::system()),
             _ = &mut shutdown, if stop_by.is_none() => {
                 info!("shutting down");
+                supervisor.stopping();
                 // The DELETE is bounded by mqtt.timeout; this bounds the rest.
                 stop_by = Some(Instant::now() + cfg.mqtt.timeout + Duration::from_secs(2));
                 engine.shutdown(Now::system());
@@ -303,7 +333,7 @@ async fn run_inner(
             }
         }
     }
-    drain(&mut engine, &batch_tx, &out);
+    drain(&mut engine, &batch_tx, &out, metrics.as_ref());
     // What was answered goes out; what is being written is finished.
     drop(out);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -465,7 +495,12 @@ impl Outbox {
 }
 
 /// Carries out everything the engine has to say after an input.
-fn drain(engine: &mut Engine, batches: &std::sync::mpsc::Sender<StoreBatch>, out: &Outbox) {
+fn drain(
+    engine: &mut Engine,
+    batches: &std::sync::mpsc::Sender<StoreBatch>,
+    out: &Outbox,
+    metrics: Option<&Metrics>,
+) {
     let links = &out.links;
     if let Some(batch) = engine.poll_store() {
         if batches.send(batch).is_err() {
@@ -501,6 +536,9 @@ fn drain(engine: &mut Engine, batches: &std::sync::mpsc::Sender<StoreBatch>, out
         }
     }
     while let Some(e) = engine.poll_event() {
+        if let Some(m) = metrics {
+            m.observe(&e);
+        }
         print(&e);
     }
 }

@@ -1415,6 +1415,10 @@ fn run_doc_commands(
         let line = cmd
             .replace("mqtt://127.0.0.1:1883", url)
             .replace("/etc/m2mnode/node.toml", &node_toml.display().to_string())
+            .replace(
+                "/etc/m2mnode/m2mnode.toml",
+                &node_toml.display().to_string(),
+            )
             .replace(" node.toml", &format!(" {}", node_toml.display()))
             .replace("/etc/m2mnode/", &format!("{}/", dir.display()))
             .replace("--user m2mnode", &format!("--user {me}"));

@@ -51,6 +51,36 @@ impl fmt::Display for Dropped {
     }
 }
 
+/// Why a payload was dropped without an answer ([`Event::Dropped`]), for
+/// the metrics' label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Larger than `mqtt.max_payload`, dropped by the transport.
+    Oversize,
+    /// A request that is not a primitive and has no rqi to answer.
+    UndecodableRequest,
+    /// A response that cannot be read.
+    UndecodableResponse,
+    /// A request in a serialization this node does not speak, with no rqi
+    /// to answer 4015 to.
+    UnsupportedSerialization,
+    /// An answer that could not be encoded.
+    UnencodableAnswer,
+}
+
+impl DropReason {
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Oversize => "oversize",
+            DropReason::UndecodableRequest => "undecodable_request",
+            DropReason::UndecodableResponse => "undecodable_response",
+            DropReason::UnsupportedSerialization => "unsupported_serialization",
+            DropReason::UnencodableAnswer => "unencodable_answer",
+        }
+    }
+}
+
 /// What the node has been doing, for the sign-of-life line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
@@ -172,11 +202,17 @@ pub enum Event {
     },
     /// A payload that could not be answered was dropped.
     Dropped {
+        reason: DropReason,
         why: String,
     },
     /// A publish that is not a oneM2M message at all (not news).
     Ignored {
         topic: String,
+    },
+    /// A payload dropped beyond the lines a minute shows (counted, told in
+    /// [`Event::DropsSuppressed`] when the minute is over).
+    DroppedQuietly {
+        reason: DropReason,
     },
     /// Payloads dropped in the last minute beyond those shown one by one.
     DropsSuppressed {
@@ -227,6 +263,7 @@ impl Event {
             Event::ProbeMissed { .. }
             | Event::Handled { .. }
             | Event::Ignored { .. }
+            | Event::DroppedQuietly { .. }
             | Event::Stopped => Debug,
         }
     }
@@ -254,6 +291,7 @@ impl Event {
             Event::Dropped { .. } => "dropped",
             Event::DropsSuppressed { .. } => "dropped",
             Event::Ignored { .. } => "ignored",
+            Event::DroppedQuietly { .. } => "dropped",
             Event::Summary(_) => "summary",
             Event::Stopped => "stopped",
         }
@@ -435,7 +473,10 @@ impl fmt::Display for Event {
                 csis.len(),
                 csis.join(", ")
             ),
-            Event::Dropped { why } => write!(f, "dropping {why}"),
+            Event::Dropped { why, .. } => write!(f, "dropping {why}"),
+            Event::DroppedQuietly { reason } => {
+                write!(f, "dropping a payload ({})", reason.name())
+            }
             Event::Ignored { topic } => {
                 write!(f, "ignoring a publish on {topic}: not a oneM2M topic")
             }
@@ -528,6 +569,19 @@ mod tests {
         assert_eq!(t.allow(t0), (false, None));
         assert_eq!(t.allow(t0), (false, None));
         assert_eq!(t.allow(t0 + Duration::from_secs(60)), (true, Some(2)));
+    }
+
+    #[test]
+    fn drop_reasons_have_distinct_labels() {
+        let all = [
+            DropReason::Oversize,
+            DropReason::UndecodableRequest,
+            DropReason::UndecodableResponse,
+            DropReason::UnsupportedSerialization,
+            DropReason::UnencodableAnswer,
+        ];
+        let names: std::collections::HashSet<_> = all.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), all.len());
     }
 
     #[test]

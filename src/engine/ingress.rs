@@ -6,6 +6,7 @@
 
 use super::dedupe::{self, Seen};
 use super::durability::Parked;
+use super::events::DropReason;
 use super::registrar::{mark_partial, Outcome, Page};
 use super::store::Answered;
 use super::{status, Ack, Asked, Engine, Event, Transmit};
@@ -34,6 +35,7 @@ impl Engine {
                 let is_object = format.decode_value(payload).is_ok_and(|v| v.is_object());
                 if e.rqi.is_none() && !is_object {
                     self.events.push_back(Event::Dropped {
+                        reason: DropReason::UndecodableRequest,
                         why: format!(
                             "an undecodable payload with no rqi on {}: {e}",
                             request_topic(&route)
@@ -151,6 +153,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 self.events.push_back(Event::Dropped {
+                    reason: DropReason::UndecodableResponse,
                     why: format!("undecodable response from {}: {e}", route.receiver),
                 });
                 return;
@@ -193,6 +196,7 @@ impl Engine {
             }
             Err(e) => {
                 self.events.push_back(Event::Dropped {
+                    reason: DropReason::UnencodableAnswer,
                     why: format!("cannot encode an answer: {e}"),
                 });
                 self.ack_only(ack);
@@ -237,6 +241,7 @@ impl Engine {
             }
             _ => {
                 self.events.push_back(Event::Dropped {
+                    reason: DropReason::UnsupportedSerialization,
                     why: format!("a request in unsupported serialization {suffix:?}"),
                 });
                 self.ack_only(ack);

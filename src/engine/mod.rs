@@ -32,7 +32,7 @@ mod tally;
 mod upstream;
 
 pub use crate::topic::Link;
-pub use events::{Dropped, Event, Removal, Severity, Summary};
+pub use events::{DropReason, Dropped, Event, Removal, Severity, Summary};
 pub use liveness::MISSES as LIVENESS_MISSES;
 pub use registrar::{
     Limits, Outcome, Registrar, RegistrarSettings, FORWARD_BYTES, STATUS_ORIGINATOR,
@@ -53,6 +53,7 @@ use liveness::{Liveness, ProbeOutcome};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use store::{Notice, Snapshot, Store, StoreChange, Undo};
+pub use tally::Counters;
 use tally::Tally;
 use upstream::Upstream;
 
@@ -356,6 +357,31 @@ impl Engine {
         status::status(self, page).0
     }
 
+    /// Running totals for monitoring (docs/operations.md "Metrics").
+    pub fn counters(&self) -> Counters {
+        self.tally.counters()
+    }
+
+    /// Forwarded requests awaiting their answer.
+    pub fn forwards_in_flight(&self) -> usize {
+        self.forwards.forwards_in_flight()
+    }
+
+    /// Answers held until their change is durable (group commit).
+    pub fn answers_awaiting_durability(&self) -> usize {
+        self.durability.parked()
+    }
+
+    /// CSEs below this one (the own CSR's `dcse`).
+    pub fn descendant_count(&self) -> usize {
+        self.registrar.store().descendant_count()
+    }
+
+    /// Whether `link` is connected and subscribed.
+    pub fn link_up(&self, link: Link) -> bool {
+        self.links.is_up(link)
+    }
+
     /// The link this node reaches the next hop `to` on.
     pub fn link_to(&self, to: &str) -> Link {
         self.links
@@ -366,6 +392,7 @@ impl Engine {
 
     /// The broker link came up or went down (a single broker: every link).
     pub fn connection(&mut self, up: bool, now: Now) {
+        self.count_connects(None, up);
         self.links.set(None, up);
         self.link_changed(None, up, now);
     }
@@ -374,13 +401,27 @@ impl Engine {
     /// only while the local one is down, the own registration's requests
     /// fail fast only while the registrar's is.
     pub fn link_connection(&mut self, link: Link, up: bool, now: Now) {
+        self.count_connects(Some(link), up);
         self.links.set(Some(link), up);
         self.link_changed(Some(link), up, now);
     }
 
+    /// Counts `link` (`None`: every one) coming up, before it is recorded:
+    /// a repeated "up" is no new connection.
+    fn count_connects(&mut self, link: Option<Link>, up: bool) {
+        if !up {
+            return;
+        }
+        let reg = self.links.registrar();
+        let local = link.is_none_or(|l| l == Link::LOCAL) && !self.links.is_up(Link::LOCAL);
+        let upstream = self.links.registrar_is_separate()
+            && link.is_none_or(|l| l == reg)
+            && !self.links.is_up(reg);
+        self.tally.connects(local, upstream);
+    }
+
     /// `link` (`None`: every one) came up or went down.
     fn link_changed(&mut self, link: Option<Link>, up: bool, now: Now) {
-        self.tally.link(link, up);
         let local = link.is_none_or(|l| l == Link::LOCAL);
         let upstream = link.is_none_or(|l| l == self.links.registrar());
         if !up {
@@ -513,6 +554,7 @@ impl Engine {
                 topic: topic.to_owned(),
             },
             oversize => Event::Dropped {
+                reason: DropReason::Oversize,
                 why: format!("{oversize} on {topic}"),
             },
         };
@@ -523,6 +565,9 @@ impl Engine {
     /// Time has come: expire what waited too long, fire timers, start probes.
     pub fn handle_timeout(&mut self, now: Now) {
         while let Some((rqi, p)) = self.forwards.take_expired(now.mono) {
+            if matches!(p.purpose, forwards::Purpose::Forward(_)) {
+                self.tally.forward_timed_out();
+            }
             let why = format!(
                 "no response from {} within {}",
                 p.peer,
@@ -695,19 +740,21 @@ impl Engine {
     fn review_events(&mut self, now: Now) {
         while let Some(e) = self.events.pop_front() {
             let spike = self.tally.event(&e, now.mono);
-            let show = match e {
-                Event::Dropped { .. } => {
+            let e = match e {
+                Event::Dropped { reason, why } => {
                     let (show, ended) = self.drops.allow(now.mono);
                     if let Some(count) = ended {
                         self.out_events.push_back(Event::DropsSuppressed { count });
                     }
-                    show
+                    if show {
+                        Event::Dropped { reason, why }
+                    } else {
+                        Event::DroppedQuietly { reason }
+                    }
                 }
-                _ => true,
+                e => e,
             };
-            if show {
-                self.out_events.push_back(e);
-            }
+            self.out_events.push_back(e);
             if let Some(count) = spike {
                 self.out_events.push_back(Event::RefusalsSpiking { count });
             }

@@ -102,7 +102,13 @@ impl Engine {
                 } else {
                     ProbeOutcome::NoConnection
                 };
-                match self.liveness.result(&csi, outcome, now) {
+                let verdict = self.liveness.result(&csi, outcome, now);
+                match verdict {
+                    Verdict::Alive => self.tally.probe_ended(true),
+                    Verdict::Missed(_) | Verdict::Gone => self.tally.probe_ended(false),
+                    Verdict::Ignored => {}
+                }
+                match verdict {
                     Verdict::Gone => self.remove_registree(&csi, rsp.rsc),
                     Verdict::Missed(misses) => self.events.push_back(Event::ProbeMissed {
                         csi,
@@ -184,6 +190,7 @@ impl Engine {
             req.rqet = Some(now.wall.plus(self.forwards.timeout()).to_onem2m());
             match Format::Json.encode(&req) {
                 Ok(payload) => {
+                    self.tally.probe_sent();
                     self.forwards
                         .add(rqi, &csi, now.mono, Purpose::Probe { csi: csi.clone() });
                     self.transmits.push_back(Transmit::Request {

@@ -7,14 +7,35 @@
 use super::events::{Event, Removal};
 use super::status::STATUS_RN;
 use crate::primitive::Operation;
-use crate::topic::Link;
 use std::time::{Duration, Instant};
 
 /// Refusals within a minute above which one WARN line says so.
 const REFUSAL_SPIKE: u64 = 100;
 
+/// Totals since the engine started, for monitoring (docs/operations.md
+/// "Metrics"); they only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Liveness probes sent to registrees.
+    pub probes_sent: u64,
+    /// Probes the registree answered with success.
+    pub probes_answered: u64,
+    /// Probes that failed or timed out while connected (each one a miss,
+    /// the last of which removes the registree).
+    pub probes_missed: u64,
+    /// Forwarded requests whose next hop did not answer in time (4008).
+    pub forwards_timed_out: u64,
+    /// Times the local broker link came up (the first connection included).
+    pub local_connects: u64,
+    /// Times the registrar's broker link came up, with a broker of its own.
+    pub upstream_connects: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
+    probes_sent: u64,
+    probes_answered: u64,
+    forwards_timed_out: u64,
     /// Times each broker link came up (a single broker: both at once).
     local_connects: u64,
     upstream_connects: u64,
@@ -55,16 +76,39 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    /// `link` (`None`: every one) came up or went down.
-    pub(crate) fn link(&mut self, link: Option<Link>, up: bool) {
-        if !up {
-            return;
+    /// The local link, and the registrar's link of its own, came up.
+    pub(crate) fn connects(&mut self, local: bool, upstream: bool) {
+        self.local_connects += u64::from(local);
+        self.upstream_connects += u64::from(upstream);
+    }
+
+    pub(crate) fn probe_sent(&mut self) {
+        self.probes_sent += 1;
+    }
+
+    /// A probe ended: answered with success, or missed (failed or timed
+    /// out while connected).
+    pub(crate) fn probe_ended(&mut self, answered: bool) {
+        if answered {
+            self.probes_answered += 1;
+        } else {
+            self.probes_missed += 1;
         }
-        if link.is_none_or(|l| l == Link::LOCAL) {
-            self.local_connects += 1;
-        }
-        if link.is_none_or(|l| l != Link::LOCAL) {
-            self.upstream_connects += 1;
+    }
+
+    pub(crate) fn forward_timed_out(&mut self) {
+        self.forwards_timed_out += 1;
+    }
+
+    /// The running totals for monitoring.
+    pub(crate) fn counters(&self) -> Counters {
+        Counters {
+            probes_sent: self.probes_sent,
+            probes_answered: self.probes_answered,
+            probes_missed: self.probes_missed,
+            forwards_timed_out: self.forwards_timed_out,
+            local_connects: self.local_connects,
+            upstream_connects: self.upstream_connects,
         }
     }
 
@@ -133,7 +177,8 @@ impl Tally {
                 Removal::Deleted => self.registrees_deleted += 1,
                 Removal::Unresponsive { .. } => self.registrees_unresponsive += 1,
             },
-            Event::ProbeMissed { .. } => self.probes_missed += 1,
+            // Counted where the probe ends ([`Tally::probe_ended`]).
+            Event::ProbeMissed { .. } => {}
             Event::Handled { op, to, rsc, .. } => {
                 if !to.ends_with(STATUS_RN) {
                     self.handled[usize::from(op.code() - 1)] += 1;
@@ -153,6 +198,7 @@ impl Tally {
             | Event::RegistrarChanged { .. }
             | Event::RefusalsSpiking { .. }
             | Event::DropsSuppressed { .. }
+            | Event::DroppedQuietly { .. }
             | Event::Summary(_) => {}
         }
         None
@@ -207,10 +253,15 @@ mod tests {
     fn counts_what_the_engine_reported() {
         let now = Instant::now();
         let mut t = Tally::default();
-        t.link(None, true);
-        t.link(Some(Link::UPSTREAM), true);
-        t.link(None, false);
-        t.event(&Event::Dropped { why: "x".into() }, now);
+        t.connects(true, false);
+        t.connects(false, true);
+        t.event(
+            &Event::Dropped {
+                reason: super::super::DropReason::Oversize,
+                why: "x".into(),
+            },
+            now,
+        );
         t.event(
             &Event::Handled {
                 op: Operation::Delete,
@@ -249,7 +300,7 @@ mod tests {
         assert_eq!(j["registration_requests"]["update"], 1);
         assert_eq!(j["forwarded"], 1);
         assert_eq!(j["connects"]["local"], 1);
-        assert_eq!(j["connects"]["upstream"], 2);
+        assert_eq!(j["connects"]["upstream"], 1);
         assert_eq!(j["dropped"], 1);
         assert_eq!(j["handled"]["delete"], 1);
         assert_eq!(j["handled"]["create"], 0);

@@ -1395,7 +1395,7 @@ fn a_truncated_json_request_with_a_readable_rqi_gets_4000_from_this_cse() {
     e.handle_request(from("/id-x", "/id-in"), b"\x00garbage", None, now);
     let out = drain(&mut e);
     assert!(out.events.iter().any(|ev| matches!(ev,
-        Event::Dropped { why } if why.contains("/oneM2M/req/id-x/id-in/json"))));
+        Event::Dropped { why, .. } if why.contains("/oneM2M/req/id-x/id-in/json"))));
 }
 
 #[test]
@@ -1957,4 +1957,112 @@ fn a_flood_of_refusals_is_one_warning_and_debug_lines() {
         }
     }
     assert_eq!(warnings, 1);
+}
+// ----- inspection for monitoring -----
+
+#[test]
+fn counters_follow_probes_links_and_durability() {
+    let (mut e, now) = connected(in_cse("10s", true));
+    assert_eq!(e.counters().local_connects, 1);
+    assert!(e.link_up(Link::LOCAL));
+    e.handle_request(
+        from("/id-live", "/id-in"),
+        &csr_create("/id-live", "c-live"),
+        None,
+        now,
+    );
+    let batch = drain(&mut e).batches.pop().expect("a batch");
+    assert_eq!(e.answers_awaiting_durability(), 1, "answered once durable");
+    e.store_committed(batch.seq, now);
+    assert_eq!(e.answers_awaiting_durability(), 0);
+    e.handle_request(
+        from("/id-dead", "/id-in"),
+        &csr_create("/id-dead", "c-dead"),
+        None,
+        now,
+    );
+    let batch = drain(&mut e).batches.pop().expect("a batch");
+    e.store_committed(batch.seq, now);
+    drain(&mut e);
+    assert_eq!(e.registree_count(), 2);
+    assert_eq!(e.descendant_count(), 2);
+    let mut now = now;
+    let mut dead_gone = false;
+    for _ in 0..2000 {
+        let out = drain(&mut e);
+        for b in out.batches {
+            e.store_committed(b.seq, now);
+        }
+        for (to, req, _) in out.requests {
+            if to.as_str() == "/id-live" {
+                let rsp = serde_json::to_vec(&Response::new(Rsc::OK, req.rqi)).expect("json");
+                e.handle_response(&answer_from(to.as_str(), "/id-in"), &rsp, now);
+            }
+        }
+        dead_gone |= out
+            .events
+            .iter()
+            .any(|ev| matches!(ev, Event::RegistreeRemoved { csi, .. } if csi == "/id-dead"));
+        if dead_gone && e.pending_requests() == 0 {
+            break;
+        }
+        let Some(t) = e.poll_timeout() else { break };
+        now = now.advance_to(t);
+        e.handle_timeout(now);
+    }
+    assert!(dead_gone);
+    let c = e.counters();
+    assert_eq!(c.probes_missed, u64::from(LIVENESS_MISSES));
+    assert!(c.probes_answered >= 1, "{c:?}");
+    assert_eq!(
+        c.probes_sent,
+        c.probes_answered + c.probes_missed,
+        "every probe ended one way or the other: {c:?}"
+    );
+    assert_eq!(e.descendant_count(), 1);
+    e.connection(false, now);
+    assert!(!e.link_up(Link::LOCAL));
+    e.connection(true, now);
+    e.connection(true, now);
+    assert_eq!(
+        e.counters().local_connects,
+        2,
+        "a repeated up is no new connect"
+    );
+    assert_eq!(e.counters().upstream_connects, 0);
+}
+
+#[test]
+fn a_forward_that_times_out_is_counted_and_leaves_the_flight() {
+    let (mut e, now) = connected(in_cse("1h", false));
+    register(&mut e, "/id-mn", now);
+    drain(&mut e);
+    e.handle_request(
+        from("/id-x", "/id-in"),
+        &request(Operation::Retrieve, "/id-mn/cse-mn", "/id-x", "f1"),
+        Some(Ack(1)),
+        now,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out.requests.len(), 1);
+    assert_eq!(e.forwards_in_flight(), 1);
+    assert_eq!(e.counters().forwards_timed_out, 0);
+    // Timers until the forward's deadline (a probe may come first).
+    let mut now = now;
+    let mut answered = false;
+    for _ in 0..10 {
+        let Some(t) = e.poll_timeout() else { break };
+        now = now.advance_to(t);
+        e.handle_timeout(now);
+        answered |= drain(&mut e)
+            .responses
+            .iter()
+            .any(|(_, r, _)| r.rqi == "f1" && r.rsc == Rsc::REQUEST_TIMEOUT);
+        if answered {
+            break;
+        }
+    }
+    assert!(answered, "the forward was answered 4008");
+    assert_eq!(e.forwards_in_flight(), 0);
+    assert_eq!(e.counters().forwards_timed_out, 1);
 }
