@@ -133,8 +133,9 @@ fn two_brokers_an_mn_between_the_in_and_an_asn_survives_each_restart() {
     // The local broker goes away: the own registration is untouched, the
     // registrees' silence is not held against them.
     local.stop();
+    let st = Client::connect(&up, "Cm2mnode-status");
     wait_until(S10, "the MN to notice the local broker is gone", || {
-        x.status_of("/id-mn", "cse-mn")
+        st.status_of("/id-mn", "cse-mn")
             .is_some_and(|s| s["links"] == json!({"local": false, "upstream": true}))
     });
     let (rsc, _) = get(&x, "/id-mn/cse-mn", "/id-in");
@@ -151,7 +152,7 @@ fn two_brokers_an_mn_between_the_in_and_an_asn_survives_each_restart() {
         S10,
         "answered checks of the own registration",
         3,
-        || x.status_of("/id-mn", "cse-mn"),
+        || st.status_of("/id-mn", "cse-mn"),
         |s| s["registrar"]["last_check"].clone(),
     );
     local.restart();

@@ -222,7 +222,7 @@ fn a_refusing_registrar_is_named_with_its_status_and_a_hint() {
     );
     wait_until(Duration::from_secs(15), "a refusal warning", || {
         warn_lines(&mn).iter().any(|l| {
-            l.contains("registrar refused the registration")
+            l.contains("the registrar refused creating the own <remoteCSE>")
                 && l.contains("4004")
                 && l.contains("[registrar] name")
         })

@@ -57,12 +57,14 @@ fn in_node(broker: &Mosquitto, login: bool) -> Node {
     }
     let n = Node::start("secured-in", &cfg);
     if login {
-        // The ACL keeps `m2mnode status` (an anonymous originator) out:
-        // ask as a registree would.
+        // The ACL keeps `m2mnode status` (an anonymous originator) out, and
+        // the node answers its status to nobody else: the CSEBase answered
+        // to a registree says it is connected and subscribed.
         let a = Client::connect_as(broker, "/id-a", Some(("cse-a", "pw-a")));
         wait_until(Duration::from_secs(20), "the node to answer", || {
-            a.status_of("/id-in", "cse-in")
-                .is_some_and(|s| s["connected"] == true)
+            a.send(&a.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in")
+                .rsc
+                == Rsc::OK
         });
     } else {
         n.wait_connected(Duration::from_secs(10));

@@ -509,6 +509,8 @@ impl Client {
 impl Client {
     /// The status object of the node `cse` (CSEBase `cb`), asked over this
     /// client's link; `None` without an answer.
+    /// The node answers it only to the hop `Cm2mnode-status` speaking for
+    /// itself (or its admin): connect this client as that.
     pub fn status_of(&self, cse: &str, cb: &str) -> Option<serde_json::Value> {
         let r = self.send(
             &self.req(Operation::Retrieve, &format!("{cse}/{cb}/m2mnode-status")),
@@ -594,7 +596,10 @@ impl Node {
             .stderr(Stdio::null())
             .output()
             .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
+        // A failed status prints an error object ({"error": ...}): no status.
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .filter(|v| v.get("error").is_none())
     }
 
     /// Polls the status until `ok` holds; returns the status that did.
