@@ -10,10 +10,8 @@
 mod common;
 mod support;
 
-use common::{node_config, scratch, Client, Mosquitto, BIN};
-use m2mnode::persist::{Persistence, Sqlite, StoreChange};
-use m2mnode::primitive::{Format, Operation, ResourceType, Rsc};
-use m2mnode::resource::RemoteCse;
+use common::{node_config, scratch, store_with_registrees, Client, Mosquitto, BIN};
+use m2mnode::primitive::{Format, Operation, Rsc};
 use std::time::{Duration, Instant};
 use support::{env_or, quick, NodeProc};
 
@@ -24,35 +22,8 @@ fn main() {
     );
     let broker = Mosquitto::start();
     let data = scratch("bench-status-data");
-    let mut db = Sqlite::open(&data).expect("store");
     let t = Instant::now();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
-        let changes: Vec<StoreChange> = chunk
-            .iter()
-            .map(|i| {
-                let csi = format!("/id-r{i:06}");
-                let ri = csi[1..].to_owned();
-                StoreChange::Put {
-                    ri: ri.clone(),
-                    csr: RemoteCse {
-                        rn: Some(ri.clone()),
-                        ri: Some(ri),
-                        pi: Some("cse-in".into()),
-                        ty: Some(ResourceType::REMOTE_CSE),
-                        ct: Some("20250101T000000,000000".into()),
-                        lt: Some("20250101T000000,000000".into()),
-                        csi: Some(csi.clone()),
-                        cb: Some(format!("{csi}/cb")),
-                        rr: Some(true),
-                        srv: Some(vec!["3".into()]),
-                        ..RemoteCse::default()
-                    },
-                }
-            })
-            .collect();
-        db.commit(&changes).expect("commit");
-    }
-    drop(db);
+    store_with_registrees(&data, n, 0);
     println!("store with {n} registrees written in {:?}", t.elapsed());
     let cfg = node_config(
         "/id-in",

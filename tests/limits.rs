@@ -10,9 +10,7 @@ mod common;
 use common::*;
 use m2mnode::config::Config;
 use m2mnode::engine::{Engine, Transmit};
-use m2mnode::persist::{Persistence, Sqlite, StoreChange};
 use m2mnode::primitive::{Format, Operation, ResourceType, Rsc};
-use m2mnode::resource::RemoteCse;
 use m2mnode::time::{Now, Timestamp};
 use serde_json::json;
 use std::path::Path;
@@ -120,7 +118,7 @@ fn in_config(broker: &Mosquitto, data: Option<&Path>) -> String {
 fn an_honest_registree_is_reached_while_a_silent_one_is_flooded() {
     let broker = Mosquitto::start();
     let node = Node::start("fair", &in_config(&broker, None));
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     // The silent one registers and then answers nothing forwarded to it.
     let silent = Client::connect(&broker, "/id-silent");
     let honest = Client::connect(&broker, "/id-honest");
@@ -200,43 +198,13 @@ fn an_honest_registree_is_reached_while_a_silent_one_is_flooded() {
     assert_eq!(v["fr"], "/id-in");
 }
 
-/// A durable store with `n` plain registrees, written before the node starts
-/// (registering 5,000 CSEs over MQTT would take 5,000 clients).
-fn store_with_registrees(dir: &Path, n: usize, dcse: usize) {
-    let mut db = Sqlite::open(dir).expect("store");
-    let changes: Vec<StoreChange> = (0..n)
-        .map(|i| {
-            let csi = format!("/id-r{i:06}");
-            let ri = csi[1..].to_owned();
-            StoreChange::Put {
-                ri: ri.clone(),
-                csr: RemoteCse {
-                    rn: Some(ri.clone()),
-                    ri: Some(ri),
-                    pi: Some("cse-in".into()),
-                    ty: Some(ResourceType::REMOTE_CSE),
-                    ct: Some("20250101T000000,000000".into()),
-                    lt: Some("20250101T000000,000000".into()),
-                    csi: Some(csi.clone()),
-                    cb: Some(format!("{csi}/cb")),
-                    rr: Some(true),
-                    srv: Some(vec!["3".into()]),
-                    dcse: (dcse > 0).then(|| (0..dcse).map(|j| format!("/id-d{i}-{j}")).collect()),
-                    ..RemoteCse::default()
-                },
-            }
-        })
-        .collect();
-    db.commit(&changes).expect("commit");
-}
-
 #[test]
 fn status_is_paged_private_and_cheap_with_5000_registrees() {
     let broker = Mosquitto::start();
     let data = scratch("status-5000");
     store_with_registrees(&data, 5_000, 0);
     let mut node = Node::start("status-5000", &in_config(&broker, Some(&data)));
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(20));
+    node.wait_connected(Duration::from_secs(20));
     let status = |all: bool| {
         let mut cmd = std::process::Command::new(BIN);
         cmd.args(["status", "--json", "--config"])
@@ -294,7 +262,7 @@ fn concurrent_status_requests_do_not_stall_the_node() {
     let data = scratch("status-heavy");
     store_with_registrees(&data, 300, 2_800);
     let mut node = Node::start("status-heavy", &in_config(&broker, Some(&data)));
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(30));
+    node.wait_connected(Duration::from_secs(30));
     let st = Client::connect(&broker, "Cm2mnode-status");
     let x = Client::connect(&broker, "/id-x");
     // Warm: one of each.
@@ -335,7 +303,7 @@ fn a_store_file_removed_under_the_running_node_refuses_changes_naming_it() {
     let broker = Mosquitto::start();
     let data = scratch("store-removed");
     let mut node = Node::start("store-removed", &in_config(&broker, Some(&data)));
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     let create = |own: &str| {
         let c = Client::connect(&broker, own);
         let mut r = c.req(Operation::Create, "/id-in/cse-in");

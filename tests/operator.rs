@@ -1059,7 +1059,7 @@ fn the_password_file_serves_status_check_config_and_run() {
 
     // run: logs in with it; a wrong one is a WARN with the broker's reason.
     let node = Node::start("pw-run", &with(dir.join("pw").to_str().expect("utf-8")));
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     std::fs::write(dir.join("wrong"), "nope").expect("pw");
     let node = Node::start(
         "pw-wrong",
@@ -1253,9 +1253,9 @@ fn a_clean_stop_is_quiet_and_quick() {
         "quiet-in",
         &node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "60s"),
     );
-    inn.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    inn.wait_connected(Duration::from_secs(10));
     let mut mn = Node::start("quiet-mn", &mn_config(&broker.url()));
-    mn.wait_log("registered at /id-in", Duration::from_secs(15));
+    mn.wait_registered(Duration::from_secs(15));
     for (name, node) in [("MN", &mut mn), ("IN", &mut inn)] {
         let t = std::time::Instant::now();
         assert!(
@@ -1441,7 +1441,7 @@ fn the_readme_commands_work() {
         &node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "60s"),
     );
     let mn = Node::start("readme-mn", &mn_config(&broker.url()));
-    mn.wait_log("registered at /id-in", Duration::from_secs(15));
+    mn.wait_registered(Duration::from_secs(15));
     let dir = scratch("readme-cmds");
     let n = run_doc_commands("README.md", &broker.url(), mn.config_path(), &dir, &[]);
     assert!(n >= 2, "{n} commands");
@@ -1492,7 +1492,7 @@ fn the_operations_guide_commands_work() {
     };
     let _inn = Node::start("ops-in", &example("registrar-in.toml", "cse-in"));
     let mn = Node::start("ops-mn", &example("gateway-mn.toml", "cse-mn"));
-    mn.wait_log("registered at /id-in", Duration::from_secs(15));
+    mn.wait_registered(Duration::from_secs(15));
     std::fs::write(dir.join("status-password"), "status-pass\n").expect("status password");
     let n = run_doc_commands(
         "docs/operations.md",

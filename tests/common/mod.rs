@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod mqtt;
+pub mod standin;
 
 use m2mnode::primitive::{Format, Operation, Request, Response};
 use mqtt::MqttClient;
@@ -923,4 +924,42 @@ pub fn make_certificates(dir: &std::path::Path) -> bool {
         std::fs::Permissions::from_mode(0o644),
     );
     ok
+}
+
+/// A durable store with `n` plain registrees, written before the node starts
+/// (registering 5,000 CSEs over MQTT would take 5,000 clients).
+pub fn store_with_registrees(dir: &Path, n: usize, dcse: usize) {
+    use m2mnode::persist::{Persistence, Sqlite, StoreChange};
+    use m2mnode::primitive::ResourceType;
+    use m2mnode::resource::RemoteCse;
+    let mut db = Sqlite::open(dir).expect("store");
+    // In transactions of 10,000: a store of 100,000 is one bench's start.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let changes: Vec<StoreChange> = chunk
+            .iter()
+            .map(|&i| {
+                let csi = format!("/id-r{i:06}");
+                let ri = csi[1..].to_owned();
+                StoreChange::Put {
+                    ri: ri.clone(),
+                    csr: RemoteCse {
+                        rn: Some(ri.clone()),
+                        ri: Some(ri),
+                        pi: Some("cse-in".into()),
+                        ty: Some(ResourceType::REMOTE_CSE),
+                        ct: Some("20250101T000000,000000".into()),
+                        lt: Some("20250101T000000,000000".into()),
+                        csi: Some(csi.clone()),
+                        cb: Some(format!("{csi}/cb")),
+                        rr: Some(true),
+                        srv: Some(vec!["3".into()]),
+                        dcse: (dcse > 0)
+                            .then(|| (0..dcse).map(|j| format!("/id-d{i}-{j}")).collect()),
+                        ..RemoteCse::default()
+                    },
+                }
+            })
+            .collect();
+        db.commit(&changes).expect("commit");
+    }
 }
