@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::persist::{Memory, PersistError, Persistence, Sqlite};
 use crate::time::Now;
 use crate::transport::mqtt::{token_link, Incoming, Settings, Transport, TransportError};
+use m2mnode::reload::ReloadPlan;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -117,6 +118,7 @@ fn feed(engine: &mut Engine, msg: Incoming, link: Option<Link>, now: Now) {
         ) => engine.handle_request(route, &payload, ack.map(Ack), now),
         (Incoming::Response { route, payload }, _) => engine.handle_response(&route, &payload, now),
         (Incoming::Dropped { topic, why }, _) => engine.handle_dropped(&topic, why, now),
+        (Incoming::Report(report), link) => engine.handle_link_report(link, report, now),
         (Incoming::Connected, Some(l)) => engine.link_connection(l, true, now),
         (Incoming::Disconnected, Some(l)) => engine.link_connection(l, false, now),
         (Incoming::Connected, None) => engine.connection(true, now),
@@ -401,14 +403,10 @@ async fn next_signal(s: &mut SignalStream) {
 fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
     let new = match Config::load(path) {
         Ok(c) => c,
-        Err(e) => {
-            error!(config = %path.display(), "reload refused, the running configuration stays: {}", one_line(&e.to_string()));
-            return;
-        }
+        Err(e) => return say(ReloadPlan::refused(path, &e.to_string())),
     };
     let now = Now::system();
     let plan = current.reload_plan(&new);
-    let applied = plan.applied();
     if let Some(allowed) = plan.allowed.clone() {
         engine.set_allowed(allowed, now);
     }
@@ -425,25 +423,7 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
         engine.set_registrar(r, now);
     }
     *current = current.after_reload(new, &plan);
-    let applied = if applied.is_empty() {
-        "nothing changed".to_owned()
-    } else {
-        applied.join(", ")
-    };
-    if plan.restart.is_empty() {
-        info!(config = %path.display(), "reloaded the configuration: applied {applied}");
-    } else {
-        warn!(config = %path.display(), "reloaded the configuration: applied {applied}; {} take effect only after a restart", plan.restart.join(", "));
-    }
-}
-
-/// A multi-line message (a config error with its context) as one line.
-fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
+    say(plan.outcome(path));
 }
 
 /// Where transmits go, per connection: straight into the MQTT client
@@ -551,6 +531,16 @@ fn print(e: &Event) {
         Severity::Info => info!(event = kind, "{e}"),
         Severity::Warn => warn!(event = kind, "{e}"),
         Severity::Error => error!(event = kind, "{e}"),
+    }
+}
+
+/// Prints a line at the level its maker gave it (the reload plan).
+fn say((severity, line): (Severity, String)) {
+    match severity {
+        Severity::Debug => debug!(event = "reload", "{line}"),
+        Severity::Info => info!(event = "reload", "{line}"),
+        Severity::Warn => warn!(event = "reload", "{line}"),
+        Severity::Error => error!(event = "reload", "{line}"),
     }
 }
 

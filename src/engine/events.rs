@@ -81,6 +81,42 @@ impl DropReason {
     }
 }
 
+/// What a broker connection went through: the transport measures and
+/// reports, the engine judges how much it is news (docs/operations.md,
+/// "Logs" and "Troubleshooting").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkReport {
+    /// Connected (subscribing follows); `session_present`: the broker kept
+    /// a session of this client id.
+    Connected {
+        broker: String,
+        session_present: bool,
+    },
+    /// A connection that was up went down; reconnecting.
+    Lost { why: String },
+    /// The broker refused the login (CONNACK 4 or 5): a configuration fault
+    /// that retrying does not fix.
+    LoginRefused {
+        broker: String,
+        user: Option<String>,
+        why: String,
+    },
+    /// A connection attempt failed otherwise (nothing listens, TLS, ...).
+    Unreachable { broker: String, why: String },
+    /// The broker keeps closing the connection right after accepting it,
+    /// `drops` times in a row: another client uses this client id.
+    Takeover {
+        client_id: String,
+        drops: u32,
+        why: String,
+    },
+    /// A message over the client's limit was dropped by purging the
+    /// broker session (a broker without a message size limit).
+    SessionPurged { size: usize, limit: usize },
+    /// The subscriptions could not be sent.
+    CannotSubscribe { why: String },
+}
+
 /// What the node has been doing, for the sign-of-life line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
@@ -220,6 +256,16 @@ pub enum Event {
     },
     /// The sign of life: hourly, and after a check asked for.
     Summary(Summary),
+    /// A broker connection's report; `told`: news at its level (a refused
+    /// login or an unreachable broker is told at the first failure, then
+    /// as a reminder, not at every retry); `attempts`: failures since the
+    /// last connection.
+    Link {
+        link: crate::topic::Link,
+        report: LinkReport,
+        attempts: u32,
+        told: bool,
+    },
     /// Deregistration is over (or there was none): the driver may exit.
     Stopped,
 }
@@ -242,6 +288,15 @@ impl Event {
                 }
             }
             Event::OwnUpdateRefused { .. } => Error,
+            Event::Link { told: false, .. } => Debug,
+            Event::Link { report, .. } => match report {
+                LinkReport::Connected { .. } => Info,
+                LinkReport::Lost { .. }
+                | LinkReport::LoginRefused { .. }
+                | LinkReport::Unreachable { .. }
+                | LinkReport::CannotSubscribe { .. } => Warn,
+                LinkReport::Takeover { .. } | LinkReport::SessionPurged { .. } => Error,
+            },
             Event::NoLongerAllowed { .. } => Warn,
             Event::RegistrationRetry { .. }
             | Event::RegistrationLost { .. }
@@ -293,6 +348,7 @@ impl Event {
             Event::Ignored { .. } => "ignored",
             Event::DroppedQuietly { .. } => "dropped",
             Event::Summary(_) => "summary",
+            Event::Link { .. } => "link",
             Event::Stopped => "stopped",
         }
     }
@@ -505,6 +561,44 @@ impl fmt::Display for Event {
                     s.handled, s.refused
                 )
             }
+            Event::Link {
+                report, attempts, ..
+            } => match report {
+                LinkReport::Connected {
+                    broker,
+                    session_present,
+                } => write!(
+                    f,
+                    "connected to the MQTT broker {broker} (session_present={session_present})"
+                ),
+                LinkReport::Lost { why } => {
+                    write!(f, "lost the MQTT broker ({why}); reconnecting")
+                }
+                LinkReport::LoginRefused { broker, user, why } => {
+                    write!(f, "the MQTT broker at {broker} refused the login")?;
+                    if let Some(u) = user {
+                        write!(f, " as {u:?}")?;
+                    }
+                    write!(f, ": {why}; retrying ({attempts} attempts)")
+                }
+                LinkReport::Unreachable { broker, why } => write!(
+                    f,
+                    "cannot reach the MQTT broker at {broker}: {why}; retrying ({attempts} attempts)"
+                ),
+                LinkReport::Takeover {
+                    client_id,
+                    drops,
+                    why,
+                } => write!(
+                    f,
+                    "the broker keeps closing the connection right after accepting it ({drops} times): another client uses the client id {client_id}; is a second node running with this CSE-ID? ({why})"
+                ),
+                LinkReport::SessionPurged { size, limit } => write!(
+                    f,
+                    "dropping an oversize message of {size} bytes (the client reads {limit}) by purging the broker session, which loses what was queued; set max_packet_size on the broker (mosquitto/production.conf)"
+                ),
+                LinkReport::CannotSubscribe { why } => write!(f, "cannot subscribe: {why}"),
+            },
             Event::Stopped => f.write_str("stopped"),
         }
     }

@@ -3,13 +3,24 @@
 //! there is one link and everything travels on it; `[registrar.mqtt]` adds
 //! a link toward the registrar (docs/protocol.md §1.3, "two brokers").
 
+use super::events::LinkReport;
 use crate::id::CseId;
 use crate::topic::Link;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Default)]
 struct LinkState {
     up: bool,
+    /// Failed attempts since the last connection, and when one was told.
+    attempts: u32,
+    last_told: Option<Instant>,
 }
+
+/// A refused login is told again this often while it lasts (a fault of the
+/// configuration: the operator should see it); an unreachable broker less
+/// often (it may just be away).
+const LOGIN_REMINDER: Duration = Duration::from_secs(30);
+const UNREACHABLE_REMINDER: Duration = Duration::from_secs(60);
 
 /// Every link's state, by key.
 #[derive(Clone, Debug)]
@@ -47,6 +58,34 @@ impl Links {
                 }
             }
         }
+    }
+
+    /// Keeps count of `link`'s report at `now`: (failed attempts since the
+    /// last connection, whether it is news).
+    pub(crate) fn report(&mut self, link: Link, report: &LinkReport, now: Instant) -> (u32, bool) {
+        let s = self.state_mut(link);
+        let reminder = match report {
+            LinkReport::Connected { .. } => {
+                s.attempts = 0;
+                s.last_told = None;
+                return (0, true);
+            }
+            // Once at the third drop, then every tenth, not per drop.
+            LinkReport::Takeover { drops, .. } => return (s.attempts, drops % 10 == 3),
+            LinkReport::LoginRefused { .. } => LOGIN_REMINDER,
+            LinkReport::Unreachable { .. } => UNREACHABLE_REMINDER,
+            LinkReport::Lost { .. }
+            | LinkReport::SessionPurged { .. }
+            | LinkReport::CannotSubscribe { .. } => return (s.attempts, true),
+        };
+        s.attempts += 1;
+        let due = s
+            .last_told
+            .is_none_or(|t| now.duration_since(t) >= reminder);
+        if due {
+            s.last_told = Some(now);
+        }
+        (s.attempts, due)
     }
 
     pub(crate) fn is_up(&self, link: Link) -> bool {
@@ -88,6 +127,33 @@ mod tests {
         assert_eq!(l.to("/id-in", Some(&reg)), Link::LOCAL);
         l.set(None, true);
         assert!(l.all_up());
+    }
+
+    #[test]
+    fn a_refused_login_is_told_then_reminded_not_repeated() {
+        let t0 = Instant::now();
+        let mut l = Links::new(Link::LOCAL);
+        let refused = LinkReport::LoginRefused {
+            broker: "mqtt://b".into(),
+            user: Some("u".into()),
+            why: "not authorized".into(),
+        };
+        let told: Vec<bool> = (0..7u64)
+            .map(|i| {
+                l.report(Link::LOCAL, &refused, t0 + Duration::from_secs(5 * i))
+                    .1
+            })
+            .collect();
+        assert_eq!(told, [true, false, false, false, false, false, true]);
+        let connected = LinkReport::Connected {
+            broker: "mqtt://b".into(),
+            session_present: false,
+        };
+        assert_eq!(l.report(Link::LOCAL, &connected, t0), (0, true));
+        assert!(
+            l.report(Link::LOCAL, &refused, t0).1,
+            "a new outage is news"
+        );
     }
 
     #[test]

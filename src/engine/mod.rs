@@ -32,7 +32,7 @@ mod tally;
 mod upstream;
 
 pub use crate::topic::Link;
-pub use events::{DropReason, Dropped, Event, Removal, Severity, Summary};
+pub use events::{DropReason, Dropped, Event, LinkReport, Removal, Severity, Summary};
 pub use liveness::MISSES as LIVENESS_MISSES;
 pub use registrar::{
     Limits, Outcome, Registrar, RegistrarSettings, FORWARD_BYTES, STATUS_ORIGINATOR,
@@ -543,6 +543,20 @@ impl Engine {
     /// A publish on a response topic: an answer from the peer `route.receiver`.
     pub fn handle_response(&mut self, route: &Route, payload: &[u8], now: Now) {
         self.on_response(route, payload, now);
+        self.flush(now);
+    }
+
+    /// A broker connection's report (`None`: the single one): counted per
+    /// link and told as news or not ([`Event::Link`]).
+    pub fn handle_link_report(&mut self, link: Option<Link>, report: LinkReport, now: Now) {
+        let link = link.unwrap_or(Link::LOCAL);
+        let (attempts, told) = self.links.report(link, &report, now.mono);
+        self.events.push_back(Event::Link {
+            link,
+            report,
+            attempts,
+            told,
+        });
         self.flush(now);
     }
 

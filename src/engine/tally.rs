@@ -199,6 +199,7 @@ impl Tally {
             | Event::RefusalsSpiking { .. }
             | Event::DropsSuppressed { .. }
             | Event::DroppedQuietly { .. }
+            | Event::Link { .. }
             | Event::Summary(_) => {}
         }
         None

@@ -9,7 +9,7 @@
 //! block nobody: a request then ends at once as 5103.
 
 use crate::config::BrokerUrl;
-use crate::engine::Dropped;
+use crate::engine::{Dropped, LinkReport};
 use crate::primitive::Format;
 use crate::topic::{self, Kind, Link, Route};
 use rumqttc::{
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, error, info, warn};
+use tracing::debug;
 
 /// Everything the transport needs to know; built from the config by the node
 /// or by `m2mnode request`.
@@ -113,6 +113,9 @@ pub enum Incoming {
         topic: String,
         why: Dropped,
     },
+    /// What the connection went through, for the engine to judge (node
+    /// mode; a one-shot client reads [`Transport::last_failure`]).
+    Report(LinkReport),
     /// Connected (again) and subscribed.
     Connected,
     Disconnected,
@@ -232,11 +235,6 @@ pub struct Transport {
 /// A connection closed by the broker sooner than this after it was accepted
 /// counts towards a suspected client-id takeover.
 const TAKEOVER_WINDOW: Duration = Duration::from_secs(3);
-/// How often an unreachable broker is mentioned again at WARN.
-const UNREACHABLE_REMINDER: Duration = Duration::from_secs(60);
-/// How often a refused login is said again at WARN while it keeps being
-/// refused (every retry would be every 5 s).
-const REFUSED_REMINDER: Duration = Duration::from_secs(30);
 /// The reconnect backoff while a takeover is suspected.
 const TAKEOVER_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -456,7 +454,9 @@ impl Transport {
     /// if not (the caller then waits with [`Transport::publish_wait`]).
     pub fn try_publish_now(&self, topic: &str, payload: Vec<u8>) -> Result<(), Vec<u8>> {
         if payload.len() > self.settings.max_payload {
-            warn!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
+            // The engine bounds what it sends by max_payload (ingress.rs):
+            // this is a guard, not a decision.
+            debug!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
             return Ok(());
         }
         match self
@@ -468,7 +468,8 @@ impl Transport {
                 Err(p.payload.to_vec())
             }
             Err(e) => {
-                warn!(%topic, error = %e, "cannot publish");
+                // Only a client that is shutting down refuses a publish.
+                debug!(%topic, error = %e, "cannot publish");
                 Ok(())
             }
         }
@@ -491,7 +492,9 @@ impl Transport {
     /// dropping it). Call from a task that is not the event loop's.
     pub async fn publish_wait(&self, topic: String, payload: Vec<u8>) {
         if payload.len() > self.settings.max_payload {
-            warn!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
+            // The engine bounds what it sends by max_payload (ingress.rs):
+            // this is a guard, not a decision.
+            debug!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
             return;
         }
         if let Err(e) = self
@@ -499,7 +502,8 @@ impl Transport {
             .publish(&topic, qos(self.settings.qos), false, payload)
             .await
         {
-            warn!(%topic, error = %e, "cannot publish");
+            // Only a client that is shutting down refuses a publish.
+            debug!(%topic, error = %e, "cannot publish");
         }
     }
 
@@ -551,10 +555,6 @@ impl Transport {
         // mark of a client-id takeover (another client with this id).
         let mut connected_at: Option<std::time::Instant> = None;
         let mut quick_drops: u32 = 0;
-        // Failed attempts since the last connection, and when that was last
-        // said at WARN: once per state change, then a reminder a minute.
-        let mut attempts: u32 = 0;
-        let mut last_warned: Option<std::time::Instant> = None;
         let mut awaiting_subacks = 0usize;
         let mut seed = self.settings.seed | 1;
         loop {
@@ -565,15 +565,20 @@ impl Transport {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     failures = 0;
-                    attempts = 0;
-                    last_warned = None;
                     connected_at = Some(std::time::Instant::now());
                     // Back to the persistent session after a purge (below).
                     eventloop
                         .mqtt_options
                         .set_clean_session(!self.settings.persistent_session);
                     self.connected.store(true, Ordering::Release);
-                    info!(broker = %self.settings.broker.poa(), session_present = ack.session_present, "connected to the MQTT broker");
+                    self.report(
+                        &tx,
+                        LinkReport::Connected {
+                            broker: self.settings.broker.poa(),
+                            session_present: ack.session_present,
+                        },
+                    )
+                    .await;
                     self.epoch.fetch_add(1, Ordering::AcqRel);
                     // Subscribe on every CONNACK, session or not: a session
                     // left by another client with this id (or a takeover
@@ -586,7 +591,8 @@ impl Transport {
                     awaiting_subacks = filters.len();
                     for filter in filters {
                         if let Err(e) = self.client.try_subscribe(filter, qos(self.settings.qos)) {
-                            warn!(error = %e, "cannot subscribe");
+                            let why = e.to_string();
+                            self.report(&tx, LinkReport::CannotSubscribe { why }).await;
                         }
                     }
                 }
@@ -628,11 +634,9 @@ impl Transport {
                     // reconnect of this session (rumqttc #614) and the node
                     // would never hear anything else: as a last resort,
                     // reconnect once with a clean session to drop it.
-                    error!(
-                        size,
-                        limit = incoming_limit(self.settings.max_payload),
-                        "dropping an oversize message by purging the broker session, which loses what was queued; set max_packet_size on the broker (mosquitto/production.conf)"
-                    );
+                    let limit = incoming_limit(self.settings.max_payload);
+                    self.report(&tx, LinkReport::SessionPurged { size, limit })
+                        .await;
                     self.connected.store(false, Ordering::Release);
                     let _ = tx.send(Incoming::Disconnected).await;
                     eventloop.mqtt_options.set_clean_session(true);
@@ -656,48 +660,31 @@ impl Transport {
                     } else if was_connected {
                         quick_drops = 0;
                     }
-                    if was_connected && quick_drops >= 3 {
-                        // Said once, and again every tenth time, not per drop.
-                        if quick_drops % 10 == 3 {
-                            error!(client_id = %self.settings.client_id, drops = quick_drops, "the broker keeps closing the connection right after accepting it: another client uses the client id {}; is a second node running with this CSE-ID? ({e})", self.settings.client_id);
+                    let report = if was_connected && quick_drops >= 3 {
+                        LinkReport::Takeover {
+                            client_id: self.settings.client_id.clone(),
+                            drops: quick_drops,
+                            why: e.to_string(),
                         }
-                        let _ = tx.send(Incoming::Disconnected).await;
                     } else if was_connected {
-                        warn!("lost the MQTT broker ({e}); reconnecting");
-                        let _ = tx.send(Incoming::Disconnected).await;
+                        LinkReport::Lost { why: e.to_string() }
                     } else if failure.kind == FailureKind::LoginRefused {
-                        // A configuration fault that retrying does not fix:
-                        // said at every retry, at most once per reminder.
-                        attempts += 1;
-                        let due = last_warned.is_none_or(|t| t.elapsed() >= REFUSED_REMINDER);
-                        if due {
-                            last_warned = Some(std::time::Instant::now());
-                            warn!(
-                                attempts,
-                                "the MQTT broker at {} refused the login{}: {}; retrying",
-                                self.settings.broker.poa(),
-                                self.login_name()
-                                    .map(|u| format!(" as {u:?}"))
-                                    .unwrap_or_default(),
-                                failure.text
-                            );
-                        } else {
-                            debug!(attempts, "MQTT login refused again: {}", failure.text);
+                        LinkReport::LoginRefused {
+                            broker: self.settings.broker.poa(),
+                            user: self.login_name().map(str::to_owned),
+                            why: failure.text,
                         }
-                    } else if !matches!(e, ConnectionError::RequestsDone) {
-                        attempts += 1;
-                        let due = last_warned.is_none_or(|t| t.elapsed() >= UNREACHABLE_REMINDER);
-                        if due {
-                            last_warned = Some(std::time::Instant::now());
-                            warn!(
-                                attempts,
-                                "cannot reach the MQTT broker at {}: {}; retrying",
-                                self.settings.broker.poa(),
-                                failure.text
-                            );
-                        } else {
-                            debug!("MQTT connection attempt failed: {}", failure.text);
+                    } else {
+                        LinkReport::Unreachable {
+                            broker: self.settings.broker.poa(),
+                            why: failure.text,
                         }
+                    };
+                    if !matches!(e, ConnectionError::RequestsDone) {
+                        self.report(&tx, report).await;
+                    }
+                    if was_connected {
+                        let _ = tx.send(Incoming::Disconnected).await;
                     }
                     if *shutdown.borrow() {
                         break;
@@ -731,6 +718,16 @@ impl Transport {
         }
         self.connected.store(false, Ordering::Release);
         self.finished.send_replace(true);
+    }
+
+    /// Hands a report to the engine (node mode); a one-shot client only
+    /// keeps it at debug level (its caller reads `last_failure`).
+    async fn report(&self, tx: &mpsc::Sender<Incoming>, report: LinkReport) {
+        if self.settings.node {
+            let _ = tx.send(Incoming::Report(report)).await;
+        } else {
+            debug!("MQTT connection: {report:?}");
+        }
     }
 
     /// The user name the connection logs in with, if any.
