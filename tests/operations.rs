@@ -208,7 +208,7 @@ fn a_refusing_registrar_is_named_with_its_status_and_a_hint() {
     let broker = Mosquitto::start();
     let inn = Node::start("typo-in", &in_config(&broker, r#"["/id-*"]"#, "60s"));
     inn.wait_connected(Duration::from_secs(10));
-    let mn = Node::start(
+    let mut mn = Node::start(
         "typo-mn",
         &node_config(
             "/id-mn",
@@ -231,6 +231,23 @@ fn a_refusing_registrar_is_named_with_its_status_and_a_hint() {
     let s = mn.status_now();
     assert_eq!(s["counts"]["last_refusal"]["rsc"], json!(4004), "{s}");
     assert_eq!(count_of(&s, "registration_unanswered"), 0, "{s}");
+    // The name corrected and reloaded, as the troubleshooting guide says:
+    // it registers without a restart.
+    mn.rewrite_config(&node_config(
+        "/id-mn",
+        "cse-mn",
+        "MN",
+        &broker.url(),
+        None,
+        Some(("/id-in", "cse-in")),
+        "60s",
+    ));
+    mn.signal("HUP");
+    mn.wait_registered(Duration::from_secs(15));
+    assert!(mn.running(), "no restart");
+    let x = Client::connect(&broker, "/id-x");
+    let r = x.send(&x.req(Operation::Retrieve, "/id-in/cse-in/id-mn"), "/id-in");
+    assert_eq!(r.rsc, Rsc::OK, "the CSR is at the registrar: {r:?}");
 }
 
 #[test]

@@ -2066,3 +2066,23 @@ fn a_forward_that_times_out_is_counted_and_leaves_the_flight() {
     assert_eq!(e.forwards_in_flight(), 0);
     assert_eq!(e.counters().forwards_timed_out, 1);
 }
+
+#[test]
+fn a_thousand_registrations_are_a_thousand_lines_at_info() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    let mut info = 0;
+    for i in 0..1000 {
+        let csi = format!("/id-h{i}");
+        e.handle_request(from(&csi, "/id-in"), &csr_create(&csi, "c"), None, now);
+        info += drain(&mut e)
+            .events
+            .iter()
+            .filter(|ev| ev.severity() >= Severity::Info)
+            .count();
+    }
+    assert_eq!(e.registree_count(), 1000);
+    assert_eq!(
+        info, 1000,
+        "one line per registration, the request itself at debug"
+    );
+}
