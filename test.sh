@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing
 # (Mosquitto, a Python venv with the ACME CSE for the interop tests), then
-# runs rustfmt, clippy and every test. CI runs exactly this (.ci/run).
+# runs rustfmt, clippy and every test, then builds, installs and purges the
+# Debian package (packaging/test-deb.sh, as root). CI runs exactly this
+# (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,6 +25,12 @@ if ! command -v openssl >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
 fi
 
+if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then
+    step "installing systemd and dpkg (the package test checks the unit)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd dpkg >/dev/null
+fi
+
 for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
         step "installing $component"
@@ -41,3 +49,6 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 step "cargo test --all-targets"
 cargo test --all-targets
+
+step "Debian package: build, inspect, install, check, remove, purge"
+bash packaging/test-deb.sh

@@ -12,25 +12,23 @@
 mod common;
 mod support;
 
+use common::mqtt::{Incoming, MqttClient, Options};
 use common::{node_config, Mosquitto};
-use m2mnode::config::BrokerUrl;
 use m2mnode::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
-use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
 use std::time::{Duration, Instant};
 use support::{rss_kib, NodeProc};
 
 async fn connect(
     broker: &Mosquitto,
     own: &str,
-) -> (Transport, tokio::sync::mpsc::Receiver<Incoming>) {
-    let url = BrokerUrl::parse(&broker.url()).expect("url");
-    let settings = Settings::client(
-        url,
+) -> (MqttClient, tokio::sync::mpsc::UnboundedReceiver<Incoming>) {
+    let mut opts = Options::new(
+        &broker.url(),
         format!("load-{}", own.trim_start_matches('/')),
         own,
-        Duration::from_secs(10),
     );
-    Transport::connect(settings, Duration::from_secs(10))
+    opts.timeout = Duration::from_secs(10);
+    MqttClient::connect(opts, Duration::from_secs(10))
         .await
         .expect("connect")
 }
@@ -43,7 +41,7 @@ struct Run {
 }
 
 async fn drive(
-    client: &Transport,
+    client: &MqttClient,
     receiver: &str,
     to: &str,
     total: usize,
@@ -118,13 +116,11 @@ fn main() {
         let canned = serde_json::json!({"m2m:csr": {"csi": "/id-x"}});
         let responder = tokio::spawn(async move {
             while let Some(ev) = echo_rx.recv().await {
-                if let Incoming::Request { route, payload, .. } = ev {
+                if let Incoming::Request { route, payload } = ev {
                     let Ok(fmt) = route.format else { continue };
                     let Ok(req) = fmt.decode_request(&payload) else { continue };
                     let rsp = Response::new(Rsc::OK, req.rqi).with_pc(canned.clone());
-                    if let Ok(bytes) = fmt.encode(&rsp) {
-                        echo.publish(route.response_topic(), bytes);
-                    }
+                    echo.answer(&route, fmt, &rsp).await;
                 }
             }
         });

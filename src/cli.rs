@@ -1,15 +1,15 @@
 //! `m2mnode request`: a oneM2M-over-MQTT client, like curl for this binding;
 //! `m2mnode status`: asks a running node how it is.
 
+use crate::client::{Client, NoAnswer};
 use crate::config::{check_pem, BrokerUrl, Config, Pem, PASSWORD_ENV};
 use crate::id::{resolve, CseId, Target};
 use crate::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
 use crate::time::Timestamp;
-use crate::transport::mqtt::{Failure, FailureKind, Incoming, NoAnswer, Settings, Transport};
+use crate::transport::mqtt::{Failure, FailureKind, Incoming, Settings, Transport};
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 #[derive(Debug, clap::Args)]
 pub struct RequestArgs {
@@ -256,9 +256,9 @@ pub async fn request(args: RequestArgs) -> Result<Response, CliError> {
             eprintln!("{text}");
         }
     }
-    let (transport, _events) = connect(settings, CONNECT_WITHIN.min(args.timeout)).await?;
-    let answer = transport.ask(&req, &receiver, args.format).await;
-    transport.close().await;
+    let client = connect(settings, CONNECT_WITHIN.min(args.timeout)).await?;
+    let answer = client.ask(&req, &receiver, args.format).await;
+    client.close().await;
     match answer {
         // Any answer is printed, whatever it lacks (a relayed 4008 or 5103
         // may carry only rsc, rqi and pc): only silence is a timeout.
@@ -285,10 +285,7 @@ pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Connects for a one-shot client: at most `within`, and no longer than the
 /// first refusal (connection refused, bad credentials, TLS failure).
-pub async fn connect(
-    settings: Settings,
-    within: Duration,
-) -> Result<(Transport, mpsc::Receiver<Incoming>), CliError> {
+pub async fn connect(settings: Settings, within: Duration) -> Result<Client, CliError> {
     let url = settings.broker.poa();
     let settings_view = SettingsView {
         host: settings.broker.host.clone(),
@@ -304,7 +301,7 @@ pub async fn connect(
     let end = tokio::time::Instant::now() + within;
     let failure = loop {
         match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
-            Ok(Some(Incoming::Connected)) => return Ok((t, rx)),
+            Ok(Some(Incoming::Connected)) => return Ok(Client::new(t, rx)),
             Ok(None) => break t.last_failure(),
             _ => {}
         }
@@ -394,10 +391,15 @@ pub struct StatusArgs {
     /// The password of --username, read from this file.
     #[arg(long, requires = "username")]
     pub password_file: Option<PathBuf>,
+    /// List every registree: ask for the pages after the first (the node
+    /// answers the counts and the first registrees in one page).
+    #[arg(long)]
+    pub all: bool,
 }
 
-/// The originator `status` asks as (an AE-ID: it is not a CSE).
-pub const STATUS_ORIGINATOR: &str = "Cm2mnode-status";
+/// The originator `status` asks as (an AE-ID: it is not a CSE); the node
+/// answers the status only to it, on its own topic, and to the admin.
+pub const STATUS_ORIGINATOR: &str = crate::engine::STATUS_ORIGINATOR;
 /// The virtual resource under the CSEBase that answers `status`.
 pub const STATUS_RESOURCE: &str = "m2mnode-status";
 
@@ -440,57 +442,90 @@ pub async fn status(args: &StatusArgs) -> Result<Status, CliError> {
     settings.qos = cfg.mqtt.qos;
     settings.keep_alive = cfg.mqtt.keep_alive;
     settings.topic_prefix = cfg.mqtt.topic_prefix.clone();
-    let now = Timestamp::now();
-    let mut req = Request::new(
-        Operation::Retrieve,
-        format!("{}/{}/{STATUS_RESOURCE}", cfg.cse.id, cfg.cse.name),
-        STATUS_ORIGINATOR,
-        format!("status-{}-{:x}", std::process::id(), now.0),
-    );
-    req.rvi = Some("3".into());
-    req.ot = Some(now.to_onem2m());
-    let (transport, _events) = connect(settings, CONNECT_WITHIN.min(timeout)).await?;
-    let answer = transport.ask(&req, cfg.cse.id.as_str(), Format::Json).await;
-    transport.close().await;
-    let rsp = match answer {
-        Ok(rsp) => rsp,
-        Err(NoAnswer::Silence { .. }) => {
-            return Err(CliError::Timeout(
-                cfg.cse.id.to_string(),
-                humantime::format_duration(timeout).to_string(),
-                format!(
-                    " (is it running and connected to {}? With a broker ACL the user needs write on \
-                     /oneM2M/req/{STATUS_ORIGINATOR}/# and read on /oneM2M/resp/{STATUS_ORIGINATOR}/#: \
-                     docs/operations.md)",
-                    cfg.mqtt.url
-                ),
-            ))
+    let client = connect(settings, CONNECT_WITHIN.min(timeout)).await?;
+    let mut status = serde_json::Value::Null;
+    // The first page, then (--all) the next ones from the offset each
+    // partial answer names (cnst/cnot, docs/operations.md).
+    let mut ofst: Option<u64> = None;
+    let mut pages = 0u32;
+    let result = loop {
+        let now = Timestamp::now();
+        let mut req = Request::new(
+            Operation::Retrieve,
+            format!("{}/{}/{STATUS_RESOURCE}", cfg.cse.id, cfg.cse.name),
+            STATUS_ORIGINATOR,
+            format!("status-{}-{:x}-{pages}", std::process::id(), now.0),
+        );
+        req.rvi = Some("3".into());
+        req.ot = Some(now.to_onem2m());
+        if let Some(o) = ofst {
+            req.other
+                .insert("fc".into(), serde_json::json!({ "ofst": o }));
         }
-        Err(e) => {
-            return Err(CliError::NoBroker {
-                url: cfg.mqtt.url.clone(),
-                why: e.to_string(),
-            })
+        let rsp = match client.ask(&req, cfg.cse.id.as_str(), Format::Json).await {
+            Ok(rsp) => rsp,
+            Err(NoAnswer::Silence { .. }) => {
+                break Err(CliError::Timeout(
+                    cfg.cse.id.to_string(),
+                    humantime::format_duration(timeout).to_string(),
+                    format!(
+                        " (is it running and connected to {}? With a broker ACL the user needs write on \
+                         /oneM2M/req/{STATUS_ORIGINATOR}/# and read on /oneM2M/resp/{STATUS_ORIGINATOR}/#: \
+                         docs/operations.md)",
+                        cfg.mqtt.url
+                    ),
+                ))
+            }
+            Err(e) => {
+                break Err(CliError::NoBroker {
+                    url: cfg.mqtt.url.clone(),
+                    why: e.to_string(),
+                })
+            }
+        };
+        pages += 1;
+        if rsp.rsc != Rsc::OK {
+            break Err(CliError::Refused(format!(
+                "{} answered {}{}",
+                cfg.cse.id,
+                rsp.rsc.code(),
+                rsp.debug_text()
+                    .map(|t| format!(": {t}"))
+                    .unwrap_or_default()
+            )));
+        }
+        let Some(page) = rsp
+            .pc
+            .as_ref()
+            .and_then(|pc| pc.get("m2mnode:status"))
+            .cloned()
+        else {
+            break Err(CliError::Refused(format!(
+                "{} answered without m2mnode:status",
+                cfg.cse.id
+            )));
+        };
+        if status.is_null() {
+            status = page;
+        } else if let (Some(all), Some(more)) = (
+            status
+                .get_mut("registrees")
+                .and_then(serde_json::Value::as_array_mut),
+            page.get("registrees").and_then(serde_json::Value::as_array),
+        ) {
+            all.extend(more.iter().cloned());
+        }
+        let next = rsp.other.get("cnot").and_then(serde_json::Value::as_u64);
+        match next {
+            // A node that does not move on would make this loop for ever.
+            Some(n) if args.all && rsp.other.contains_key("cnst") && Some(n) > ofst => {
+                ofst = Some(n)
+            }
+            _ => break Ok(()),
         }
     };
-    if rsp.rsc != Rsc::OK {
-        return Err(CliError::Refused(format!(
-            "{} answered {}{}",
-            cfg.cse.id,
-            rsp.rsc.code(),
-            rsp.debug_text()
-                .map(|t| format!(": {t}"))
-                .unwrap_or_default()
-        )));
-    }
-    let status = rsp
-        .pc
-        .as_ref()
-        .and_then(|pc| pc.get("m2mnode:status"))
-        .cloned()
-        .ok_or_else(|| {
-            CliError::Refused(format!("{} answered without m2mnode:status", cfg.cse.id))
-        })?;
+    client.close().await;
+    result?;
     let registered = |r: &serde_json::Value| {
         r.get("registered").and_then(serde_json::Value::as_bool) == Some(true)
     };
@@ -582,7 +617,13 @@ pub fn status_summary(s: &serde_json::Value) -> String {
         .and_then(serde_json::Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let _ = writeln!(out, "registrees: {}", registrees.len());
+    let count = |k: &str, shown: usize| {
+        s.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .map_or(shown, |n| n as usize)
+    };
+    let registree_count = count("registree_count", registrees.len());
+    let _ = writeln!(out, "registrees: {registree_count}");
     for r in &registrees {
         let csi = r
             .as_str()
@@ -592,10 +633,18 @@ pub fn status_summary(s: &serde_json::Value) -> String {
             .get("misses")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
+        // One registered a moment ago has not been probed yet: its
+        // registration time says more than "never".
+        let alive = match (r.get("last_ok"), r.get("since")) {
+            (Some(v), _) if !v.is_null() => format!("last alive {}", when(Some(v), now)),
+            (_, Some(since)) if !since.is_null() => {
+                format!("registered {}, not probed yet", when(Some(since), now))
+            }
+            _ => "last alive never".into(),
+        };
         let _ = writeln!(
             out,
-            "  {csi}: last alive {}{}",
-            when(r.get("last_ok"), now),
+            "  {csi}: {alive}{}",
             if misses > 0 {
                 format!(", {misses} missed check(s)")
             } else {
@@ -603,11 +652,18 @@ pub fn status_summary(s: &serde_json::Value) -> String {
             }
         );
     }
-    let descendants = s
+    if registrees.len() < registree_count {
+        let _ = writeln!(
+            out,
+            "  ... and {} more (--all lists them)",
+            registree_count - registrees.len()
+        );
+    }
+    let shown = s
         .get("descendants")
         .and_then(serde_json::Value::as_array)
         .map_or(0, Vec::len);
-    let _ = writeln!(out, "descendants: {descendants}");
+    let _ = writeln!(out, "descendants: {}", count("descendant_count", shown));
     if let Some(st) = s.get("store") {
         let durable = st.get("durable").and_then(serde_json::Value::as_bool) == Some(true);
         let unwritten = st
@@ -621,4 +677,25 @@ pub fn status_summary(s: &serde_json::Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_shows_each_peer_sp() {
+        let st = serde_json::json!({
+            "cse": "/id-in-a", "connected": true, "registrar": null, "registrees": [],
+            "peer_sps": [
+                {"id": "//sp-b.example/id-in-b", "registered": true,
+                 "since": "20260101T120000,000000", "last_check": "20260101T120100,000000"},
+                {"id": "//sp-c.example/id-in-c", "registered": false},
+            ],
+        });
+        let text = super::status_summary(&st);
+        assert!(
+            text.contains("peer SP: registered at //sp-b.example/id-in-b since 20260101T120000")
+                && text.contains("peer SP: NOT registered at //sp-c.example/id-in-c"),
+            "{text}"
+        );
+    }
 }

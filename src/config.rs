@@ -25,9 +25,20 @@ pub struct Config {
     pub security: SecurityConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
     /// `[sp_registrar.<name>]`: IN-CSEs of other SPs (config/intersp.rs).
     #[serde(default)]
     pub sp_registrar: std::collections::BTreeMap<String, SpRegistrarConfig>,
+}
+
+/// `[metrics]`: Prometheus metrics over HTTP (docs/operations.md
+/// "Metrics"); without the section nothing listens.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served, e.g. "127.0.0.1:9464".
+    pub listen: std::net::SocketAddr,
 }
 
 /// Bounds on what requests can make the node hold (docs/protocol.md
@@ -41,6 +52,8 @@ pub struct LimitsConfig {
     pub name_length: Option<usize>,
     pub answer_cache_bytes: Option<usize>,
     pub forwards_in_flight: Option<usize>,
+    pub forwards_per_hop: Option<usize>,
+    pub memory_bytes: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -188,8 +201,11 @@ fn default_qos() -> u8 {
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
 }
+/// Large enough for the `dcse` of an MN with 100,000 descendants (about
+/// 1.7 MB at 17 bytes a CSE-ID; issue 20), within the brokers'
+/// `message_size_limit` of 4 MiB (mosquitto/).
 fn default_max_payload() -> usize {
-    256 * 1024
+    2 << 20
 }
 fn default_check_interval() -> Duration {
     Duration::from_secs(60)
@@ -544,6 +560,8 @@ impl Config {
             name_length: l.name_length.unwrap_or(d.name_length),
             answer_cache_bytes: l.answer_cache_bytes.unwrap_or(d.answer_cache_bytes),
             forwards_in_flight: l.forwards_in_flight.unwrap_or(d.forwards_in_flight),
+            forwards_per_hop: l.forwards_per_hop.unwrap_or(d.forwards_per_hop),
+            memory_bytes: l.memory_bytes.unwrap_or(d.memory_bytes),
         }
     }
 
@@ -631,6 +649,28 @@ impl Config {
             }
         }
         mqtt_problems(&self.mqtt, "mqtt", &mut push);
+        let limits = self.limits();
+        if limits.forwards_per_hop == 0 {
+            push(
+                "limits.forwards_per_hop",
+                "must be at least 1 (0 forwards nothing)".into(),
+            );
+        }
+        // The answer cache and forwards are counted at their bounds: a
+        // budget they fill alone would refuse every registration.
+        let reserved = limits.answer_cache_bytes
+            + limits
+                .forwards_in_flight
+                .saturating_mul(crate::engine::FORWARD_BYTES);
+        if limits.memory_bytes <= reserved.saturating_add(1 << 20) {
+            push(
+                "limits.memory_bytes",
+                format!(
+                    "{} leaves no room for registrees: answer_cache_bytes and forwards_in_flight take {reserved} bytes of it; give at least 1 MiB more",
+                    limits.memory_bytes
+                ),
+            );
+        }
         if let Some(m) = self.upstream_mqtt() {
             if let Err(e) = BrokerUrl::parse(&m.url) {
                 push("registrar.mqtt.url", e);
@@ -857,13 +897,14 @@ pub fn check_pem(path: &Path, what: Pem) -> Result<(), String> {
     Ok(())
 }
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "cse",
     "mqtt",
     "registrar",
     "registrees",
     "security",
     "limits",
+    "metrics",
     "sp_registrar",
 ];
 
@@ -1576,6 +1617,27 @@ check_interval = "5s"
     }
 
     #[test]
+    fn limits_that_would_refuse_everything_are_named() {
+        let c = Config::from_str(
+            &format!("{GOOD}[limits]\nforwards_per_hop = 16\nmemory_bytes = 67108864\n"),
+            Path::new("x.toml"),
+        )
+        .expect("valid");
+        let l = c.limits();
+        assert_eq!((l.forwards_per_hop, l.memory_bytes), (16, 64 << 20));
+        let e = Config::from_str(
+            &format!("{GOOD}[limits]\nforwards_per_hop = 0\nmemory_bytes = 1048576\n"),
+            Path::new("x.toml"),
+        )
+        .expect_err("invalid")
+        .to_string();
+        assert!(
+            e.contains("limits.forwards_per_hop") && e.contains("limits.memory_bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn broker_urls() {
         let b = BrokerUrl::parse("mqtts://u:p@broker.example").expect("ok");
         assert_eq!(
@@ -1728,5 +1790,24 @@ check_interval = "5s"
         assert!(glob_match("/id-??", "/id-mn"));
         assert!(!glob_match("/id-*", "/other"));
         assert!(!glob_match("/id-?", "/id-mn"));
+    }
+
+    #[test]
+    fn metrics_is_an_optional_section_with_an_address() {
+        let c = Config::from_str(GOOD, Path::new("x.toml")).expect("valid");
+        assert_eq!(c.metrics, None);
+        let text = format!("{GOOD}[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+        let c = Config::from_str(&text, Path::new("x.toml")).expect("valid");
+        assert_eq!(
+            c.metrics.map(|m| m.listen.to_string()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        let bad = format!("{GOOD}[metrics]\nlisten = \"localhost\"\n");
+        let p = check_text(&bad, Path::new("x.toml"), &Env::default());
+        assert!(
+            p.iter()
+                .any(|p| p.key == "metrics.listen" && p.line == Some(14)),
+            "{p:?}"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! `m2mnode demo`: a registrar and a registree on an in-process broker,
 //! walking through a registration's life. Needs nothing installed.
 
+use crate::client::Client;
+use crate::transport::mqtt::{Settings, Transport};
 use m2mnode::config::{BrokerUrl, Config};
 use m2mnode::primitive::{Format, Operation, Request, Response, Rsc, OWN_RVI};
-use m2mnode::transport::mqtt::{Settings, Transport};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,7 +38,7 @@ fn spawn_node(cfg: Config) -> Running {
         let shutdown = async {
             let _ = stopped.await;
         };
-        if let Err(e) = m2mnode::node::run(cfg, shutdown).await {
+        if let Err(e) = crate::node::run(cfg, shutdown).await {
             eprintln!("demo node failed: {e}");
         }
     });
@@ -51,9 +52,9 @@ impl Running {
     }
 }
 
-async fn ask(client: &Transport, op: Operation, to: &str, receiver: &str, n: &mut u32) -> Response {
+async fn ask(client: &Client, op: Operation, to: &str, receiver: &str, n: &mut u32) -> Response {
     *n += 1;
-    let mut req = Request::new(op, to, client.own(), format!("demo-{n}"));
+    let mut req = Request::new(op, to, client.transport().own(), format!("demo-{n}"));
     req.rvi = Some(OWN_RVI.into());
     client.request(&req, receiver, Format::Json).await
 }
@@ -92,10 +93,10 @@ pub async fn run(port: u16, keep: bool, until: impl Future<Output = ()>) -> Resu
         "/id-demo",
         Duration::from_secs(3),
     );
-    let (client, mut events) = Transport::connect(settings, Duration::from_secs(5))
+    let (transport, events) = Transport::connect(settings, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let client = Client::new(transport, events);
     let mut n = 0;
 
     println!("1. the MN-CSE registers: it creates its <remoteCSE> under the IN-CSE's CSEBase");

@@ -180,6 +180,35 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// The SP-relative CSE-ID an ID speaks for: the CSE itself for a CSE-ID,
+/// the hosting CSE for an ID below one (`/id-mn/Cae` → `/id-mn`); `None`
+/// for an AE-ID that names no CSE (`Cae`, `/Sae`).
+pub fn speaker_cse(id: &str) -> Option<&str> {
+    let sp_relative = match id.strip_prefix("//") {
+        Some(rest) => &rest[rest.find('/')?..],
+        None if id.starts_with('/') => id,
+        None => return None,
+    };
+    let first_len = sp_relative[1..]
+        .find('/')
+        .map_or(sp_relative.len(), |i| i + 1);
+    let cse = &sp_relative[..first_len];
+    if cse.len() < 2 || (first_len == sp_relative.len() && cse[1..].starts_with('S')) {
+        return None;
+    }
+    Some(cse)
+}
+
+/// AE-IDs: CSE-relative `C…`/`S…`, SP-relative `/S…`, or an ID below a CSE
+/// (`/id-mn/Cae`). CSE-IDs are a single SP-relative segment.
+pub fn is_ae_id(id: &str) -> bool {
+    match id.strip_prefix('/') {
+        None => id.starts_with('C') || id.starts_with('S'),
+        Some(rest) if rest.starts_with('/') => rest[1..].split('/').count() > 2,
+        Some(rest) => rest.contains('/') || rest.starts_with('S'),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +284,26 @@ mod tests {
             resolve("//any/id-in/cse-in", &own(), None),
             Ok(Target::Local("cse-in"))
         );
+    }
+
+    #[test]
+    fn speakers_of_ids() {
+        assert_eq!(speaker_cse("/id-mn"), Some("/id-mn"));
+        assert_eq!(speaker_cse("/id-mn/Cae"), Some("/id-mn"));
+        assert_eq!(speaker_cse("//sp/id-mn/Cae"), Some("/id-mn"));
+        assert_eq!(speaker_cse("Cae"), None);
+        assert_eq!(speaker_cse("/Sae"), None);
+        assert_eq!(speaker_cse("/"), None);
+        assert_eq!(speaker_cse("//sp"), None);
+    }
+
+    #[test]
+    fn ae_ids_are_told_from_cse_ids() {
+        for ae in ["Cae", "Sae", "/Sae", "/id-mn/Cae", "//sp/id-mn/Cae"] {
+            assert!(is_ae_id(ae), "{ae}");
+        }
+        for cse in ["/id-mn", "/cse1", "//sp/id-mn"] {
+            assert!(!is_ae_id(cse), "{cse}");
+        }
     }
 }

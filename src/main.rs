@@ -1,11 +1,20 @@
 //! The `m2mnode` command line (docs/operations.md, "Commands and flags").
 
 mod broker;
+mod cli;
+mod client;
 mod demo;
+mod metrics;
+mod node;
+mod sdnotify;
+mod transport;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use m2mnode::cli::{self, CliError, RequestArgs, StatusArgs};
-use m2mnode::config::Config;
+// The binary's modules name the library's as `crate::...`.
+use m2mnode::{config, engine, id, persist, primitive, time, topic};
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use cli::{CliError, RequestArgs, StatusArgs};
+use config::Config;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +74,98 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
     },
+    /// Print shell completions (e.g. `m2mnode completions bash > /etc/bash_completion.d/m2mnode`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages: m2mnode.1 on stdout, or with --dir every page into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Write m2mnode.1 and one page per subcommand (m2mnode-run.1, ...) here.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The sections of m2mnode(1) that clap does not know: what an operator
+/// looks up in a man page (docs/operations.md has the long version).
+const MAN_EXTRA: &str = r#".SH FILES
+.TP
+\fI/etc/m2mnode/m2mnode.toml\fR
+The configuration of the packaged service; check it with \fBm2mnode check-config\fR.
+.TP
+\fI/var/lib/m2mnode\fR
+The store (\fBcse.data_dir\fR), owned by the m2mnode user.
+.TP
+\fI/usr/share/doc/m2mnode/\fR
+README, the operations guide and example configurations.
+.SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Deregister from the registrar (bounded by mqtt.timeout), then exit.
+.TP
+\fBSIGHUP\fR
+Re-read the config file and apply what can change while running; a config with errors is refused and the running one stays.
+.TP
+\fBSIGUSR1\fR
+Run the liveness checks of the own registration and of every registree now.
+.SH ENVIRONMENT
+.TP
+\fBRUST_LOG\fR
+Log filter (default info), e.g. m2mnode=debug.
+.TP
+\fBNO_COLOR\fR
+No colours in the log.
+.TP
+\fBM2MNODE_MQTT_PASSWORD\fR
+The MQTT password when the config sets none.
+.TP
+\fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
+Set by systemd: the node reports READY=1 once connected and subscribed, STATUS= lines, and feeds the watchdog.
+.SH EXIT STATUS
+.TP
+\fBrun\fR
+0 after a clean stop; 2 for a bad config or a store that cannot be opened (systemd does not restart on 2).
+.TP
+\fBcheck-config\fR
+0 if the config is good, 2 if not.
+.TP
+\fBrequest\fR
+0 if the answer is 2xxx, 1 otherwise, 2 for bad arguments, 3 if no answer came.
+.TP
+\fBstatus\fR
+0 if registered (or registering nowhere), 1 if not, 3 if the node does not answer.
+.SH SEE ALSO
+\fBsystemd.service\fR(5), \fBmosquitto\fR(8), \fI/usr/share/doc/m2mnode/operations.md\fR
+"#;
+
+/// m2mnode(1): clap's sections, then [`MAN_EXTRA`].
+fn man_page(out: &mut dyn Write) -> std::io::Result<()> {
+    let man = clap_mangen::Man::new(Args::command().disable_help_subcommand(true));
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    man.render_subcommands_section(out)?;
+    out.write_all(MAN_EXTRA.as_bytes())?;
+    man.render_version_section(out)
+}
+
+fn write_man(dir: Option<&std::path::Path>) -> std::io::Result<()> {
+    let Some(dir) = dir else {
+        return man_page(&mut std::io::stdout().lock());
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Args::command().disable_help_subcommand(true);
+    cmd.build();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        clap_mangen::Man::new(sub.clone()).generate_to(dir)?;
+    }
+    let mut page = std::fs::File::create(dir.join("m2mnode.1"))?;
+    man_page(&mut page)?;
+    page.flush()
 }
 
 /// Colours only for a terminal, and never with NO_COLOR set (no-color.org).
@@ -169,6 +270,22 @@ fn main() -> ExitCode {
         }
     };
     match args.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Args::command(),
+                "m2mnode",
+                &mut std::io::stdout().lock(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match write_man(dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write the man pages: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { config, file, user } => {
             let Some(config) = config.or(file) else {
                 eprintln!("error: give the config file (--config FILE)");
@@ -245,7 +362,7 @@ fn main() -> ExitCode {
             for p in cfg.advisories() {
                 tracing::warn!("{}: {p}", config.display());
             }
-            match runtime.block_on(m2mnode::node::run_file(config, cfg, shutdown_signal())) {
+            match runtime.block_on(node::run_file(config, cfg, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -7,9 +7,11 @@
 use crate::config::BrokerUrl;
 use crate::config::{Config, MqttConfig};
 use crate::engine::{Ack, Engine, Event, Link, Severity, StoreBatch, Transmit};
+use crate::metrics::Metrics;
 use crate::persist::{Memory, PersistError, Persistence, Sqlite};
 use crate::time::Now;
 use crate::transport::mqtt::{token_link, Incoming, Settings, Transport, TransportError};
+use m2mnode::reload::ReloadPlan;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,6 +32,8 @@ pub enum NodeError {
     BadStore { path: String, why: String },
     #[error("cannot start the store thread: {0}")]
     Thread(std::io::Error),
+    #[error("metrics.listen {addr}: {why}")]
+    Metrics { addr: String, why: std::io::Error },
 }
 
 /// The connection of `[mqtt]`: toward registrees, and toward the registrar
@@ -140,6 +144,7 @@ fn feed(engine: &mut Engine, msg: Incoming, link: Option<Link>, now: Now) {
         ) => engine.handle_request(route, &payload, ack.map(Ack), now),
         (Incoming::Response { route, payload }, _) => engine.handle_response(&route, &payload, now),
         (Incoming::Dropped { topic, why }, _) => engine.handle_dropped(&topic, why, now),
+        (Incoming::Report(report), link) => engine.handle_link_report(link, report, now),
         (Incoming::Connected, Some(l)) => engine.link_connection(l, true, now),
         (Incoming::Disconnected, Some(l)) => engine.link_connection(l, false, now),
         (Incoming::Connected, None) => engine.connection(true, now),
@@ -218,6 +223,22 @@ async fn run_inner(
         registrees = engine.registree_count(),
         "starting m2mnode"
     );
+    // Metrics (docs/operations.md "Metrics") only report what the engine
+    // says; without [metrics] nothing listens. Bound before connecting, so
+    // a taken port stops the node before it touches a broker.
+    let mut metrics = match cfg.metrics.as_ref() {
+        Some(m) => {
+            Some(
+                Metrics::start(m.listen, &cfg)
+                    .await
+                    .map_err(|why| NodeError::Metrics {
+                        addr: m.listen.to_string(),
+                        why,
+                    })?,
+            )
+        }
+        None => None,
+    };
     let (transport, mut incoming) = Transport::start(transport_settings(&cfg)?)?;
     // Every other connection feeds one channel, its messages marked with
     // its link.
@@ -249,13 +270,14 @@ async fn run_inner(
     // Group commit: the persister thread writes one batch per transaction
     // while the engine gathers the next (engine::Engine, driver contract).
     let (batch_tx, batch_rx) = std::sync::mpsc::channel::<StoreBatch>();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Result<(), String>)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Result<(), String>, Duration)>();
     let persist_thread = std::thread::Builder::new()
         .name("m2mnode-store".into())
         .spawn(move || {
             for batch in batch_rx {
+                let started = std::time::Instant::now();
                 let r = persister.commit(&batch.changes).map_err(|e| e.to_string());
-                if done_tx.send((batch.seq, r)).is_err() {
+                if done_tx.send((batch.seq, r, started.elapsed())).is_err() {
                     break;
                 }
             }
@@ -298,12 +320,17 @@ async fn run_inner(
         links: links.clone(),
     };
 
+    let mut supervisor = crate::sdnotify::Supervisor::from_env();
     let mut stop_by: Option<Instant> = None;
     let mut hangup = unix_signal(Sig::Hangup);
     let mut usr1 = unix_signal(Sig::User1);
     tokio::pin!(shutdown);
     loop {
-        drain(&mut engine, &batch_tx, &out);
+        drain(&mut engine, &batch_tx, &out, metrics.as_ref());
+        if let Some(m) = &mut metrics {
+            m.sample(&engine);
+        }
+        supervisor.update(&engine, split);
         if engine.is_stopped() {
             break;
         }
@@ -324,14 +351,18 @@ async fn run_inner(
                     }
                 }
             }
-            Some((seq, result)) = done_rx.recv() => {
+            Some((seq, result, took)) = done_rx.recv() => {
                 let now = Now::system();
+                if let Some(m) = &metrics {
+                    m.store_commit(took, result.is_ok());
+                }
                 match result {
                     Ok(()) => engine.store_committed(seq, now),
                     Err(why) => engine.store_failed(seq, &why, now),
                 }
             }
             _ = sleep_until(wake) => engine.handle_timeout(Now::system()),
+            _ = sleep_until(supervisor.next_ping()) => supervisor.ping(),
             _ = next_signal(&mut hangup) => match &config_path {
                 Some(path) => reload(path, &mut current, &mut engine),
                 None => info!("SIGHUP ignored: this node was not started from a config file"),
@@ -339,6 +370,7 @@ async fn run_inner(
             _ = next_signal(&mut usr1) => engine.check_now(Now::system()),
             _ = &mut shutdown, if stop_by.is_none() => {
                 info!("shutting down");
+                supervisor.stopping();
                 // The DELETE is bounded by mqtt.timeout; this bounds the rest.
                 stop_by = Some(Instant::now() + cfg.mqtt.timeout + Duration::from_secs(2));
                 engine.shutdown(Now::system());
@@ -349,7 +381,7 @@ async fn run_inner(
             }
         }
     }
-    drain(&mut engine, &batch_tx, &out);
+    drain(&mut engine, &batch_tx, &out, metrics.as_ref());
     // What was answered goes out; what is being written is finished.
     drop(out);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -409,16 +441,12 @@ async fn next_signal(s: &mut SignalStream) {
 fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
     let new = match Config::load(path) {
         Ok(c) => c,
-        Err(e) => {
-            error!(config = %path.display(), "reload refused, the running configuration stays: {}", one_line(&e.to_string()));
-            return;
-        }
+        Err(e) => return say(ReloadPlan::refused(path, &e.to_string())),
     };
     let now = Now::system();
     let plan = current.reload_plan(&new);
-    let applied = plan.applied();
     if let Some(allowed) = plan.allowed.clone() {
-        engine.set_allowed(allowed);
+        engine.set_allowed(allowed, now);
     }
     if let Some(i) = plan.registree_check_interval {
         engine.set_registree_check_interval(i);
@@ -436,25 +464,7 @@ fn reload(path: &std::path::Path, current: &mut Config, engine: &mut Engine) {
         engine.set_peers(p, now);
     }
     *current = current.after_reload(new, &plan);
-    let applied = if applied.is_empty() {
-        "nothing changed".to_owned()
-    } else {
-        applied.join(", ")
-    };
-    if plan.restart.is_empty() {
-        info!(config = %path.display(), "reloaded the configuration: applied {applied}");
-    } else {
-        warn!(config = %path.display(), "reloaded the configuration: applied {applied}; {} take effect only after a restart", plan.restart.join(", "));
-    }
-}
-
-/// A multi-line message (a config error with its context) as one line.
-fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
+    say(plan.outcome(path));
 }
 
 /// Where transmits go, per connection: straight into the MQTT client
@@ -515,7 +525,12 @@ impl Outbox {
 }
 
 /// Carries out everything the engine has to say after an input.
-fn drain(engine: &mut Engine, batches: &std::sync::mpsc::Sender<StoreBatch>, out: &Outbox) {
+fn drain(
+    engine: &mut Engine,
+    batches: &std::sync::mpsc::Sender<StoreBatch>,
+    out: &Outbox,
+    metrics: Option<&Metrics>,
+) {
     let links = &out.links;
     if let Some(batch) = engine.poll_store() {
         if batches.send(batch).is_err() {
@@ -556,6 +571,9 @@ fn drain(engine: &mut Engine, batches: &std::sync::mpsc::Sender<StoreBatch>, out
         }
     }
     while let Some(e) = engine.poll_event() {
+        if let Some(m) = metrics {
+            m.observe(&e);
+        }
         print(&e);
     }
 }
@@ -568,6 +586,16 @@ fn print(e: &Event) {
         Severity::Info => info!(event = kind, "{e}"),
         Severity::Warn => warn!(event = kind, "{e}"),
         Severity::Error => error!(event = kind, "{e}"),
+    }
+}
+
+/// Prints a line at the level its maker gave it (the reload plan).
+fn say((severity, line): (Severity, String)) {
+    match severity {
+        Severity::Debug => debug!(event = "reload", "{line}"),
+        Severity::Info => info!(event = "reload", "{line}"),
+        Severity::Warn => warn!(event = "reload", "{line}"),
+        Severity::Error => error!(event = "reload", "{line}"),
     }
 }
 

@@ -4,7 +4,7 @@
 //! while running is listed, and stays as it runs until a restart.
 
 use crate::config::Config;
-use crate::engine::{Limits, UpstreamSettings};
+use crate::engine::{Limits, Severity, UpstreamSettings};
 use crate::id::CseId;
 use std::time::Duration;
 
@@ -25,6 +25,46 @@ pub struct ReloadPlan {
 }
 
 impl ReloadPlan {
+    /// The one line a reload of `path` is told in, and its level: a change
+    /// that waits for a restart is a warning.
+    pub fn outcome(&self, path: &std::path::Path) -> (Severity, String) {
+        let applied = self.applied();
+        let applied = if applied.is_empty() {
+            "nothing changed".to_owned()
+        } else {
+            applied.join(", ")
+        };
+        let mut line = format!(
+            "reloaded the configuration {}: applied {applied}",
+            path.display()
+        );
+        if self.restart.is_empty() {
+            return (Severity::Info, line);
+        }
+        line.push_str(&format!(
+            "; {} take effect only after a restart",
+            self.restart.join(", ")
+        ));
+        (Severity::Warn, line)
+    }
+
+    /// The one line a reload refused because of `why` is told in.
+    pub fn refused(path: &std::path::Path, why: &str) -> (Severity, String) {
+        let why: Vec<&str> = why
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        (
+            Severity::Error,
+            format!(
+                "reload refused ({}), the running configuration stays: {}",
+                path.display(),
+                why.join(" | ")
+            ),
+        )
+    }
+
     /// The settings this plan applies, by config key.
     pub fn applied(&self) -> Vec<&'static str> {
         let mut a = Vec::new();
@@ -196,6 +236,29 @@ mod tests {
         let kept = a.after_reload(b, &plan);
         assert_eq!(kept.cse.name, "cse-mn");
         assert!(kept.registrar.as_ref().is_some_and(|r| r.mqtt.is_none()));
+    }
+
+    #[test]
+    fn a_reload_is_one_line_at_the_level_it_deserves() {
+        let a = cfg("[registrar]\nid = \"/id-in\"\nname = \"cse-in\"\n");
+        let path = std::path::Path::new("/etc/m2mnode/m2mnode.toml");
+        let (sev, line) = a.reload_plan(&a.clone()).outcome(path);
+        assert_eq!(sev, Severity::Info);
+        assert!(line.ends_with("applied nothing changed"), "{line}");
+        let mut b = a.clone();
+        b.cse.name = "other".into();
+        let (sev, line) = a.reload_plan(&b).outcome(path);
+        assert_eq!(sev, Severity::Warn);
+        assert!(
+            line.contains("cse take effect only after a restart"),
+            "{line}"
+        );
+        let (sev, line) = ReloadPlan::refused(path, "x.toml:3: cse.id: bad\n  more\n");
+        assert_eq!(sev, Severity::Error);
+        assert!(
+            !line.contains('\n') && line.contains("cse.id: bad | more"),
+            "{line}"
+        );
     }
 
     #[test]

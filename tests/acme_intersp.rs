@@ -78,7 +78,7 @@ fn m2mnode_registers_at_an_acme_in_of_another_sp() {
         ),
     );
     a.wait_log("connected to the MQTT broker", S20);
-    let x = Client::connect(&broker, "/id-x");
+    let x = Client::connect(&broker, "Cm2mnode-status");
     wait("registered at ACME", &acme, &a, || {
         status(&x, "/id-in-a", "cse-in-a")["peer_sps"][0]["registered"] == true
     });
@@ -141,7 +141,7 @@ fn an_acme_in_of_another_sp_registers_at_m2mnode() {
         broker.port
     );
     let acme = start_acme(&cfg);
-    let x = Client::connect(&broker, "/id-x");
+    let x = Client::connect(&broker, "Cm2mnode-status");
     let registered = || {
         status(&x, "/id-in-b", "cse-in-b")["registrees"]
             .as_array()

@@ -84,8 +84,8 @@ fn across(url_a: &str, url_b: &str, peer_url: Option<&str>) {
     let mut b = in_b(url_b);
     let mut a = in_a(url_a, peer_url);
     let _mn = mn(url_a);
-    let b_side = Client::connect_url(url_b, "/id-x", None, "");
-    let a_side = Client::connect_url(url_a, "/id-y", None, "");
+    let b_side = Client::connect_url(url_b, "Cm2mnode-status", None, "");
+    let a_side = Client::connect_url(url_a, "Cm2mnode-status", None, "");
     wait_registered(&b_side, &a_side);
     // A's local <remoteCSE> for B, with B's absolute CSE-ID.
     let (rsc, csr) = get(
@@ -212,7 +212,7 @@ fn the_sp_is_handed_down_the_tree() {
             "1s",
         ),
     );
-    let x = Client::connect(&broker, "/id-x");
+    let x = Client::connect(&broker, "Cm2mnode-status");
     for (id, name) in [("/id-mn", "cse-mn"), ("/id-asn", "cse-asn")] {
         wait_until(S10, &format!("{id} shows the SP"), || {
             let (rsc, cb) = get(&x, &format!("{id}/{name}"), id);
@@ -239,7 +239,7 @@ fn two_sps_register_with_each_other() {
     b.wait_log("connected to the MQTT broker", S10);
     let a = in_a(&url, None);
     a.wait_log("connected to the MQTT broker", S10);
-    let x = Client::connect(&broker, "/id-x");
+    let x = Client::connect(&broker, "Cm2mnode-status");
     for (id, name) in [("/id-in-a", "cse-in-a"), ("/id-in-b", "cse-in-b")] {
         wait_until(S10, &format!("{id} registered at the other"), || {
             status(&x, id, name)["peer_sps"][0]["registered"] == true

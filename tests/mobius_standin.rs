@@ -12,13 +12,12 @@
 
 mod common;
 
+use common::standin::StandIn;
 use common::*;
 use m2mnode::primitive::{Format, Operation, Rsc};
-use rumqttc::{Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The `<remoteCSE>` attributes Mobius knows; anything else in a CREATE or
@@ -46,53 +45,23 @@ struct State {
 
 /// The stand-in: one MQTT client answering like Mobius's IN-CSE `/Mobius2`.
 struct Mobius {
-    client: rumqttc::Client,
+    peer: StandIn,
     state: Arc<Mutex<State>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Mobius {
     fn start(broker: &Mosquitto, state: Arc<Mutex<State>>) -> Mobius {
         // Mobius connects with a random client id and a clean session.
         let id = format!("mobius_{:x}", free_port() as u64 * 7919);
-        let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port);
-        opts.set_keep_alive(Duration::from_secs(5));
-        opts.set_clean_session(true);
-        let (client, mut connection) = rumqttc::Client::new(opts, 64);
-        for t in ["/oneM2M/req/+/Mobius2/+", "/oneM2M/reg_req/+/Mobius2/+"] {
-            client.subscribe(t, QoS::AtMostOnce).expect("subscribe");
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = {
-            let client = client.clone();
-            let state = state.clone();
-            std::thread::spawn(move || {
-                for ev in connection.iter() {
-                    match ev {
-                        Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            let _ = tx.send(());
-                        }
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            for (topic, payload) in on_publish(&state, &p.topic, &p.payload) {
-                                let _ = client.publish(topic, QoS::AtMostOnce, false, payload);
-                            }
-                        }
-                        Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                        Ok(_) => {}
-                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                    }
-                }
-            })
-        };
-        for _ in 0..2 {
-            rx.recv_timeout(Duration::from_secs(10))
-                .expect("Mobius subscribed");
-        }
-        Mobius {
-            client,
-            state,
-            thread: Some(thread),
-        }
+        let s = state.clone();
+        let peer = StandIn::start(
+            broker.port,
+            &id,
+            true,
+            &["/oneM2M/req/+/Mobius2/+", "/oneM2M/reg_req/+/Mobius2/+"],
+            move |topic, payload| on_publish(&s, topic, payload),
+        );
+        Mobius { peer, state }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -108,21 +77,9 @@ impl Mobius {
     }
 
     /// Mobius goes away (its state stays, as in its database).
-    fn stop(mut self) -> Arc<Mutex<State>> {
-        let _ = self.client.disconnect();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.state.clone()
-    }
-}
-
-impl Drop for Mobius {
-    fn drop(&mut self) {
-        let _ = self.client.disconnect();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    fn stop(self) -> Arc<Mutex<State>> {
+        drop(self.peer);
+        self.state
     }
 }
 
@@ -255,45 +212,29 @@ const CSR: &str = "/Mobius2/Mobius/id-mn";
 
 /// The topics of everything published on `filter`, as a bystander sees them.
 struct Watcher {
-    client: rumqttc::Client,
+    _peer: StandIn,
     topics: Arc<Mutex<Vec<String>>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
     fn start(broker: &Mosquitto, filter: &str) -> Watcher {
-        let opts = MqttOptions::new(format!("watcher-{}", free_port()), "127.0.0.1", broker.port);
-        let (client, mut connection) = rumqttc::Client::new(opts, 64);
-        client
-            .subscribe(filter, QoS::AtMostOnce)
-            .expect("subscribe");
         let topics = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = {
-            let topics = topics.clone();
-            std::thread::spawn(move || {
-                for ev in connection.iter() {
-                    match ev {
-                        Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            let _ = tx.send(());
-                        }
-                        Ok(Event::Incoming(Packet::Publish(p))) => topics
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(p.topic.clone()),
-                        Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                        Ok(_) => {}
-                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                    }
-                }
-            })
-        };
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("watcher subscribed");
+        let t = topics.clone();
+        let peer = StandIn::start(
+            broker.port,
+            &format!("watcher-{}", free_port()),
+            true,
+            &[filter],
+            move |topic, _| {
+                t.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(topic.to_owned());
+                Vec::new()
+            },
+        );
         Watcher {
-            client,
+            _peer: peer,
             topics,
-            thread: Some(thread),
         }
     }
 
@@ -302,15 +243,6 @@ impl Watcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.client.disconnect();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -361,7 +293,7 @@ fn an_mn_registers_at_mobius_as_it_is_stays_quiet_forwards_json_and_deregisters(
     let mobius = Mobius::start(&broker, Arc::default());
     let data = scratch("mn-mobius-data");
     let mut mn = mn(&broker, &data);
-    mn.wait_log("registered at /Mobius2", Duration::from_secs(15));
+    mn.wait_registered(Duration::from_secs(15));
 
     // The first CREATE carried csz and dcse and was refused; the second,
     // without them, was taken. The node says what it left out.
@@ -446,7 +378,7 @@ fn an_mn_registers_at_mobius_as_it_is_stays_quiet_forwards_json_and_deregisters(
 
     let log = mn.log();
     assert!(!log.contains("undecodable"), "{log}");
-    assert_eq!(mn.count_in_log("registered at /Mobius2"), 1, "{log}");
+    assert_eq!(count_of(&mn.status_now(), "registered"), 1, "{log}");
 
     // SIGTERM: the DELETE reaches Mobius and the CSR is gone.
     let deletes = mobius.count(4, CSR);
@@ -466,7 +398,7 @@ fn a_deregistration_that_failed_while_mobius_was_down_is_completed_at_the_next_s
     let mobius = Mobius::start(&broker, Arc::default());
     let data = scratch("mn-mobius-down-data");
     let mut mn = mn(&broker, &data);
-    mn.wait_log("registered at /Mobius2", Duration::from_secs(15));
+    mn.wait_registered(Duration::from_secs(15));
 
     // Mobius goes away; the MN is stopped and its DELETE goes unanswered.
     let state = mobius.stop();

@@ -57,25 +57,16 @@ fn fake_node(
             .build()
             .expect("rt");
         rt.block_on(async move {
-            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
-            let broker = m2mnode::config::BrokerUrl::parse(&url).expect("url");
-            let mut settings = Settings::client(
-                broker,
-                format!("fake-{own}-{}", free_port()),
-                own,
-                Duration::from_secs(5),
-            );
-            if let Some((u, p)) = credentials {
-                settings.username = Some(u.into());
-                settings.password = Some(p.into());
-            }
-            let (t, mut rx) = Transport::connect(settings, Duration::from_secs(10))
+            use common::mqtt::{Incoming, MqttClient, Options};
+            let mut opts = Options::new(&url, format!("fake-{own}-{}", free_port()), own);
+            opts.login = credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
+            let (t, mut rx) = MqttClient::connect(opts, Duration::from_secs(10))
                 .await
                 .expect("fake node connects");
             let _ = ready_tx.send(());
             let end = tokio::time::Instant::now() + Duration::from_secs(60);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-                let Incoming::Request { route, payload, .. } = ev else {
+                let Incoming::Request { route, payload } = ev else {
                     continue;
                 };
                 let Ok(fmt) = route.format else { continue };
@@ -101,7 +92,7 @@ fn fake_node(
                 } else {
                     Response::error(Rsc::NOT_FOUND, req.rqi, "nothing here")
                 };
-                t.publish(route.response_topic(), fmt.encode(&rsp).expect("encode"));
+                t.answer(&route, fmt, &rsp).await;
             }
         });
     });
@@ -483,7 +474,7 @@ fn open_dir(dir: &Path) {
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
 }
 
-fn password_broker() -> Option<(OwnBroker, u16)> {
+fn password_broker() -> (OwnBroker, u16) {
     let dir = scratch("passwd");
     open_dir(&dir);
     let passwd = dir.join("passwd");
@@ -493,15 +484,17 @@ fn password_broker() -> Option<(OwnBroker, u16)> {
         .args(["cse-mn", "s3cret"])
         .status()
         .is_ok_and(|s| s.success());
-    if !made {
-        eprintln!("skipped: mosquitto_passwd is not installed");
-        return None;
-    }
-    let _ = Command::new("mosquitto_passwd")
+    assert!(
+        made,
+        "mosquitto_passwd could not make a password file: it comes with the mosquitto package"
+    );
+    let added = Command::new("mosquitto_passwd")
         .arg("-b")
         .arg(&passwd)
         .args(["cse-in", "in-pass"])
-        .status();
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(added, "mosquitto_passwd could not add a second user");
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644));
     let port = free_port();
@@ -514,14 +507,12 @@ fn password_broker() -> Option<(OwnBroker, u16)> {
         ),
     )
     .expect("conf");
-    Some((OwnBroker::start(&conf, port), port))
+    (OwnBroker::start(&conf, port), port)
 }
 
 #[test]
 fn request_with_credentials_and_a_fast_failure_on_bad_ones() {
-    let Some((_broker, port)) = password_broker() else {
-        return;
-    };
+    let (_broker, port) = password_broker();
     let url = format!("mqtt://127.0.0.1:{port}");
     fake_node(
         url.clone(),
@@ -746,7 +737,7 @@ fn the_mosquitto_snippet_starts_with_the_stock_main_config() {
         "set_tcp_nodelay true",
         "max_queued_messages 100000",
         "max_inflight_messages 256",
-        "max_packet_size 1048576",
+        "max_packet_size 4194304",
         "password_file /etc/mosquitto/m2mnode.passwd",
         "acl_file /etc/mosquitto/m2mnode.acl",
     ] {
@@ -1018,9 +1009,7 @@ fn every_shipped_example_passes_check_config() {
 /// any password is reported; a refused login is a WARN with the reason.
 #[test]
 fn the_password_file_serves_status_check_config_and_run() {
-    let Some((_broker, port)) = password_broker() else {
-        panic!("mosquitto_passwd is missing");
-    };
+    let (_broker, port) = password_broker();
     let url = format!("mqtt://127.0.0.1:{port}");
     fake_node(
         url.clone(),
@@ -1070,7 +1059,7 @@ fn the_password_file_serves_status_check_config_and_run() {
 
     // run: logs in with it; a wrong one is a WARN with the broker's reason.
     let node = Node::start("pw-run", &with(dir.join("pw").to_str().expect("utf-8")));
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     std::fs::write(dir.join("wrong"), "nope").expect("pw");
     let node = Node::start(
         "pw-wrong",
@@ -1125,22 +1114,21 @@ fn request_prints_any_answer_and_only_silence_is_exit_3() {
             .build()
             .expect("rt");
         rt.block_on(async move {
-            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
-            let b = m2mnode::config::BrokerUrl::parse(&u).expect("url");
-            let s = Settings::client(b, "bare-responder", "/id-in", Duration::from_secs(5));
-            let (t, mut rx) = Transport::connect(s, Duration::from_secs(10))
+            let opts = common::mqtt::Options::new(&u, "bare-responder", "/id-in");
+            let (t, mut rx) = common::mqtt::MqttClient::connect(opts, Duration::from_secs(10))
                 .await
                 .expect("connect");
             let _ = ready_tx.send(());
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-                let Incoming::Request { route, payload, .. } = ev else {
+                let common::mqtt::Incoming::Request { route, payload } = ev else {
                     continue;
                 };
                 let v: serde_json::Value = serde_json::from_slice(&payload).expect("json");
                 let bare =
                     json!({"rsc": 4008, "rqi": v["rqi"], "pc": {"m2m:dbg": "relayed: no answer"}});
-                t.publish(route.response_topic(), bare.to_string().into_bytes());
+                t.publish(route.response_topic(), bare.to_string().into_bytes())
+                    .await;
             }
         });
     });
@@ -1265,9 +1253,9 @@ fn a_clean_stop_is_quiet_and_quick() {
         "quiet-in",
         &node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "60s"),
     );
-    inn.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    inn.wait_connected(Duration::from_secs(10));
     let mut mn = Node::start("quiet-mn", &mn_config(&broker.url()));
-    mn.wait_log("registered at /id-in", Duration::from_secs(15));
+    mn.wait_registered(Duration::from_secs(15));
     for (name, node) in [("MN", &mut mn), ("IN", &mut inn)] {
         let t = std::time::Instant::now();
         assert!(
@@ -1427,6 +1415,10 @@ fn run_doc_commands(
         let line = cmd
             .replace("mqtt://127.0.0.1:1883", url)
             .replace("/etc/m2mnode/node.toml", &node_toml.display().to_string())
+            .replace(
+                "/etc/m2mnode/m2mnode.toml",
+                &node_toml.display().to_string(),
+            )
             .replace(" node.toml", &format!(" {}", node_toml.display()))
             .replace("/etc/m2mnode/", &format!("{}/", dir.display()))
             .replace("--user m2mnode", &format!("--user {me}"));
@@ -1449,7 +1441,7 @@ fn the_readme_commands_work() {
         &node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "60s"),
     );
     let mn = Node::start("readme-mn", &mn_config(&broker.url()));
-    mn.wait_log("registered at /id-in", Duration::from_secs(15));
+    mn.wait_registered(Duration::from_secs(15));
     let dir = scratch("readme-cmds");
     let n = run_doc_commands("README.md", &broker.url(), mn.config_path(), &dir, &[]);
     assert!(n >= 2, "{n} commands");
@@ -1500,6 +1492,7 @@ fn the_operations_guide_commands_work() {
     };
     let _inn = Node::start("ops-in", &example("registrar-in.toml", "cse-in"));
     let mn = Node::start("ops-mn", &example("gateway-mn.toml", "cse-mn"));
+    // Behind the ACL only the health-check user reads the status: the log.
     mn.wait_log("registered at /id-in", Duration::from_secs(15));
     std::fs::write(dir.join("status-password"), "status-pass\n").expect("status password");
     let n = run_doc_commands(

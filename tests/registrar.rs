@@ -60,7 +60,7 @@ impl Live {
 fn live() -> Live {
     let broker = Mosquitto::start();
     let node = Node::start("registrar", &config("IN", &broker.url(), ""));
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     Live { broker, node }
 }
 
@@ -267,7 +267,7 @@ fn tc_cse_reg_ret_002_cse_base_contains_cst_and_nl() {
         "type = \"IN\"\nnode_link = \"/id-in/node1\"",
     );
     let node = Node::start("ret002", &cfg);
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     let c = Client::connect(&broker, "/id-x");
     let cb = retrieve(&c, "/id-in/cse-in").pc.expect("pc");
     assert_eq!(cb["m2m:cb"]["nl"], "/id-in/node1");
@@ -623,7 +623,9 @@ fn a_duplicate_delivery_is_executed_once_and_answered_twice() {
     let second = c.send(&r, "/id-in");
     assert_eq!(first.rsc, Rsc::CREATED);
     assert_eq!(second, first, "the same answer, not a 4105");
-    assert_eq!(s.node.count_in_log("request handled op=\"create\""), 1);
+    let st = s.node.status_now();
+    assert_eq!(count_of(&st, "handled/create"), 1, "executed once: {st}");
+    assert_eq!(count_of(&st, "registrees_added"), 1, "{st}");
 }
 
 #[test]
@@ -640,11 +642,13 @@ fn the_store_survives_a_restart() {
         "60s",
     );
     let mut node = Node::start("persist", &cfg);
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     let c = Client::connect(&broker, "/id-mn");
     register(&c, json!({"lbl": ["kept"]}));
     node.restart();
-    node.wait_log("registrees=1", Duration::from_secs(10));
+    node.wait_status(Duration::from_secs(10), "the restored registree", |s| {
+        registree(s, "/id-mn")["csi"] == "/id-mn"
+    });
     let got = retrieve(&c, "/id-in/cse-in/id-mn");
     assert_eq!(got.rsc, Rsc::OK, "{got:?}");
     assert_eq!(csr(&got)["lbl"], json!(["kept"]));
@@ -687,7 +691,6 @@ fn a_request_for_a_registree_is_forwarded_and_the_answer_relayed() {
     register(&mn, json!({"cb": "/id-mn/cse-mn", "dcse": ["/id-deep"]}));
     drop(mn);
     let _r = responder(&s.broker, "/id-mn", "cse-mn");
-    std::thread::sleep(Duration::from_millis(300));
     let x = s.connect("/id-x");
     let mut r = x.req(Operation::Retrieve, "/id-mn/cse-mn");
     r.rqi = "fwd-1".into();
@@ -719,7 +722,6 @@ fn a_duplicate_of_a_forwarded_request_is_forwarded_once() {
     register(&mn, json!({"cb": "/id-mn/cse-mn"}));
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let _r = responder_counting(&s.broker, "/id-mn", "cse-mn", seen.clone());
-    std::thread::sleep(Duration::from_millis(300));
     let x = s.connect("/id-x");
     let req = x.req(Operation::Retrieve, "/id-mn/cse-mn");
     let first = x.send(&req, "/id-in");
@@ -740,8 +742,12 @@ fn a_forward_to_a_silent_registree_ends_in_4008() {
     register(&mn, json!({}));
     let rsp = mn.send(&mn.req(Operation::Retrieve, "/id-mute/cse"), "/id-in");
     // The node's own MQTT timeout (2 s) ends the forward; the client's is 5 s.
+    // Like every answer the node originates, it carries rvi, to and fr
+    // (issue 20; it used to carry none of them).
     assert_eq!(rsp.rsc, Rsc::REQUEST_TIMEOUT, "{rsp:?}");
-    assert_eq!(rsp.fr, None);
+    assert_eq!(rsp.fr.as_deref(), Some("/id-in"));
+    assert_eq!(rsp.to.as_deref(), Some("/id-mute"));
+    assert_eq!(rsp.rvi.as_deref(), Some("3"));
 }
 
 #[test]
@@ -749,11 +755,13 @@ fn a_registree_that_stops_answering_liveness_checks_is_removed() {
     let broker = Mosquitto::start();
     let cfg = node_config("/id-in", "cse-in", "IN", &broker.url(), None, None, "1s");
     let node = Node::start("liveness", &cfg);
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     let c = Client::connect(&broker, "/id-mn");
     register(&c, json!({"cb": "/id-mn/cse-mn", "dcse": ["/id-below"]}));
     let live = responder(&broker, "/id-mn", "cse-mn");
-    std::thread::sleep(Duration::from_secs(3));
+    node.wait_probes("/id-mn", 3, Duration::from_secs(10));
+    let st = node.status_now();
+    assert_eq!(registree(&st, "/id-mn")["misses"], json!(0), "{st}");
     assert_eq!(
         retrieve(&c, "/id-in/cse-in/id-mn").rsc,
         Rsc::OK,
@@ -763,9 +771,9 @@ fn a_registree_that_stops_answering_liveness_checks_is_removed() {
     let _live = live;
     let c2 = Client::connect(&broker, "/id-gone");
     register(&c2, json!({}));
-    node.wait_log(
-        "registree is gone; removed its <remoteCSE> registree=/id-gone",
-        Duration::from_secs(10),
-    );
+    let st = node.wait_status(Duration::from_secs(10), "/id-gone removed", |s| {
+        registree(s, "/id-gone").is_null() && count_of(s, "registrees_unresponsive") == 1
+    });
+    assert_eq!(registree(&st, "/id-mn")["csi"], "/id-mn", "{st}");
     assert_eq!(retrieve(&c, "/id-in/cse-in/id-gone").rsc, Rsc::NOT_FOUND);
 }

@@ -137,7 +137,7 @@ proptest! {
         for (ri, csr) in r.store().iter() {
             let csi = csr.csi().expect("every CSR has a csi");
             prop_assert_eq!(ri.as_str(), &csi[1..], "ri is the CSE-ID");
-            prop_assert!(!m2mnode::engine::registrar::is_ae_id(csi));
+            prop_assert!(!m2mnode::id::is_ae_id(csi));
             prop_assert!(csi != "/id-in" && csi != "/id-up", "no registration loop: {}", csi);
             prop_assert_eq!(r.store().iter().filter(|(_, c)| c.csi() == Some(csi)).count(), 1);
         }
@@ -191,7 +191,7 @@ proptest! {
                 .iter()
                 .map(|(_, c)| (c.csi().unwrap_or_default().to_owned(), serde_json::to_string(c).unwrap_or_default()))
                 .collect();
-            let speaker = m2mnode::engine::registrar::speaker_cse(hop);
+            let speaker = m2mnode::id::speaker_cse(hop);
             for csi in before.keys().chain(after.keys()) {
                 if before.get(csi) != after.get(csi) {
                     prop_assert_eq!(

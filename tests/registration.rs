@@ -8,14 +8,12 @@ use m2mnode::primitive::{Operation, Rsc};
 use serde_json::Value;
 use std::time::Duration;
 
-const CREATED_AT_IN: &str = "request handled op=\"create\" to=/id-in/cse-in fr=/id-mn";
-
 fn in_node(broker: &Mosquitto, data: Option<&std::path::Path>) -> Node {
     let n = Node::start(
         "in",
         &node_config("/id-in", "cse-in", "IN", &broker.url(), data, None, "1s"),
     );
-    n.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    n.wait_connected(Duration::from_secs(10));
     n
 }
 
@@ -45,7 +43,7 @@ fn a_registree_registers_and_both_csrs_exist() {
     let broker = Mosquitto::start();
     let _in = in_node(&broker, None);
     let mn = mn_node(&broker, "/id-mn", "cse-mn", ("/id-in", "cse-in"));
-    mn.wait_log("registered at /id-in", Duration::from_secs(10));
+    mn.wait_registered(Duration::from_secs(10));
     let x = Client::connect(&broker, "/id-x");
     let (rsc, pc) = get(&x, "/id-in/cse-in/id-mn", "/id-in");
     assert_eq!(rsc, Rsc::OK);
@@ -66,25 +64,26 @@ fn a_registrar_reset_is_noticed_and_the_registree_registers_again() {
     let broker = Mosquitto::start();
     let mut registrar = in_node(&broker, None);
     let mn = mn_node(&broker, "/id-mn", "cse-mn", ("/id-in", "cse-in"));
-    mn.wait_log("registered at /id-in", Duration::from_secs(10));
+    mn.wait_registered(Duration::from_secs(10));
     // No data_dir: the restarted registrar knows nothing.
-    let mark = registrar.mark();
     registrar.restart();
-    // A warning, not "deregistered": the node did not leave, it was dropped.
-    mn.wait_log(
-        "no longer has this CSE's <remoteCSE>",
-        Duration::from_secs(10),
-    );
-    wait_until(Duration::from_secs(10), "a second registration", || {
-        mn.count_in_log("registered at /id-in") >= 2
+    // Lost, then registered again: the node did not leave, it was dropped.
+    let s = mn.wait_status(Duration::from_secs(20), "a second registration", |s| {
+        count_of(s, "registration_lost") >= 1
+            && count_of(s, "registered") >= 2
+            && s["registrar"]["registered"] == true
     });
+    assert_eq!(count_of(&s, "deregistered"), 0, "{s}");
     let x = Client::connect(&broker, "/id-x");
     assert_eq!(get(&x, "/id-in/cse-in/id-mn", "/id-in").0, Rsc::OK);
+    // Counts of the new registrar process.
+    let s = registrar.wait_connected(Duration::from_secs(10));
     assert_eq!(
-        registrar.count_since(mark, CREATED_AT_IN),
+        count_of(&s, "handled/create"),
         1,
-        "exactly one CSR created at the new registrar"
+        "exactly one CREATE at the new registrar: {s}"
     );
+    assert_eq!(count_of(&s, "registrees_added"), 1, "{s}");
 }
 
 #[test]
@@ -92,39 +91,46 @@ fn a_broker_restart_keeps_the_registration_without_a_new_create() {
     let mut broker = Mosquitto::start();
     let registrar = in_node(&broker, None);
     let mn = mn_node(&broker, "/id-mn", "cse-mn", ("/id-in", "cse-in"));
-    mn.wait_log("registered at /id-in", Duration::from_secs(10));
+    mn.wait_registered(Duration::from_secs(10));
     broker.restart();
-    wait_until(Duration::from_secs(15), "both nodes to reconnect", || {
-        mn.count_in_log("connected to the MQTT broker") >= 2
-            && registrar.count_in_log("connected to the MQTT broker") >= 2
-    });
+    let reconnected = |s: &serde_json::Value| count_of(s, "connects/local") >= 2;
+    mn.wait_status(Duration::from_secs(15), "mn to reconnect", reconnected);
+    registrar.wait_status(Duration::from_secs(15), "in to reconnect", reconnected);
     // A few check intervals pass with answers.
-    std::thread::sleep(Duration::from_secs(3));
+    mn.wait_checks(3, Duration::from_secs(10));
     let x = Client::connect(&broker, "/id-x");
     assert_eq!(get(&x, "/id-in/cse-in/id-mn", "/id-in").0, Rsc::OK);
-    assert_eq!(registrar.count_in_log(CREATED_AT_IN), 1, "no second CREATE");
-    assert_eq!(mn.count_in_log("registered at /id-in"), 1);
-    assert_eq!(mn.count_in_log("deregistered"), 0);
+    assert_eq!(registrar.count("handled/create"), 1, "no second CREATE");
+    let s = mn.wait_registered(Duration::from_secs(5));
+    assert_eq!(count_of(&s, "registered"), 1, "{s}");
+    assert_eq!(count_of(&s, "registration_lost"), 0, "{s}");
+    assert_eq!(count_of(&s, "deregistered"), 0, "{s}");
 }
 
 #[test]
 fn sigterm_deregisters() {
     let broker = Mosquitto::start();
-    let _in = in_node(&broker, None);
+    let inn = in_node(&broker, None);
     let mut mn = mn_node(&broker, "/id-mn", "cse-mn", ("/id-in", "cse-in"));
-    mn.wait_log("registered at /id-in", Duration::from_secs(10));
+    mn.wait_registered(Duration::from_secs(10));
     // mqtt.timeout is 2 s; shutdown is bounded by it plus 2 s.
     assert!(
         mn.terminate(Duration::from_secs(5)),
         "the node exits within the shutdown bound"
     );
+    let x = Client::connect(&broker, "/id-x");
+    assert_eq!(get(&x, "/id-in/cse-in/id-mn", "/id-in").0, Rsc::NOT_FOUND);
+    // The claim an operator reads (tests/operations.rs checks that it is
+    // not made when the registrar could not confirm).
     assert!(
         mn.log().contains("deregistered from /id-in"),
         "{}",
         mn.log()
     );
-    let x = Client::connect(&broker, "/id-x");
-    assert_eq!(get(&x, "/id-in/cse-in/id-mn", "/id-in").0, Rsc::NOT_FOUND);
+    // Deleted by its owner, not removed for failed checks.
+    let s = inn.wait_connected(Duration::from_secs(5));
+    assert_eq!(count_of(&s, "registrees_deleted"), 1, "{s}");
+    assert_eq!(count_of(&s, "registrees_unresponsive"), 0, "{s}");
 }
 
 #[test]
@@ -132,21 +138,19 @@ fn a_restart_with_data_adopts_the_csr() {
     let broker = Mosquitto::start();
     let registrar = in_node(&broker, None);
     let mut mn = mn_node(&broker, "/id-mn", "cse-mn", ("/id-in", "cse-in"));
-    mn.wait_log("registered at /id-in", Duration::from_secs(10));
-    let mark = registrar.mark();
+    mn.wait_registered(Duration::from_secs(10));
+    let deletes = registrar.count("handled/delete");
     mn.kill();
     mn.restart();
-    wait_until(
-        Duration::from_secs(10),
-        "the restarted node to register",
-        || mn.count_in_log("registered at /id-in") >= 2,
-    );
+    // A new process: registered again from its own start.
+    mn.wait_registered(Duration::from_secs(10));
+    let s = registrar.wait_connected(Duration::from_secs(5));
     assert_eq!(
-        registrar.count_in_log(CREATED_AT_IN),
+        count_of(&s, "handled/create"),
         1,
-        "adopted, not deleted and recreated"
+        "adopted, not deleted and recreated: {s}"
     );
-    assert_eq!(registrar.count_since(mark, "op=\"delete\""), 0);
+    assert_eq!(count_of(&s, "handled/delete"), deletes, "{s}");
 }
 
 #[test]
@@ -154,9 +158,9 @@ fn three_levels_carry_dcse_up_and_forward_down() {
     let broker = Mosquitto::start();
     let _in = in_node(&broker, None);
     let mn1 = mn_node(&broker, "/id-mn1", "cse-mn1", ("/id-in", "cse-in"));
-    mn1.wait_log("registered at /id-in", Duration::from_secs(10));
+    mn1.wait_registered(Duration::from_secs(10));
     let mut mn2 = mn_node(&broker, "/id-mn2", "cse-mn2", ("/id-mn1", "cse-mn1"));
-    mn2.wait_log("registered at /id-mn1", Duration::from_secs(10));
+    mn2.wait_registered(Duration::from_secs(10));
     let x = Client::connect(&broker, "/id-x");
     wait_until(
         Duration::from_secs(10),
@@ -182,8 +186,9 @@ fn shutdown_without_a_broker_is_bounded() {
     let mut broker = Mosquitto::start();
     let _in = in_node(&broker, None);
     let mut mn = mn_node(&broker, "/id-mn", "cse-mn", ("/id-in", "cse-in"));
-    mn.wait_log("registered at /id-in", Duration::from_secs(10));
+    mn.wait_registered(Duration::from_secs(10));
     broker.stop();
+    // With the broker gone nothing but the log tells that the node noticed.
     mn.wait_log("lost the MQTT broker", Duration::from_secs(10));
     // The DELETE cannot go out (5103 at once); the node still exits promptly.
     assert!(mn.terminate(Duration::from_secs(5)), "{}", mn.log());

@@ -56,7 +56,19 @@ fn in_node(broker: &Mosquitto, login: bool) -> Node {
         );
     }
     let n = Node::start("secured-in", &cfg);
-    n.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    if login {
+        // The ACL keeps `m2mnode status` (an anonymous originator) out, and
+        // the node answers its status to nobody else: the CSEBase answered
+        // to a registree says it is connected and subscribed.
+        let a = Client::connect_as(broker, "/id-a", Some(("cse-a", "pw-a")));
+        wait_until(Duration::from_secs(20), "the node to answer", || {
+            a.send(&a.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in")
+                .rsc
+                == Rsc::OK
+        });
+    } else {
+        n.wait_connected(Duration::from_secs(10));
+    }
     n
 }
 
@@ -137,7 +149,11 @@ fn spoofing_is_refused_with_passwords_and_the_acl() {
     del.rvi = Some("3".into());
     let payload = Format::Json.encode(&del).expect("json");
     a.publish("/oneM2M/req/id-b/id-in/json", payload);
-    std::thread::sleep(Duration::from_millis(500));
+    // A marker: the broker hands one client's publishes on in order and the
+    // node handles them in order, so once /id-a's next request is answered
+    // the spoofed DELETE would have been handled too.
+    let marker = a.send(&a.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in");
+    assert_eq!(marker.rsc, Rsc::OK, "{marker:?}");
     let got = b.send(&b.req(Operation::Retrieve, "/id-in/cse-in/id-b"), "/id-in");
     assert_eq!(got.rsc, Rsc::OK, "the ACL kept the spoofed DELETE away");
 }
@@ -147,8 +163,7 @@ fn spoofing_is_refused_with_passwords_and_the_acl() {
 /// answer (possibly a refusal) and the node stays under 200 MB.
 #[test]
 fn memory_stays_bounded_under_large_legal_payloads() {
-    use m2mnode::config::BrokerUrl;
-    use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
+    use common::mqtt::{Incoming, MqttClient, Options};
     let broker = Mosquitto::start();
     let data = scratch("fat-data");
     let node = Node::start(
@@ -163,7 +178,7 @@ fn memory_stays_bounded_under_large_legal_payloads() {
             "60s",
         ),
     );
-    node.wait_log("connected to the MQTT broker", Duration::from_secs(10));
+    node.wait_connected(Duration::from_secs(10));
     // 40 CSRs near the payload limit: 9,000 descendants each.
     for i in 0..40 {
         let me = format!("/id-fat{i}");
@@ -190,16 +205,12 @@ fn memory_stays_bounded_under_large_legal_payloads() {
     // 100 forwards of ~250 KB requests to a registree that never answers,
     // all at once; every one is answered (4008 or 5103).
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut settings = Settings::client(
-        BrokerUrl::parse(&broker.url()).expect("url"),
-        "fat-collector",
-        "/id-y",
-        Duration::from_secs(5),
-    );
-    settings.node = true;
-    settings.max_payload = 1 << 20;
+    // Collects every answer to /id-y (no request of its own waits for them).
     let (t, mut rx) = rt
-        .block_on(Transport::connect(settings, Duration::from_secs(10)))
+        .block_on(MqttClient::connect(
+            Options::new(&broker.url(), "fat-collector", "/id-y"),
+            Duration::from_secs(10),
+        ))
         .expect("connect");
     let big = "y".repeat(250 * 1024);
     let mut answered = 0;
@@ -209,8 +220,7 @@ fn memory_stays_bounded_under_large_legal_payloads() {
             r.rvi = Some("3".into());
             r.pc = Some(json!({"m2m:cb": {"lbl": [big.clone()]}}));
             let payload = Format::Json.encode(&r).expect("json");
-            t.publish_wait("/oneM2M/req/id-y/id-in/json".into(), payload)
-                .await;
+            t.publish("/oneM2M/req/id-y/id-in/json", payload).await;
         }
         let end = tokio::time::Instant::now() + Duration::from_secs(60);
         while answered < 100 {

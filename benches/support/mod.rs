@@ -58,8 +58,16 @@ impl NodeProc {
             dir,
             log_path,
         };
+        // It answers `m2mnode status` (exit 0, or 1 while not registered)
+        // once connected and subscribed.
         wait_until(Duration::from_secs(10), "the node to connect", || {
-            n.log().contains("connected to the MQTT broker")
+            Command::new(BIN)
+                .args(["status", "--timeout", "1s", "--config"])
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| matches!(s.code(), Some(0 | 1)))
         });
         n
     }

@@ -106,6 +106,11 @@ impl Durability {
         self.uncommitted.len()
     }
 
+    /// Answers that wait on a batch.
+    pub(crate) fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
     /// No answer waits on a batch.
     pub(crate) fn is_idle(&self) -> bool {
         self.parked.is_empty()

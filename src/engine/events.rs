@@ -51,6 +51,72 @@ impl fmt::Display for Dropped {
     }
 }
 
+/// Why a payload was dropped without an answer ([`Event::Dropped`]), for
+/// the metrics' label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Larger than `mqtt.max_payload`, dropped by the transport.
+    Oversize,
+    /// A request that is not a primitive and has no rqi to answer.
+    UndecodableRequest,
+    /// A response that cannot be read.
+    UndecodableResponse,
+    /// A request in a serialization this node does not speak, with no rqi
+    /// to answer 4015 to.
+    UnsupportedSerialization,
+    /// An answer that could not be encoded.
+    UnencodableAnswer,
+}
+
+impl DropReason {
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Oversize => "oversize",
+            DropReason::UndecodableRequest => "undecodable_request",
+            DropReason::UndecodableResponse => "undecodable_response",
+            DropReason::UnsupportedSerialization => "unsupported_serialization",
+            DropReason::UnencodableAnswer => "unencodable_answer",
+        }
+    }
+}
+
+/// What a broker connection went through: the transport measures and
+/// reports, the engine judges how much it is news (docs/operations.md,
+/// "Logs" and "Troubleshooting").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkReport {
+    /// Connected (subscribing follows); `session_present`: the broker kept
+    /// a session of this client id.
+    Connected {
+        broker: String,
+        session_present: bool,
+    },
+    /// A connection that was up went down; reconnecting.
+    Lost { why: String },
+    /// The broker refused the login (CONNACK 4 or 5): a configuration fault
+    /// that retrying does not fix.
+    LoginRefused {
+        broker: String,
+        user: Option<String>,
+        why: String,
+    },
+    /// A connection attempt failed otherwise (nothing listens, TLS, ...).
+    Unreachable { broker: String, why: String },
+    /// The broker keeps closing the connection right after accepting it,
+    /// `drops` times in a row: another client uses this client id.
+    Takeover {
+        client_id: String,
+        drops: u32,
+        why: String,
+    },
+    /// A message over the client's limit was dropped by purging the
+    /// broker session (a broker without a message size limit).
+    SessionPurged { size: usize, limit: usize },
+    /// The subscriptions could not be sent.
+    CannotSubscribe { why: String },
+}
+
 /// What the node has been doing, for the sign-of-life line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
@@ -155,13 +221,34 @@ pub enum Event {
         limit: usize,
         dcse: usize,
     },
+    /// The registrar refused to take the own CSR's change (5000: a limit
+    /// of its own, e.g. `dcse` beyond its `[limits] dcse_entries`): the
+    /// registration stands, and the `dcse` CSEs below this one are not all
+    /// announced there (those missing are unreachable through it). Once
+    /// until a change is taken again.
+    OwnUpdateRefused {
+        registrar: CseId,
+        dcse: usize,
+        answer: Option<(Rsc, String)>,
+    },
+    /// A narrowed `[registrees] allowed` (reload) no longer matches these
+    /// registrees; they stay registered until they go.
+    NoLongerAllowed {
+        csis: Vec<String>,
+    },
     /// A payload that could not be answered was dropped.
     Dropped {
+        reason: DropReason,
         why: String,
     },
     /// A publish that is not a oneM2M message at all (not news).
     Ignored {
         topic: String,
+    },
+    /// A payload dropped beyond the lines a minute shows (counted, told in
+    /// [`Event::DropsSuppressed`] when the minute is over).
+    DroppedQuietly {
+        reason: DropReason,
     },
     /// Payloads dropped in the last minute beyond those shown one by one.
     DropsSuppressed {
@@ -169,6 +256,16 @@ pub enum Event {
     },
     /// The sign of life: hourly, and after a check asked for.
     Summary(Summary),
+    /// A broker connection's report; `told`: news at its level (a refused
+    /// login or an unreachable broker is told at the first failure, then
+    /// as a reminder, not at every retry); `attempts`: failures since the
+    /// last connection.
+    Link {
+        link: crate::topic::Link,
+        report: LinkReport,
+        attempts: u32,
+        told: bool,
+    },
     /// Deregistration is over (or there was none): the driver may exit.
     Stopped,
     /// The SP (`spi`) and root IN-CSE (`ici`) learned from the registrar,
@@ -211,6 +308,17 @@ impl Event {
                     Warn
                 }
             }
+            Event::OwnUpdateRefused { .. } => Error,
+            Event::Link { told: false, .. } => Debug,
+            Event::Link { report, .. } => match report {
+                LinkReport::Connected { .. } => Info,
+                LinkReport::Lost { .. }
+                | LinkReport::LoginRefused { .. }
+                | LinkReport::Unreachable { .. }
+                | LinkReport::CannotSubscribe { .. } => Warn,
+                LinkReport::Takeover { .. } | LinkReport::SessionPurged { .. } => Error,
+            },
+            Event::NoLongerAllowed { .. } => Warn,
             Event::RegistrationRetry { .. }
             | Event::RegistrationLost { .. }
             | Event::RefusalsSpiking { .. }
@@ -231,6 +339,7 @@ impl Event {
             Event::ProbeMissed { .. }
             | Event::Handled { .. }
             | Event::Ignored { .. }
+            | Event::DroppedQuietly { .. }
             | Event::Stopped => Debug,
         }
     }
@@ -256,10 +365,14 @@ impl Event {
             Event::RefusalsSpiking { .. } => "refusals",
             Event::StoreFailed { .. } => "store_failed",
             Event::OwnRequestTooLarge { .. } => "own_request_too_large",
+            Event::OwnUpdateRefused { .. } => "own_update_refused",
+            Event::NoLongerAllowed { .. } => "no_longer_allowed",
             Event::Dropped { .. } => "dropped",
             Event::DropsSuppressed { .. } => "dropped",
             Event::Ignored { .. } => "ignored",
+            Event::DroppedQuietly { .. } => "dropped",
             Event::Summary(_) => "summary",
+            Event::Link { .. } => "link",
             Event::Stopped => "stopped",
         }
     }
@@ -420,7 +533,30 @@ impl fmt::Display for Event {
                 "the own <remoteCSE> {} would be {bytes} bytes, over mqtt.max_payload ({limit}), with {dcse} descendants in dcse; raise mqtt.max_payload (and the brokers' limits); the registration is kept",
                 op.name()
             ),
-            Event::Dropped { why } => write!(f, "dropping {why}"),
+            Event::OwnUpdateRefused {
+                registrar,
+                dcse,
+                answer,
+            } => {
+                write!(f, "{registrar} refused the update of the own <remoteCSE>")?;
+                if let Some((rsc, why)) = answer {
+                    write!(f, " ({rsc} {why})")?;
+                }
+                write!(
+                    f,
+                    ": the registration stands, but not all of the {dcse} descendants in dcse are announced there (those missing cannot be reached through it); tried again after the next check"
+                )
+            }
+            Event::NoLongerAllowed { csis } => write!(
+                f,
+                "[registrees] allowed no longer matches {} registree(s): {}; they stay registered until they go",
+                csis.len(),
+                csis.join(", ")
+            ),
+            Event::Dropped { why, .. } => write!(f, "dropping {why}"),
+            Event::DroppedQuietly { reason } => {
+                write!(f, "dropping a payload ({})", reason.name())
+            }
             Event::Ignored { topic } => {
                 write!(f, "ignoring a publish on {topic}: not a oneM2M topic")
             }
@@ -449,6 +585,44 @@ impl fmt::Display for Event {
                     s.handled, s.refused
                 )
             }
+            Event::Link {
+                report, attempts, ..
+            } => match report {
+                LinkReport::Connected {
+                    broker,
+                    session_present,
+                } => write!(
+                    f,
+                    "connected to the MQTT broker {broker} (session_present={session_present})"
+                ),
+                LinkReport::Lost { why } => {
+                    write!(f, "lost the MQTT broker ({why}); reconnecting")
+                }
+                LinkReport::LoginRefused { broker, user, why } => {
+                    write!(f, "the MQTT broker at {broker} refused the login")?;
+                    if let Some(u) = user {
+                        write!(f, " as {u:?}")?;
+                    }
+                    write!(f, ": {why}; retrying ({attempts} attempts)")
+                }
+                LinkReport::Unreachable { broker, why } => write!(
+                    f,
+                    "cannot reach the MQTT broker at {broker}: {why}; retrying ({attempts} attempts)"
+                ),
+                LinkReport::Takeover {
+                    client_id,
+                    drops,
+                    why,
+                } => write!(
+                    f,
+                    "the broker keeps closing the connection right after accepting it ({drops} times): another client uses the client id {client_id}; is a second node running with this CSE-ID? ({why})"
+                ),
+                LinkReport::SessionPurged { size, limit } => write!(
+                    f,
+                    "dropping an oversize message of {size} bytes (the client reads {limit}) by purging the broker session, which loses what was queued; set max_packet_size on the broker (mosquitto/production.conf)"
+                ),
+                LinkReport::CannotSubscribe { why } => write!(f, "cannot subscribe: {why}"),
+            },
             Event::Stopped => f.write_str("stopped"),
             Event::SpLearned { spi, ici } => write!(
                 f,
@@ -513,61 +687,6 @@ impl Throttle {
     }
 }
 
-/// Counts requests answered and refused: totals for status, counts since
-/// the last summary, and a spike of refusals within a minute.
-#[derive(Default)]
-pub(crate) struct Tally {
-    pub(crate) handled_total: u64,
-    pub(crate) refused_total: u64,
-    /// Publishes dropped before they could be answered (oversize, not
-    /// oneM2M, undecodable without an rqi).
-    pub(crate) dropped_total: u64,
-    handled_since: u64,
-    refused_since: u64,
-    minute_start: Option<Instant>,
-    refused_minute: u64,
-    spike_told: bool,
-}
-
-/// Refusals within a minute above which one WARN line says so.
-const REFUSAL_SPIKE: u64 = 100;
-
-impl Tally {
-    /// Counts one answer; `Some(n)` when refusals just passed the spike
-    /// threshold in the current minute (told once a minute).
-    pub(crate) fn count(&mut self, refused: bool, now: Instant) -> Option<u64> {
-        self.handled_total += 1;
-        self.handled_since += 1;
-        if !refused {
-            return None;
-        }
-        self.refused_total += 1;
-        self.refused_since += 1;
-        match self.minute_start {
-            Some(s) if now.duration_since(s) < Duration::from_secs(60) => {}
-            _ => {
-                self.minute_start = Some(now);
-                self.refused_minute = 0;
-                self.spike_told = false;
-            }
-        }
-        self.refused_minute += 1;
-        if self.refused_minute >= REFUSAL_SPIKE && !self.spike_told {
-            self.spike_told = true;
-            return Some(self.refused_minute);
-        }
-        None
-    }
-
-    /// (handled, refused) since the last call.
-    pub(crate) fn take_since(&mut self) -> (u64, u64) {
-        let r = (self.handled_since, self.refused_since);
-        self.handled_since = 0;
-        self.refused_since = 0;
-        r
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,18 +703,16 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_spike_is_told_once_a_minute() {
-        let t0 = Instant::now();
-        let mut t = Tally::default();
-        let told: Vec<u64> = (0..250).filter_map(|_| t.count(true, t0)).collect();
-        assert_eq!(told, vec![REFUSAL_SPIKE]);
-        assert_eq!(
-            t.count(true, t0 + Duration::from_secs(61)),
-            None,
-            "a new minute starts counting anew"
-        );
-        assert_eq!(t.take_since(), (251, 251));
-        assert_eq!(t.take_since(), (0, 0));
+    fn drop_reasons_have_distinct_labels() {
+        let all = [
+            DropReason::Oversize,
+            DropReason::UndecodableRequest,
+            DropReason::UndecodableResponse,
+            DropReason::UnsupportedSerialization,
+            DropReason::UnencodableAnswer,
+        ];
+        let names: std::collections::HashSet<_> = all.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), all.len());
     }
 
     #[test]

@@ -6,9 +6,10 @@
 
 use super::dedupe::{self, Seen};
 use super::durability::Parked;
-use super::registrar::Outcome;
+use super::events::DropReason;
+use super::registrar::{mark_partial, Outcome, Page};
 use super::store::Answered;
-use super::{error_instead_of, status, Ack, Engine, Event, Transmit};
+use super::{status, Ack, Asked, Engine, Event, Transmit};
 use crate::error::Refusal;
 use crate::primitive::{Format, Operation, Response, Rsc};
 use crate::time::Now;
@@ -40,18 +41,24 @@ impl Engine {
                 let is_object = format.decode_value(payload).is_ok_and(|v| v.is_object());
                 if e.rqi.is_none() && !is_object {
                     self.events.push_back(Event::Dropped {
+                        reason: DropReason::UndecodableRequest,
                         why: format!(
                             "an undecodable payload with no rqi on {}: {e}",
-                            route.response_topic()
+                            request_topic(&route)
                         ),
                     });
                     return self.ack_only(ack);
                 }
-                let why = e.to_string();
-                let mut rsp = Response::error(Rsc::BAD_REQUEST, e.rqi.unwrap_or_default(), why);
-                rsp.rvi = e.rvi;
-                rsp.to = e.fr;
-                rsp.ot = Some(now.wall.to_onem2m());
+                let rsp = self.own_answer(
+                    Rsc::BAD_REQUEST,
+                    Asked {
+                        rqi: e.rqi.as_deref().unwrap_or_default(),
+                        rvi: e.rvi.as_deref(),
+                        fr: e.fr.as_deref(),
+                    },
+                    e.to_string(),
+                    Some(now.wall.to_onem2m()),
+                );
                 self.reply(route, format, &rsp, ack);
                 return;
             }
@@ -88,7 +95,17 @@ impl Engine {
                 response: self.registrar.answer(&req, rsp, now.wall),
             }
         } else if req.op == Operation::Retrieve && status::is_target(self, &req.to) {
-            let rsp = Response::new(Rsc::OK, "").with_pc(status::status(self));
+            let rsp = match self.registrar.may_read_status(&req, &route.originator) {
+                Ok(()) => {
+                    let page =
+                        Page::of(&req, self.registrar.answer_budget()).or_lim(status::STATUS_PAGE);
+                    let (pc, next) = status::status(self, page);
+                    let mut rsp = Response::new(Rsc::OK, "").with_pc(pc);
+                    mark_partial(&mut rsp, next);
+                    rsp
+                }
+                Err(refusal) => Response::error(refusal.rsc(), "", refusal.to_string()),
+            };
             Outcome::Respond {
                 response: self.registrar.answer(&req, rsp, now.wall),
             }
@@ -97,7 +114,7 @@ impl Engine {
             // checked `fr` is one of them): the registrar sees the CSE
             // that `fr` names as the hop.
             let hop = match crate::engine::intersp::split_absolute(&route.originator) {
-                Some((sp, _)) => match super::registrar::speaker_cse(&fr) {
+                Some((sp, _)) => match crate::id::speaker_cse(&fr) {
                     Some(cse) => format!("//{sp}{cse}"),
                     None => route.originator.clone(),
                 },
@@ -157,6 +174,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 self.events.push_back(Event::Dropped {
+                    reason: DropReason::UndecodableResponse,
                     why: format!("undecodable response from {}: {e}", route.receiver),
                 });
                 return;
@@ -196,7 +214,7 @@ impl Engine {
             _ => rsp,
         };
         let too_large = |size: usize| {
-            error_instead_of(
+            self.error_instead_of(
                 rsp,
                 Rsc::INTERNAL_SERVER_ERROR,
                 format!("the answer of {size} bytes exceeds mqtt.max_payload; narrow the request (discovery instead of rcn 4/8)"),
@@ -215,6 +233,7 @@ impl Engine {
             }
             Err(e) => {
                 self.events.push_back(Event::Dropped {
+                    reason: DropReason::UnencodableAnswer,
                     why: format!("cannot encode an answer: {e}"),
                 });
                 self.ack_only(ack);
@@ -259,10 +278,19 @@ impl Engine {
             }
             _ => {
                 self.events.push_back(Event::Dropped {
+                    reason: DropReason::UnsupportedSerialization,
                     why: format!("a request in unsupported serialization {suffix:?}"),
                 });
                 self.ack_only(ack);
             }
         }
     }
+}
+
+/// The topic a request came on (for logs: an answer would go on the
+/// response topic, TS-0010 6.4.5).
+fn request_topic(route: &Route) -> String {
+    route
+        .response_topic()
+        .replacen("/oneM2M/resp/", "/oneM2M/req/", 1)
 }

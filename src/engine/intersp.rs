@@ -179,9 +179,8 @@ impl Engine {
         );
         self.sync_store_peers();
         if !self.stopping {
-            let up: Vec<Link> = self.links.states().filter(|s| s.1).map(|s| s.0).collect();
             for p in &mut self.peers {
-                if up.contains(&p.settings.link) {
+                if self.links.is_up(p.settings.link) {
                     if let Some(start) = p.up.start.take() {
                         p.up.machine.handle(start, now);
                     }
@@ -444,6 +443,14 @@ impl Engine {
             Action::CheckUnanswered { times } => {
                 self.peer_event(i, Event::CheckUnanswered { registrar, times })
             }
+            Action::UpdateRefused { answer } => self.peer_event(
+                i,
+                Event::OwnUpdateRefused {
+                    registrar,
+                    dcse: 0,
+                    answer,
+                },
+            ),
             Action::Stopped => {
                 self.peers[i].stopped = true;
                 if self.stopping && self.upstream.is_none() && self.peers_stopped() && !self.stopped
@@ -591,7 +598,7 @@ impl Engine {
             .peers
             .iter()
             .any(|p| !p.retiring && p.settings.sp_id == sp && p.settings.id.as_str() == hop);
-        let speaks_for_itself = super::registrar::speaker_cse(rest) == Some(hop);
+        let speaks_for_itself = crate::id::speaker_cse(rest) == Some(hop);
         let sp_id_topic = self
             .own_sp()
             .is_some_and(|own| route.receiver.strip_prefix('/') == Some(own));

@@ -773,19 +773,3 @@ fn a_request_for_an_sp_whose_in_registered_here_goes_to_it() {
         "a local hop claiming another SP"
     );
 }
-
-#[test]
-fn status_shows_each_peer_sp() {
-    let (mut e, now) = in_a("");
-    let before = crate::cli::status_summary(&e.status()["m2mnode:status"]);
-    assert!(
-        before.contains("peer SP: NOT registered at //sp-b.example/id-in-b"),
-        "{before}"
-    );
-    register_at_b(&mut e, now);
-    let after = crate::cli::status_summary(&e.status()["m2mnode:status"]);
-    assert!(
-        after.contains("peer SP: registered at //sp-b.example/id-in-b since"),
-        "{after}"
-    );
-}

@@ -3,15 +3,24 @@
 //! there is one link and everything travels on it; `[registrar.mqtt]` adds
 //! a link toward the registrar (docs/protocol.md §1.3, "two brokers").
 
+use super::events::LinkReport;
 use crate::id::CseId;
 use crate::topic::Link;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Default)]
 struct LinkState {
     up: bool,
-    /// Connections since start (a reconnect is one more).
-    connects: u64,
+    /// Failed attempts since the last connection, and when one was told.
+    attempts: u32,
+    last_told: Option<Instant>,
 }
+
+/// A refused login is told again this often while it lasts (a fault of the
+/// configuration: the operator should see it); an unreachable broker less
+/// often (it may just be away).
+const LOGIN_REMINDER: Duration = Duration::from_secs(30);
+const UNREACHABLE_REMINDER: Duration = Duration::from_secs(60);
 
 /// Every link's state, by key.
 #[derive(Clone, Debug)]
@@ -42,18 +51,41 @@ impl Links {
     /// `link` came up or went down; `None`: every link (one broker).
     pub(crate) fn set(&mut self, link: Option<Link>, up: bool) {
         match link {
-            Some(l) => {
-                let s = self.state_mut(l);
-                s.connects += u64::from(up && !s.up);
-                s.up = up;
-            }
+            Some(l) => self.state_mut(l).up = up,
             None => {
                 for s in &mut self.states {
-                    s.connects += u64::from(up && !s.up);
                     s.up = up;
                 }
             }
         }
+    }
+
+    /// Keeps count of `link`'s report at `now`: (failed attempts since the
+    /// last connection, whether it is news).
+    pub(crate) fn report(&mut self, link: Link, report: &LinkReport, now: Instant) -> (u32, bool) {
+        let s = self.state_mut(link);
+        let reminder = match report {
+            LinkReport::Connected { .. } => {
+                s.attempts = 0;
+                s.last_told = None;
+                return (0, true);
+            }
+            // Once at the third drop, then every tenth, not per drop.
+            LinkReport::Takeover { drops, .. } => return (s.attempts, drops % 10 == 3),
+            LinkReport::LoginRefused { .. } => LOGIN_REMINDER,
+            LinkReport::Unreachable { .. } => UNREACHABLE_REMINDER,
+            LinkReport::Lost { .. }
+            | LinkReport::SessionPurged { .. }
+            | LinkReport::CannotSubscribe { .. } => return (s.attempts, true),
+        };
+        s.attempts += 1;
+        let due = s
+            .last_told
+            .is_none_or(|t| now.duration_since(t) >= reminder);
+        if due {
+            s.last_told = Some(now);
+        }
+        (s.attempts, due)
     }
 
     pub(crate) fn is_up(&self, link: Link) -> bool {
@@ -81,14 +113,6 @@ impl Links {
             _ => Link::LOCAL,
         }
     }
-
-    /// (link, up, connects) of every link, for status.
-    pub(crate) fn states(&self) -> impl Iterator<Item = (Link, bool, u64)> + '_ {
-        self.states
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (Link(i as u8), s.up, s.connects))
-    }
 }
 
 #[cfg(test)]
@@ -106,6 +130,33 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_login_is_told_then_reminded_not_repeated() {
+        let t0 = Instant::now();
+        let mut l = Links::new(Link::LOCAL);
+        let refused = LinkReport::LoginRefused {
+            broker: "mqtt://b".into(),
+            user: Some("u".into()),
+            why: "not authorized".into(),
+        };
+        let told: Vec<bool> = (0..7u64)
+            .map(|i| {
+                l.report(Link::LOCAL, &refused, t0 + Duration::from_secs(5 * i))
+                    .1
+            })
+            .collect();
+        assert_eq!(told, [true, false, false, false, false, false, true]);
+        let connected = LinkReport::Connected {
+            broker: "mqtt://b".into(),
+            session_present: false,
+        };
+        assert_eq!(l.report(Link::LOCAL, &connected, t0), (0, true));
+        assert!(
+            l.report(Link::LOCAL, &refused, t0).1,
+            "a new outage is news"
+        );
+    }
+
+    #[test]
     fn the_registrar_on_its_own_broker() {
         let mut l = Links::new(Link::UPSTREAM);
         let reg = CseId::new("/id-in").expect("id");
@@ -114,9 +165,6 @@ mod tests {
         l.set(Some(Link::LOCAL), true);
         assert!(l.is_up(Link::LOCAL) && !l.is_up(Link::UPSTREAM) && !l.all_up());
         l.set(Some(Link::UPSTREAM), true);
-        l.set(Some(Link::UPSTREAM), false);
-        l.set(Some(Link::UPSTREAM), true);
-        let connects: Vec<u64> = l.states().map(|(_, _, c)| c).collect();
-        assert_eq!(connects, vec![1, 2]);
+        assert!(l.all_up());
     }
 }

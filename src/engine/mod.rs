@@ -6,37 +6,14 @@
 //! tracking, pending forwards and the requests this node is waiting on, and
 //! the in-memory store with its indexes.
 //!
-//! # Driver contract
 //!
-//! Modelled on quinn-proto's `Connection`:
-//!
-//! 1. Feed inputs as they happen: [`Engine::handle_request`] for a publish
-//!    on a request topic, [`Engine::handle_response`] for one on a response
-//!    topic, [`Engine::connection`] when the broker link comes or goes
-//!    ([`Engine::link_connection`] for each of two links, when the
-//!    registrar is on a broker of its own: [`Link`]),
-//!    [`Engine::store_committed`] / [`Engine::store_failed`] when a batch
-//!    from [`Engine::poll_store`] has been written (or not), and
-//!    [`Engine::handle_timeout`] when the instant from
-//!    [`Engine::poll_timeout`] has come.
-//! 2. After **every** input, drain the outputs: [`Engine::poll_store`]
-//!    (hand the batch to the persister; at most one is outstanding),
-//!    [`Engine::poll_transmit`] (publish; a transmit's [`Ack`] is released
-//!    only after its payload was handed to the client, so the broker
-//!    redelivers what a crash cut short), [`Engine::poll_event`] (log,
-//!    status), then re-read [`Engine::poll_timeout`] and sleep until then.
-//! 3. `now` is a [`Now`]: a monotonic instant for every timer and the wall
-//!    time for what goes on the wire (`ot`, `rqet`, `ct`, `lt`). It must
-//!    never go backwards (the monotonic part); the wall part may jump.
-//!
-//! Transmits are addressed to a next-hop CSE on a [`Link`] (a request) or to
-//! the hop a request came from (an answer, which goes back on the
-//! [`Route::link`] its request came in on), never to a topic: the driver
-//! keeps one broker connection per link and builds the topic.
-//!
-//! Nothing acknowledged is lost: a CREATE/UPDATE/DELETE of a durable node is
-//! answered only once its batch is committed (group commit); a batch that
-//! fails is undone in memory and every request in it is answered 5000.
+//! Its parts are owned and unit-tested on their own: `forwards` (what this
+//! node waits on), `durability` (group commit), `links` (per broker
+//! connection), `liveness`, `registration` (the own registration machine,
+//! glued in `upstream`), `registrar` (the hosting side), `store`,
+//! `dedupe`, `tally` and `events`. `ingress`, `outbound` and `status` are
+//! the engine's way in, way out and status view. The driver contract is
+//! the documentation of [`Engine`].
 
 mod dedupe;
 mod durability;
@@ -48,18 +25,21 @@ mod links;
 mod liveness;
 mod outbound;
 mod peer;
-pub mod registrar;
-pub mod registration;
+mod registrar;
+mod registration;
 mod sp_identity;
 mod status;
 pub mod store;
+mod tally;
 mod upstream;
 
 pub use crate::topic::Link;
-pub use events::{Dropped, Event, Removal, Severity, Summary};
+pub use events::{DropReason, Dropped, Event, LinkReport, Removal, Severity, Summary};
 pub use intersp::{HopIds, PeerSettings, TopicIds};
 pub use liveness::MISSES as LIVENESS_MISSES;
-pub use registrar::{Limits, Outcome, Registrar, RegistrarSettings};
+pub use registrar::{
+    Limits, Outcome, Registrar, RegistrarSettings, FORWARD_BYTES, STATUS_ORIGINATOR,
+};
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
 
 use crate::id::CseId;
@@ -69,13 +49,15 @@ use crate::topic::Route;
 use dedupe::RecentRequests;
 pub use durability::Ack;
 use durability::Durability;
-use events::{Tally, Throttle};
+use events::Throttle;
 use forwards::Forwards;
 use links::Links;
 use liveness::{Liveness, ProbeOutcome};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use store::{Notice, Snapshot, Store, StoreChange, Undo};
+pub use tally::Counters;
+use tally::Tally;
 use upstream::Upstream;
 
 /// The own registration, when this node has a registrar.
@@ -159,8 +141,40 @@ pub struct StoreBatch {
     pub changes: Vec<StoreChange>,
 }
 
-/// The engine: the node's every protocol decision, composed of owned parts.
-/// See the module documentation for the driver contract.
+/// The engine: the node's every protocol decision, composed of owned parts,
+/// as a pure function of inputs and time. It does no I/O and reads no clock.
+///
+/// # Driver contract
+///
+/// Modelled on quinn-proto's `Connection`:
+///
+/// 1. Feed inputs as they happen: [`Engine::handle_request`] for a publish
+///    on a request topic, [`Engine::handle_response`] for one on a response
+///    topic, [`Engine::connection`] when the broker link comes or goes
+///    ([`Engine::link_connection`] for each of two links, when the
+///    registrar is on a broker of its own: [`Link`]),
+///    [`Engine::store_committed`] / [`Engine::store_failed`] when a batch
+///    from [`Engine::poll_store`] has been written (or not), and
+///    [`Engine::handle_timeout`] when the instant from
+///    [`Engine::poll_timeout`] has come.
+/// 2. After **every** input, drain the outputs: [`Engine::poll_store`]
+///    (hand the batch to the persister; at most one is outstanding),
+///    [`Engine::poll_transmit`] (publish; a transmit's [`Ack`] is released
+///    only after its payload was handed to the client, so the broker
+///    redelivers what a crash cut short), [`Engine::poll_event`] (log,
+///    status), then re-read [`Engine::poll_timeout`] and sleep until then.
+/// 3. `now` is a [`Now`]: a monotonic instant for every timer and the wall
+///    time for what goes on the wire (`ot`, `rqet`, `ct`, `lt`). It must
+///    never go backwards (the monotonic part); the wall part may jump.
+///
+/// Transmits are addressed to a next-hop CSE on a [`Link`] (a request) or to
+/// the hop a request came from (an answer, which goes back on the
+/// [`Route::link`] its request came in on), never to a topic: the driver
+/// keeps one broker connection per link and builds the topic.
+///
+/// Nothing acknowledged is lost: a CREATE/UPDATE/DELETE of a durable node is
+/// answered only once its batch is committed (group commit); a batch that
+/// fails is undone in memory and every request in it is answered 5000.
 pub struct Engine {
     own: CseId,
     /// The hosting side: CSEBase, `<remoteCSE>` C/R/U/D, routing, the store.
@@ -273,9 +287,11 @@ impl Engine {
                 .as_ref()
                 .map_or(Link::LOCAL, |u| u.link),
         );
+        let mut registrar = Registrar::with_store(settings.registrar, store);
+        registrar.set_answer_budget(settings.max_payload);
         let mut engine = Engine {
             own,
-            registrar: Registrar::with_store(settings.registrar, store),
+            registrar,
             upstream,
             switch: None,
             seed: settings.seed,
@@ -288,6 +304,7 @@ impl Engine {
             recent: RecentRequests::new(RECENT_ANSWERS, limits.answer_cache_bytes),
             forwards: Forwards::new(
                 limits.forwards_in_flight,
+                limits.forwards_per_hop,
                 settings.request_timeout,
                 settings.seed,
             ),
@@ -365,9 +382,39 @@ impl Engine {
         self.liveness.misses(csi)
     }
 
-    /// What `m2mnode status` shows (status.rs).
+    /// What `m2mnode status` shows (status.rs), its first page.
     pub fn status(&self) -> serde_json::Value {
-        status::status(self)
+        let page = registrar::Page::of(
+            &crate::primitive::Request::new(crate::primitive::Operation::Retrieve, "", "", ""),
+            self.registrar.answer_budget(),
+        )
+        .or_lim(status::STATUS_PAGE);
+        status::status(self, page).0
+    }
+
+    /// Running totals for monitoring (docs/operations.md "Metrics").
+    pub fn counters(&self) -> Counters {
+        self.tally.counters()
+    }
+
+    /// Forwarded requests awaiting their answer.
+    pub fn forwards_in_flight(&self) -> usize {
+        self.forwards.forwards_in_flight()
+    }
+
+    /// Answers held until their change is durable (group commit).
+    pub fn answers_awaiting_durability(&self) -> usize {
+        self.durability.parked()
+    }
+
+    /// CSEs below this one (the own CSR's `dcse`).
+    pub fn descendant_count(&self) -> usize {
+        self.registrar.store().descendant_count()
+    }
+
+    /// Whether `link` is connected and subscribed.
+    pub fn link_up(&self, link: Link) -> bool {
+        self.links.is_up(link)
     }
 
     /// The link this node reaches the next hop `to` on.
@@ -380,6 +427,7 @@ impl Engine {
 
     /// The broker link came up or went down (a single broker: every link).
     pub fn connection(&mut self, up: bool, now: Now) {
+        self.count_connects(None, up);
         self.links.set(None, up);
         self.link_changed(None, up, now);
     }
@@ -388,8 +436,23 @@ impl Engine {
     /// only while the local one is down, the own registration's requests
     /// fail fast only while the registrar's is.
     pub fn link_connection(&mut self, link: Link, up: bool, now: Now) {
+        self.count_connects(Some(link), up);
         self.links.set(Some(link), up);
         self.link_changed(Some(link), up, now);
+    }
+
+    /// Counts `link` (`None`: every one) coming up, before it is recorded:
+    /// a repeated "up" is no new connection.
+    fn count_connects(&mut self, link: Option<Link>, up: bool) {
+        if !up {
+            return;
+        }
+        let reg = self.links.registrar();
+        let local = link.is_none_or(|l| l == Link::LOCAL) && !self.links.is_up(Link::LOCAL);
+        let upstream = self.links.registrar_is_separate()
+            && link.is_none_or(|l| l == reg)
+            && !self.links.is_up(reg);
+        self.tally.connects(local, upstream);
     }
 
     /// `link` (`None`: every one) came up or went down.
@@ -425,7 +488,7 @@ impl Engine {
         if !self.links.registrar_is_separate() {
             return None;
         }
-        let hop = registrar::speaker_cse(&route.originator)?;
+        let hop = crate::id::speaker_cse(&route.originator)?;
         let store = self.registrar.store();
         let is_registrar = self
             .upstream
@@ -460,9 +523,18 @@ impl Engine {
         self.flush(now);
     }
 
-    /// Replaces the allow-list of registrees (config reload).
-    pub fn set_allowed(&mut self, allowed: Vec<String>) {
+    /// Replaces the allow-list of registrees (config reload); returns the
+    /// registrees it no longer matches (also as [`Event::NoLongerAllowed`]),
+    /// which stay registered until they go: the reload line names them.
+    pub fn set_allowed(&mut self, allowed: Vec<String>, now: Now) -> Vec<String> {
         self.registrar.set_allowed(allowed);
+        let csis = self.registrar.not_allowed();
+        if !csis.is_empty() {
+            self.events
+                .push_back(Event::NoLongerAllowed { csis: csis.clone() });
+        }
+        self.flush(now);
+        csis
     }
 
     pub fn set_registree_check_interval(&mut self, interval: Duration) {
@@ -479,7 +551,8 @@ impl Engine {
 
     /// New limits (config reload); what is held already stays.
     pub fn set_limits(&mut self, limits: Limits) {
-        self.forwards.set_max_forwards(limits.forwards_in_flight);
+        self.forwards
+            .set_max_forwards(limits.forwards_in_flight, limits.forwards_per_hop);
         self.recent.set_max_bytes(limits.answer_cache_bytes);
         self.registrar.set_limits(limits);
     }
@@ -514,6 +587,20 @@ impl Engine {
         self.flush(now);
     }
 
+    /// A broker connection's report (`None`: the single one): counted per
+    /// link and told as news or not ([`Event::Link`]).
+    pub fn handle_link_report(&mut self, link: Option<Link>, report: LinkReport, now: Now) {
+        let link = link.unwrap_or(Link::LOCAL);
+        let (attempts, told) = self.links.report(link, &report, now.mono);
+        self.events.push_back(Event::Link {
+            link,
+            report,
+            attempts,
+            told,
+        });
+        self.flush(now);
+    }
+
     /// The transport dropped a publish on `topic` before it became a
     /// message (it was acknowledged): counted, and told unless it is noise.
     pub fn handle_dropped(&mut self, topic: &str, why: Dropped, now: Now) {
@@ -522,6 +609,7 @@ impl Engine {
                 topic: topic.to_owned(),
             },
             oversize => Event::Dropped {
+                reason: DropReason::Oversize,
                 why: format!("{oversize} on {topic}"),
             },
         };
@@ -532,13 +620,15 @@ impl Engine {
     /// Time has come: expire what waited too long, fire timers, start probes.
     pub fn handle_timeout(&mut self, now: Now) {
         while let Some((rqi, p)) = self.forwards.take_expired(now.mono) {
+            if matches!(p.purpose, forwards::Purpose::Forward(_)) {
+                self.tally.forward_timed_out();
+            }
             let why = format!(
                 "no response from {} within {}",
                 p.peer,
                 humantime::format_duration(self.forwards.timeout())
             );
-            let rsp = Response::error(Rsc::REQUEST_TIMEOUT, &rqi, why);
-            self.complete(p, rsp, now);
+            self.unanswered(rqi, p, Rsc::REQUEST_TIMEOUT, why, now);
         }
         if let Some(u) = &mut self.upstream {
             u.machine.handle(Input::Timer, now);
@@ -581,12 +671,11 @@ impl Engine {
         });
         let parked = self.durability.failed(seq, self.registrar.store_mut());
         for p in parked {
-            let mut rsp = error_instead_of(
+            let rsp = self.error_instead_of(
                 &p.response,
                 Rsc::INTERNAL_SERVER_ERROR,
                 format!("the change could not be stored: {why}"),
             );
-            rsp.ot.clone_from(&p.response.ot);
             self.recent.forget(&p.key);
             if let Event::Handled { op, to, fr, .. } = p.handled {
                 self.events.push_back(Event::Handled {
@@ -714,32 +803,29 @@ impl Engine {
         })
     }
 
-    /// Counts answers and throttles drops: what the driver gets to print
-    /// is decided here, on the engine's clock.
+    /// Counts every event and throttles drops: what the driver gets to
+    /// print is decided here, on the engine's clock.
     fn review_events(&mut self, now: Now) {
         while let Some(e) = self.events.pop_front() {
-            match &e {
-                Event::Handled { rsc, .. } => {
-                    if let Some(count) = self.tally.count(!rsc.is_success(), now.mono) {
-                        self.out_events.push_back(e);
-                        self.out_events.push_back(Event::RefusalsSpiking { count });
-                        continue;
-                    }
-                }
-                Event::Ignored { .. } => self.tally.dropped_total += 1,
-                Event::Dropped { .. } => {
-                    self.tally.dropped_total += 1;
+            let spike = self.tally.event(&e, now.mono);
+            let e = match e {
+                Event::Dropped { reason, why } => {
                     let (show, ended) = self.drops.allow(now.mono);
                     if let Some(count) = ended {
                         self.out_events.push_back(Event::DropsSuppressed { count });
                     }
-                    if !show {
-                        continue;
+                    if show {
+                        Event::Dropped { reason, why }
+                    } else {
+                        Event::DroppedQuietly { reason }
                     }
                 }
-                _ => {}
-            }
+                e => e,
+            };
             self.out_events.push_back(e);
+            if let Some(count) = spike {
+                self.out_events.push_back(Event::RefusalsSpiking { count });
+            }
         }
     }
 
@@ -780,13 +866,59 @@ impl Engine {
     }
 }
 
-/// An error answer to the same request as `rsp` (its rqi, rvi, to, fr).
-fn error_instead_of(rsp: &Response, rsc: Rsc, why: String) -> Response {
-    let mut r = Response::error(rsc, &rsp.rqi, why);
-    r.rvi.clone_from(&rsp.rvi);
-    r.to.clone_from(&rsp.to);
-    r.fr.clone_from(&rsp.fr);
-    r
+/// What an answer echoes of the request it answers: its rqi and rvi, and
+/// its originator, to whom the answer goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Asked<'a> {
+    pub(crate) rqi: &'a str,
+    pub(crate) rvi: Option<&'a str>,
+    pub(crate) fr: Option<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    /// The request `req`.
+    pub(crate) fn of(req: &'a crate::primitive::Request) -> Asked<'a> {
+        Asked {
+            rqi: &req.rqi,
+            rvi: req.rvi.as_deref(),
+            fr: req.fr.as_deref(),
+        }
+    }
+
+    /// The request an answer `rsp` answers, as that answer echoes it.
+    pub(crate) fn by(rsp: &'a Response) -> Asked<'a> {
+        Asked {
+            rqi: &rsp.rqi,
+            rvi: rsp.rvi.as_deref(),
+            fr: rsp.to.as_deref(),
+        }
+    }
+}
+
+impl Engine {
+    /// Every answer this node originates (a refusal, a 4008 or 5103 for a
+    /// forward, a 5000 of the store, a decode error): like any answer it
+    /// echoes rqi and rvi, goes `to` the originator and is `fr` this CSE
+    /// (TS-0004 7.2.1.2; docs/protocol.md §2.2). `ot`: its time.
+    pub(crate) fn own_answer(
+        &self,
+        rsc: Rsc,
+        asked: Asked<'_>,
+        why: impl Into<String>,
+        ot: Option<String>,
+    ) -> Response {
+        let mut r = Response::error(rsc, asked.rqi, why);
+        r.rvi = asked.rvi.map(str::to_owned);
+        r.to = asked.fr.map(str::to_owned);
+        r.fr = Some(self.own.to_string());
+        r.ot = ot;
+        r
+    }
+
+    /// An error answer to the same request as `rsp`, instead of it.
+    fn error_instead_of(&self, rsp: &Response, rsc: Rsc, why: String) -> Response {
+        self.own_answer(rsc, Asked::by(rsp), why, rsp.ot.clone())
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::dedupe;
 use super::forwards::{Pending, Purpose, Relay};
 use super::liveness::{ProbeOutcome, Verdict};
 use super::upstream::Upstream;
-use super::{Ack, Engine, Event, Removal, Transmit};
+use super::{Ack, Asked, Engine, Event, Removal, Transmit};
 use crate::id::CseId;
 use crate::primitive::{Format, Operation, Request, Response, Rsc, OWN_RVI};
 use crate::time::Now;
@@ -35,12 +35,17 @@ impl Engine {
             ),
         };
         let admitted = if self.links.is_up(link) {
-            self.forwards.admit_forward()
+            self.forwards.admit_forward(
+                &reply.originator,
+                next_hop.as_str(),
+                self.upstream.as_ref().map(|u| u.registrar.as_str()),
+            )
         } else {
             Err("not connected to the MQTT broker".to_owned())
         };
+        let ot = Some(now.wall.to_onem2m());
         if let Err(why) = admitted {
-            let rsp = Response::error(Rsc::TARGET_NOT_REACHABLE, &request.rqi, why);
+            let rsp = self.own_answer(Rsc::TARGET_NOT_REACHABLE, Asked::of(&request), why, ot);
             self.reply(reply, format, &rsp, ack);
             return;
         }
@@ -51,12 +56,19 @@ impl Engine {
         let payload = match hop_format.encode(&request) {
             Ok(p) => p,
             Err(e) => {
-                let rsp = Response::error(Rsc::INTERNAL_SERVER_ERROR, &original, e.to_string());
+                request.rqi = original;
+                let rsp = self.own_answer(
+                    Rsc::INTERNAL_SERVER_ERROR,
+                    Asked::of(&request),
+                    e.to_string(),
+                    ot,
+                );
                 self.reply(reply, format, &rsp, ack);
                 return;
             }
         };
         debug!(to = %request.to, via = %next_hop, rqi = %original, "forwarding");
+        self.tally.forwarded();
         self.recent.in_flight(key.clone());
         let (peer, hop) = match across {
             Some((_, hop)) => (hop.to.clone(), Some(hop)),
@@ -71,6 +83,8 @@ impl Engine {
                 format,
                 rqi: original,
                 key,
+                rvi: request.rvi.take(),
+                fr: request.fr.take(),
             })),
         );
         self.transmits.push_back(Transmit::Request {
@@ -106,7 +120,13 @@ impl Engine {
                 } else {
                     ProbeOutcome::NoConnection
                 };
-                match self.liveness.result(&csi, outcome, now) {
+                let verdict = self.liveness.result(&csi, outcome, now);
+                match verdict {
+                    Verdict::Alive => self.tally.probe_ended(true),
+                    Verdict::Missed(_) | Verdict::Gone => self.tally.probe_ended(false),
+                    Verdict::Ignored => {}
+                }
+                match verdict {
                     Verdict::Gone => self.remove_registree(&csi, rsp.rsc),
                     Verdict::Missed(misses) => self.events.push_back(Event::ProbeMissed {
                         csi,
@@ -122,6 +142,7 @@ impl Engine {
                     format,
                     rqi,
                     key,
+                    ..
                 } = *relay;
                 rsp.rqi = rqi;
                 self.map_back(&p.peer, &mut rsp, &key.1);
@@ -129,6 +150,25 @@ impl Engine {
                 self.recent.remember(key, rsp, size);
             }
         }
+    }
+
+    /// A request this node sent ends without an answer (`rsc`: 4008 at
+    /// its deadline): a forward's originator gets an answer of this node's.
+    pub(super) fn unanswered(&mut self, rqi: String, p: Pending, rsc: Rsc, why: String, now: Now) {
+        let rsp = match &p.purpose {
+            Purpose::Forward(relay) => self.own_answer(
+                rsc,
+                Asked {
+                    rqi: &relay.rqi,
+                    rvi: relay.rvi.as_deref(),
+                    fr: relay.fr.as_deref(),
+                },
+                why,
+                Some(now.wall.to_onem2m()),
+            ),
+            _ => Response::error(rsc, rqi, why),
+        };
+        self.complete(p, rsp, now);
     }
 
     /// A registree failed its probes: its CSR goes, and with it its
@@ -179,6 +219,7 @@ impl Engine {
             req.rqet = Some(now.wall.plus(self.forwards.timeout()).to_onem2m());
             match Format::Json.encode(&req) {
                 Ok(payload) => {
+                    self.tally.probe_sent();
                     self.forwards.add(
                         rqi,
                         peer.as_str(),

@@ -8,12 +8,13 @@
 
 use super::store::{valid_name, Store};
 use crate::error::{bad, Refusal};
-use crate::id::{glob_match, resolve, CseId, Target};
+use crate::id::{glob_match, is_ae_id, resolve, speaker_cse, CseId, Target};
 use crate::primitive::{release_supported, Operation, Request, ResourceType, Response, Rsc};
 use crate::resource::{
     CseBase, CseType, RemoteCse, CSR_ATTRIBUTES, CSR_NOT_CREATABLE, CSR_NOT_UPDATABLE,
 };
 use crate::time::Timestamp;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// What to do with a request.
@@ -63,18 +64,36 @@ pub struct Limits {
     pub answer_cache_bytes: usize,
     /// Requests forwarded and not yet answered.
     pub forwards_in_flight: usize,
+    /// Of those, at most this many to one next hop or from one
+    /// originating hop (docs/protocol.md §4.3, "Fair forwarding").
+    pub forwards_per_hop: usize,
+    /// What registrees can make the node hold in all, in the store's own
+    /// accounting ([`Store::bytes`]) plus the answer cache and forwards
+    /// at their bounds (docs/operations.md, "Limits and memory").
+    pub memory_bytes: usize,
 }
+
+/// What one forward in flight is counted as against `memory_bytes` (its
+/// routing, keys and rqis; the request itself is sent, not kept).
+pub const FORWARD_BYTES: usize = 1024;
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_registrees: 50_000,
             list_entries: 64,
-            dcse_entries: 10_000,
+            // An MN with 100,000 descendants can register (its dcse is about
+            // 1.6 MB at 16 bytes a CSE-ID: `mqtt.max_payload` allows it).
+            dcse_entries: 100_000,
             value_length: 512,
             name_length: 64,
             answer_cache_bytes: 1 << 20,
             forwards_in_flight: 256,
+            forwards_per_hop: 64,
+            // With the in-flight window at max_payload and the rest of the
+            // node this keeps RSS under 1 GB (docs/operations.md "Limits
+            // and memory").
+            memory_bytes: 192 << 20,
         }
     }
 }
@@ -82,6 +101,87 @@ impl Default for Limits {
 pub struct Registrar {
     cfg: RegistrarSettings,
     store: Store,
+    /// Bytes a listing in an answer may take ([`Registrar::set_answer_budget`]).
+    answer_budget: usize,
+}
+
+/// The originator `m2mnode status` asks as (an AE-ID: it is not a CSE).
+pub const STATUS_ORIGINATOR: &str = "Cm2mnode-status";
+
+/// What an answer needs beside its listing (rsc, rqi, rvi, to, fr, ot, the
+/// CSEBase of `rcn` 4), kept free of the budget.
+const ANSWER_ENVELOPE: usize = 4096;
+
+/// `cnst` of an answer cut short: partial content (TS-0004 7.2.1.2,
+/// docs/protocol.md §2.2), with `cnot` the `ofst` that continues it.
+pub const CONTENT_PARTIAL: u64 = 2;
+
+/// A page of a listing (TS-0001 8.1.2 filter criteria `lim`, `ofst`):
+/// from the `ofst`-th item (1-based), at most `lim` items and at most
+/// `budget` bytes of JSON. Items are made one at a time and the listing
+/// stops when full, so an answer is never built whole.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Page {
+    skip: usize,
+    lim: usize,
+    budget: usize,
+}
+
+impl Page {
+    /// The page `req`'s `fc` asks for, within `budget` bytes.
+    pub(crate) fn of(req: &Request, budget: usize) -> Page {
+        let fc = req.other.get("fc");
+        let get = |k: &str| {
+            fc.and_then(|f| f.get(k))
+                .and_then(number)
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        };
+        Page {
+            skip: get("ofst").unwrap_or(1).saturating_sub(1),
+            lim: get("lim").unwrap_or(usize::MAX),
+            budget,
+        }
+    }
+
+    /// At most `lim` items when the request set no `lim`.
+    pub(crate) fn or_lim(mut self, lim: usize) -> Page {
+        if self.lim == usize::MAX {
+            self.lim = lim;
+        }
+        self
+    }
+
+    /// The items of this page, and the `ofst` of the next page when there
+    /// are more (`lim` or the budget cut the listing).
+    pub(crate) fn collect(
+        &self,
+        items: impl Iterator<Item = Value>,
+    ) -> (Vec<Value>, Option<usize>) {
+        let mut out = Vec::new();
+        let mut used: usize = 2;
+        for (i, v) in items.skip(self.skip).enumerate() {
+            let size = serde_json::to_vec(&v).map_or(usize::MAX, |b| b.len() + 1);
+            // A page holds at least one item, so that paging moves on (one
+            // alone over `max_payload` becomes a 5000 that says so).
+            let full = used.saturating_add(size) > self.budget && !out.is_empty();
+            if i >= self.lim || full {
+                return (out, Some(self.skip + i + 1));
+            }
+            used += size;
+            out.push(v);
+        }
+        (out, None)
+    }
+}
+
+/// Marks `rsp` partial when its listing was cut (`next`: the `ofst` to ask
+/// for next).
+pub(crate) fn mark_partial(rsp: &mut Response, next: Option<usize>) {
+    if let Some(next) = next {
+        rsp.other
+            .insert("cnst".into(), Value::from(CONTENT_PARTIAL));
+        rsp.other.insert("cnot".into(), Value::from(next));
+    }
 }
 
 /// What a local `to` addresses.
@@ -98,12 +198,16 @@ impl Registrar {
             cfg.upstream.as_ref().map(CseId::as_str),
             false,
         );
-        Registrar { cfg, store }
+        Registrar::with_store(cfg, store)
     }
 
     /// The registrar over `store`.
     pub(crate) fn with_store(cfg: RegistrarSettings, store: Store) -> Registrar {
-        Registrar { cfg, store }
+        Registrar {
+            cfg,
+            store,
+            answer_budget: usize::MAX,
+        }
     }
 
     pub fn own(&self) -> &CseId {
@@ -144,6 +248,20 @@ impl Registrar {
     /// The peer SPs' IN-CSEs (config reload).
     pub(crate) fn set_peers(&mut self, peers: Vec<(String, CseId)>) {
         self.cfg.peers = peers;
+    }
+
+    /// The registrees `[registrees] allowed` does not match (any more).
+    pub(crate) fn not_allowed(&self) -> Vec<String> {
+        self.store
+            .registrees()
+            .filter_map(|(_, c)| c.csi())
+            .filter(|csi| !self.cfg.allowed.iter().any(|p| glob_match(p, csi)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.cfg.limits
     }
 
     pub(crate) fn set_limits(&mut self, limits: Limits) {
@@ -209,8 +327,10 @@ impl Registrar {
         let respond = |response| Ok(Outcome::Respond { response });
         match (self.address(path, &req.to)?, req.op) {
             (Addressed::CseBase, Operation::Retrieve) => {
-                let pc = self.retrieve_base(req, now)?;
-                respond(self.answer(req, Response::new(Rsc::OK, "").with_pc(pc), now))
+                let (pc, next) = self.retrieve_base(req, hop, admin, now)?;
+                let mut rsp = Response::new(Rsc::OK, "").with_pc(pc);
+                mark_partial(&mut rsp, next);
+                respond(self.answer(req, rsp, now))
             }
             (Addressed::CseBase, Operation::Create) => {
                 let r = self.create_csr(req, fr, hop, now)?;
@@ -254,58 +374,120 @@ impl Registrar {
 
     /// RETRIEVE of the CSEBase: its attributes, or with `rcn` 4/6/8 its
     /// registrees too, or with `fc.fu` = 1 a discovery (TS-0004 7.3.3.2,
-    /// 7.3.3.12; what ACME and oneM2M tools use to list CSRs).
-    fn retrieve_base(&self, req: &Request, now: Timestamp) -> Result<Value, Refusal> {
-        let children = || {
+    /// 7.3.3.12; what ACME and oneM2M tools use to list CSRs). A listing is
+    /// answered only inside this CSE's tree, and produced a page at a time
+    /// ([`Page`]): never built whole.
+    fn retrieve_base(
+        &self,
+        req: &Request,
+        hop: &str,
+        admin: bool,
+        now: Timestamp,
+    ) -> Result<(Value, Option<usize>), Refusal> {
+        let fc = req.other.get("fc");
+        let discovery = fc.is_some_and(|fc| fc.get("fu").and_then(number) == Some(1));
+        if !discovery {
+            check_rcn(req, &[1, 4, 6, 8])?;
+        }
+        if (discovery || matches!(req.rcn, Some(4 | 6 | 8))) && !admin && !self.inside_tree(hop) {
+            return Err(Refusal::NoPrivilege(format!(
+                "{hop} is not inside this CSE's tree: the list of registrees is answered only to registrees, their descendants, the registrar and [security] admin"
+            )));
+        }
+        let page = Page::of(req, self.answer_budget);
+        let address = |rn: &str| format!("{}/{rn}", self.cfg.cse_base.rn);
+        let csrs = || {
             self.store
                 .iter()
                 .map(|(_, c)| c.to_content()["m2m:csr"].clone())
-                .collect::<Vec<Value>>()
         };
-        let address = |rn: &str| format!("{}/{rn}", self.cfg.cse_base.rn);
-        if let Some(fc) = req
-            .other
-            .get("fc")
-            .filter(|fc| fc.get("fu").and_then(number) == Some(1))
-        {
+        if let Some(fc) = fc.filter(|_| discovery) {
             let wanted = match fc.get("ty") {
                 None => true,
                 Some(Value::Array(tys)) => tys.iter().any(|t| number(t) == Some(16)),
                 Some(t) => number(t) == Some(16),
             };
-            let uril: Vec<String> = if wanted {
-                self.store
-                    .iter()
-                    .map(|(ri, c)| address(c.rn.as_deref().unwrap_or(ri)))
-                    .collect()
+            let (uril, next) = if wanted {
+                page.collect(
+                    self.store
+                        .iter()
+                        .map(|(ri, c)| Value::String(address(c.rn.as_deref().unwrap_or(ri)))),
+                )
             } else {
-                Vec::new()
+                (Vec::new(), None)
             };
-            return Ok(serde_json::json!({ "m2m:uril": uril }));
+            return Ok((serde_json::json!({ "m2m:uril": uril }), next));
         }
-        check_rcn(req, &[1, 4, 6, 8])?;
         let mut base = self.cfg.cse_base.to_content(&now.to_onem2m());
         match req.rcn {
             Some(4) => {
+                let (children, next) = page.collect(csrs());
                 if let Some(cb) = base.get_mut("m2m:cb").and_then(Value::as_object_mut) {
-                    cb.insert("m2m:csr".into(), Value::Array(children()));
+                    cb.insert("m2m:csr".into(), Value::Array(children));
                 }
-                Ok(base)
+                Ok((base, next))
             }
             Some(6) => {
-                let rrf: Vec<Value> = self
-                    .store
-                    .iter()
-                    .map(|(ri, c)| {
-                        let rn = c.rn.as_deref().unwrap_or(ri);
-                        serde_json::json!({"nm": rn, "typ": 16, "val": address(rn)})
-                    })
-                    .collect();
-                Ok(serde_json::json!({ "m2m:rrl": { "rrf": rrf } }))
+                let (rrf, next) = page.collect(self.store.iter().map(|(ri, c)| {
+                    let rn = c.rn.as_deref().unwrap_or(ri);
+                    serde_json::json!({"nm": rn, "typ": 16, "val": address(rn)})
+                }));
+                Ok((serde_json::json!({ "m2m:rrl": { "rrf": rrf } }), next))
             }
-            Some(8) => Ok(serde_json::json!({ "m2m:cb": { "m2m:csr": children() } })),
-            _ => Ok(base),
+            Some(8) => {
+                let (children, next) = page.collect(csrs());
+                Ok((
+                    serde_json::json!({ "m2m:cb": { "m2m:csr": children } }),
+                    next,
+                ))
+            }
+            _ => Ok((base, None)),
         }
+    }
+
+    /// A registree, a descendant, or this CSE's registrar, speaking as the
+    /// hop `hop`: the CSEs that may list what is below this one.
+    fn inside_tree(&self, hop: &str) -> bool {
+        let Some(cse) = speaker_cse(hop) else {
+            return false;
+        };
+        self.store.by_csi(cse).is_some()
+            || self.store.descendant(cse).is_some()
+            || self
+                .cfg
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.as_str() == cse)
+    }
+
+    /// The status resource (status.rs) is answered to `m2mnode status`
+    /// (the originator [`STATUS_ORIGINATOR`] speaking on its own topic) and
+    /// to the admin, after the hop-identity checks every request passes.
+    pub(crate) fn may_read_status(&self, req: &Request, hop: &str) -> Result<(), Refusal> {
+        let fr = match req.fr.as_deref() {
+            Some(f) if !f.is_empty() => f,
+            _ => return Err(bad("missing originator (fr)")),
+        };
+        if self.is_admin(fr, hop) {
+            return Ok(());
+        }
+        self.check_speaker(fr, hop)?;
+        if fr == STATUS_ORIGINATOR && hop.trim_start_matches('/') == fr {
+            return Ok(());
+        }
+        Err(Refusal::NoPrivilege(format!(
+            "the status is answered only to {STATUS_ORIGINATOR} on its own topic and to [security] admin, not to {fr}"
+        )))
+    }
+
+    /// Bytes an answer's listing may take: a little under `mqtt.max_payload`
+    /// (set by the engine), room left for the envelope.
+    pub(crate) fn set_answer_budget(&mut self, max_payload: usize) {
+        self.answer_budget = max_payload.saturating_sub(ANSWER_ENVELOPE).max(1024);
+    }
+
+    pub(crate) fn answer_budget(&self) -> usize {
+        self.answer_budget
     }
 
     /// Resolves a CSE-relative path: structured (`cse-in/id-mn`, `-/id-mn`)
@@ -423,8 +605,14 @@ impl Registrar {
                 return Err(bad(format!("missing mandatory attribute {k:?}")));
             }
         }
-        let mut csr: RemoteCse = serde_json::from_value(Value::Object(body.clone()))
-            .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
+        // Read in place: a copy of a CSR of thousands of descendants would
+        // double what one request costs.
+        let mut csr =
+            RemoteCse::deserialize(req.pc.as_ref().map_or(&Value::Null, |pc| &pc["m2m:csr"]))
+                .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
+        // The budget first: a node that is full says so without checking
+        // thousands of descendants it would not keep anyway.
+        self.check_budget(None, &csr)?;
         self.validate_csr(&csr, csi.as_str(), now)?;
         let rn = csr.rn.clone().unwrap_or_else(|| csi.bare().to_owned());
         if !valid_name(&rn, self.cfg.limits.name_length) {
@@ -582,6 +770,7 @@ impl Registrar {
         }
         let mut csr: RemoteCse =
             serde_json::from_value(merged).map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
+        self.check_budget(Some(ri), &csr)?;
         self.validate_csr(&csr, fr, now)?;
         csr.lt = Some(now.to_onem2m());
         let pc = (req.rcn != Some(0)).then(|| csr.to_content());
@@ -647,8 +836,11 @@ impl Registrar {
             }
         }
         if csr.dcse().len() > limits.dcse_entries {
-            return Err(bad(format!(
-                "dcse has {} entries; at most {} are accepted",
+            // A limit of this node, not a fault of the request: 5000 naming
+            // it, which a registree keeps its registration through
+            // (docs/protocol.md §5.3).
+            return Err(Refusal::Exhausted(format!(
+                "dcse has {} entries; at most {} are accepted ([limits] dcse_entries)",
                 csr.dcse().len(),
                 limits.dcse_entries
             )));
@@ -690,6 +882,28 @@ impl Registrar {
                 Some(_) => return Err(bad(format!("et {et} is in the past"))),
                 None => return Err(bad(format!("et {:?} is not a timestamp", truncate(et)))),
             }
+        }
+        Ok(())
+    }
+
+    /// The whole node's memory budget (`[limits] memory_bytes`): the CSR
+    /// `csr`, replacing the one at `ri` if any, must fit beside everything
+    /// held already, with the answer cache and forwards at their bounds.
+    /// What is stored stays; only the change is refused.
+    fn check_budget(&self, ri: Option<&str>, csr: &RemoteCse) -> Result<(), Refusal> {
+        let l = &self.cfg.limits;
+        let old = ri.and_then(|ri| self.store.get(ri)).map_or(0, Store::cost);
+        let held = self.store.bytes().saturating_sub(old)
+            + l.answer_cache_bytes
+            + l.forwards_in_flight.saturating_mul(FORWARD_BYTES);
+        let new = Store::cost(csr);
+        if held.saturating_add(new) > l.memory_bytes {
+            return Err(Refusal::Exhausted(format!(
+                "this CSE holds {} KiB of the {} KiB its registrees may use ([limits] memory_bytes); this CSR needs {} KiB more",
+                held >> 10,
+                l.memory_bytes >> 10,
+                new.saturating_sub(old) >> 10
+            )));
         }
         Ok(())
     }
@@ -911,35 +1125,6 @@ fn csr_body(req: &Request) -> Result<&serde_json::Map<String, Value>, Refusal> {
     Ok(body)
 }
 
-/// The SP-relative CSE-ID an ID speaks for: the CSE itself for a CSE-ID,
-/// the hosting CSE for an ID below one (`/id-mn/Cae` → `/id-mn`); `None`
-/// for an AE-ID that names no CSE (`Cae`, `/Sae`).
-pub fn speaker_cse(id: &str) -> Option<&str> {
-    let sp_relative = match id.strip_prefix("//") {
-        Some(rest) => &rest[rest.find('/')?..],
-        None if id.starts_with('/') => id,
-        None => return None,
-    };
-    let first_len = sp_relative[1..]
-        .find('/')
-        .map_or(sp_relative.len(), |i| i + 1);
-    let cse = &sp_relative[..first_len];
-    if cse.len() < 2 || (first_len == sp_relative.len() && cse[1..].starts_with('S')) {
-        return None;
-    }
-    Some(cse)
-}
-
-/// AE-IDs: CSE-relative `C…`/`S…`, SP-relative `/S…`, or an ID below a CSE
-/// (`/id-mn/Cae`). CSE-IDs are a single SP-relative segment.
-pub fn is_ae_id(id: &str) -> bool {
-    match id.strip_prefix('/') {
-        None => id.starts_with('C') || id.starts_with('S'),
-        Some(rest) if rest.starts_with('/') => rest[1..].split('/').count() > 2,
-        Some(rest) => rest.contains('/') || rest.starts_with('S'),
-    }
-}
-
 /// An integer filter value, as a number or a numeric string.
 fn number(v: &Value) -> Option<u64> {
     v.as_u64()
@@ -1023,26 +1208,5 @@ mod tests {
             None,
             "an IN-CSE has nowhere else to ask"
         );
-    }
-
-    #[test]
-    fn speakers_of_ids() {
-        assert_eq!(speaker_cse("/id-mn"), Some("/id-mn"));
-        assert_eq!(speaker_cse("/id-mn/Cae"), Some("/id-mn"));
-        assert_eq!(speaker_cse("//sp/id-mn/Cae"), Some("/id-mn"));
-        assert_eq!(speaker_cse("Cae"), None);
-        assert_eq!(speaker_cse("/Sae"), None);
-        assert_eq!(speaker_cse("/"), None);
-        assert_eq!(speaker_cse("//sp"), None);
-    }
-
-    #[test]
-    fn ae_ids_are_told_from_cse_ids() {
-        for ae in ["Cae", "Sae", "/Sae", "/id-mn/Cae", "//sp/id-mn/Cae"] {
-            assert!(is_ae_id(ae), "{ae}");
-        }
-        for cse in ["/id-mn", "/cse1", "//sp/id-mn"] {
-            assert!(!is_ae_id(cse), "{cse}");
-        }
     }
 }

@@ -240,6 +240,12 @@ pub enum Action {
     CheckUnanswered {
         times: u32,
     },
+    /// The registrar keeps the own CSR but refused to change it (5000, a
+    /// limit of its own such as `[limits] dcse_entries`); said once until a
+    /// change is taken again. The registration stands (docs/protocol.md §5.3).
+    UpdateRefused {
+        answer: Option<(Rsc, String)>,
+    },
     /// Deregistration is over; the driver may exit.
     Stopped,
 }
@@ -312,6 +318,9 @@ pub struct Registration {
     unkept: BTreeSet<String>,
     /// The attributes the last UPDATE after a check was made for.
     drift_sent: Option<BTreeSet<String>>,
+    /// An UPDATE refused for a limit of the registrar's (5000) was
+    /// reported; not again until one succeeds.
+    over_limit_told: bool,
     /// An UPDATE was refused and the CSR kept as it is: no UPDATE for what
     /// the check finds until the own CSR changes.
     update_refused: bool,
@@ -345,6 +354,7 @@ impl Registration {
             replaced: false,
             unkept: BTreeSet::new(),
             drift_sent: None,
+            over_limit_told: false,
             update_refused: false,
             timer: None,
             failures: 0,
@@ -632,12 +642,15 @@ impl Registration {
                 Rsc::UPDATED => {
                     self.learn();
                     self.replaced = false;
+                    self.over_limit_told = false;
                     if self.registered {
                         self.settle_or_update(now)
                     } else {
                         self.begin(Step::FetchBase, now)
                     }
                 }
+                // The CSR is there; the registrar cannot take the change.
+                Rsc::INTERNAL_SERVER_ERROR => self.over_limit(now),
                 _ if unreachable && self.registered => {
                     // Try again at the next check, which compares.
                     self.dirty = true;
@@ -736,6 +749,13 @@ impl Registration {
             .filter(|a| words.contains(a.as_str()))
             .cloned()
             .collect();
+        // A 5000 is a limit of the registrar's (a `dcse` longer than it
+        // takes, docs/protocol.md §5.3), not an attribute it does not know,
+        // even when it names one: leaving `dcse` out for good would cut the
+        // subtree off.
+        if rsp.rsc == Rsc::INTERNAL_SERVER_ERROR {
+            return None;
+        }
         if !named.is_empty() {
             return Some(named);
         }
@@ -786,6 +806,7 @@ impl Registration {
     /// refusal while registering (an UPDATE answered 4103, say) backs off,
     /// so no sequence of refusals can loop without a pause.
     fn lost(&mut self, step: Step, now: Now) {
+        self.over_limit_told = false;
         self.out.push_back(Action::RemoveRegistrarCsr);
         self.out.push_back(Action::RemoteCsrName(None));
         self.remote_rn = None;
@@ -797,6 +818,27 @@ impl Registration {
             self.begin(Step::Create, now);
         } else {
             self.backoff_to(step, Step::Create, now);
+        }
+    }
+
+    /// The registrar refused an UPDATE of the own CSR with 5000: a limit of
+    /// its own (e.g. a `dcse` longer than it accepts), not a lost CSR. The
+    /// registration stands (or is completed, after an adopt) with the CSR
+    /// as the registrar has it; the refusal is reported once; the change is
+    /// tried again after the next check finds it missing, one interval on,
+    /// and never by a new CREATE (docs/protocol.md §5.3).
+    fn over_limit(&mut self, now: Now) {
+        self.dirty = false;
+        if !self.over_limit_told {
+            self.over_limit_told = true;
+            self.out.push_back(Action::UpdateRefused {
+                answer: self.refusal.take(),
+            });
+        }
+        if self.registered {
+            self.settle(now)
+        } else {
+            self.begin(Step::FetchBase, now)
         }
     }
 

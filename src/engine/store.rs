@@ -4,7 +4,7 @@
 //! instead of being rebuilt.
 //!
 //! Every mutation is recorded twice: as a [`StoreChange`] for the persister
-//! (when the node is durable) and as a [`Notice`] the engine turns into
+//! (when the node is durable) and as a `Notice` the engine turns into
 //! liveness bookkeeping and events. No I/O happens here.
 
 use crate::resource::RemoteCse;
@@ -132,7 +132,19 @@ pub struct Store {
     /// How to undo each change, for the engine (durable only).
     undo: Vec<Undo>,
     notices: Vec<Notice>,
+    /// What the CSRs and the descendants cost, in [`Store::cost`]'s terms.
+    bytes: usize,
 }
+
+/// What one heap string costs beyond its characters (the `String`, the
+/// allocator's rounding and header), and what one CSR costs beyond its
+/// attributes (its box, tree node and index entries). Calibrated against
+/// RSS in tests/limits.rs; docs/operations.md "Limits and memory".
+const STRING_COST: usize = 48;
+const CSR_COST: usize = 1024;
+/// A descendant is kept twice: in its CSR's `dcse` and as a key of the
+/// descendant table, with its entry and tree node.
+const DESCENDANT_COST: usize = 2 * STRING_COST + 96;
 
 /// Checks what a persister kept as a request would be checked: a store
 /// that holds this node itself, a CSE twice, or an invalid ID is refused
@@ -201,7 +213,58 @@ impl Store {
             changes: durable.then(Vec::new),
             undo: Vec::new(),
             notices: Vec::new(),
+            bytes: 0,
         }
+    }
+
+    /// What the store holds, in [`Store::cost`]'s terms.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What holding `csr` costs: its attributes' characters, each string's
+    /// overhead, and each descendant twice (docs/operations.md "Limits and
+    /// memory"). A proxy of RSS, not an exact count.
+    pub fn cost(csr: &RemoteCse) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + STRING_COST);
+        let list = |l: &Option<Vec<String>>| {
+            l.iter()
+                .flatten()
+                .map(|s| s.len() + STRING_COST)
+                .sum::<usize>()
+        };
+        let other = if csr.other.is_empty() {
+            0
+        } else {
+            serde_json::to_string(&csr.other).map_or(0, |t| 4 * t.len())
+        };
+        CSR_COST
+            + [
+                &csr.rn, &csr.ri, &csr.pi, &csr.ct, &csr.lt, &csr.et, &csr.csi, &csr.cb, &csr.nl,
+            ]
+            .into_iter()
+            .map(text)
+            .sum::<usize>()
+            + [&csr.lbl, &csr.poa, &csr.csz, &csr.srv]
+                .into_iter()
+                .map(list)
+                .sum::<usize>()
+            + csr
+                .dcse()
+                .iter()
+                .map(|d| 2 * d.len() + DESCENDANT_COST)
+                .sum::<usize>()
+            + other
+    }
+
+    /// Descendants below this CSE (registrees and what they list).
+    pub fn descendant_count(&self) -> usize {
+        self.descendants.len()
+    }
+
+    /// Up to `n` descendants, sorted, from the `skip`-th on.
+    pub fn descendants_page(&self, skip: usize, n: usize) -> impl Iterator<Item = &String> {
+        self.descendants.keys().skip(skip).take(n)
     }
 
     /// Loads what a persister kept, recording no changes (it is durable already).
@@ -493,9 +556,11 @@ impl Store {
     fn apply(&mut self, ri: &str, new: Option<RemoteCse>) -> Option<RemoteCse> {
         let old = self.csrs.remove(ri).map(|b| *b);
         if let Some(o) = &old {
+            self.bytes = self.bytes.saturating_sub(Store::cost(o));
             self.unindex(ri, o);
         }
         if let Some(n) = new {
+            self.bytes += Store::cost(&n);
             self.index(ri, &n);
             self.csrs.insert(ri.to_owned(), Box::new(n));
         }

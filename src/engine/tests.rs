@@ -1089,7 +1089,11 @@ fn an_own_update_over_the_payload_limit_is_reported_and_keeps_the_registration()
 
 #[test]
 fn status_discovery_and_rcn_list_the_registrees() {
-    let (mut e, now) = connected(in_cse("60s", false));
+    // Listings are answered to the admin (and the tree); see
+    // listings_and_status_are_answered_only_to_whom_they_belong.
+    let mut s = in_cse("60s", false);
+    s.registrar.admin = Some("Cadmin".into());
+    let (mut e, now) = connected(s);
     register(&mut e, "/id-a", now);
     register(&mut e, "/id-b", now);
     let get = |to: &str, extra: Value| {
@@ -1151,20 +1155,460 @@ fn status_discovery_and_rcn_list_the_registrees() {
     );
 }
 
+/// A listing larger than `mqtt.max_payload` used to be a 5000 (issue 20:
+/// answers are bounded before they are built): it is now cut into pages,
+/// each marked partial with the offset that continues it.
 #[test]
-fn an_answer_over_the_payload_limit_is_a_5000_not_silence() {
+fn a_listing_over_the_payload_limit_comes_in_pages() {
     let mut s = in_cse("60s", false);
     s.max_payload = 2048;
+    s.registrar.admin = Some("Cadmin".into());
     let (mut e, now) = connected(s);
     for i in 0..20 {
-        register(&mut e, &format!("/id-r{i}"), now);
+        register(&mut e, &format!("/id-r{i:02}"), now);
     }
-    let mut r = Request::new(Operation::Retrieve, "-", "Cadmin", "big");
-    r.rvi = Some("3".into());
-    r.rcn = Some(4);
-    let rsp = ask(&mut e, "/Cadmin", &r, now);
+    let mut seen = Vec::new();
+    let mut ofst = None;
+    for page in 0.. {
+        assert!(page < 20, "pages end");
+        let mut r = Request::new(Operation::Retrieve, "-", "Cadmin", format!("big{page}"));
+        r.rvi = Some("3".into());
+        r.rcn = Some(4);
+        if let Some(o) = ofst {
+            r.other.insert("fc".into(), json!({ "ofst": o }));
+        }
+        let rsp = ask(&mut e, "/Cadmin", &r, now);
+        assert_eq!(rsp.rsc, Rsc::OK);
+        let csrs = rsp.pc.as_ref().expect("pc")["m2m:cb"]["m2m:csr"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        seen.extend(
+            csrs.iter()
+                .filter_map(|c| c["csi"].as_str().map(str::to_owned)),
+        );
+        match rsp.other.get("cnst") {
+            Some(cnst) => {
+                assert_eq!(cnst, &json!(registrar::CONTENT_PARTIAL));
+                assert!(!csrs.is_empty(), "every page moves on");
+                ofst = rsp.other.get("cnot").and_then(Value::as_u64);
+                assert!(ofst.is_some(), "a partial answer says where it goes on");
+            }
+            None => break,
+        }
+    }
+    let all: Vec<String> = (0..20).map(|i| format!("/id-r{i:02}")).collect();
+    assert_eq!(seen, all, "every registree once, in order");
+    // lim and ofst of the filter criteria.
+    let mut d = Request::new(Operation::Retrieve, "-", "Cadmin", "d");
+    d.rvi = Some("3".into());
+    d.other
+        .insert("fc".into(), json!({"fu": 1, "ty": 16, "lim": 3, "ofst": 5}));
+    let rsp = ask(&mut e, "/Cadmin", &d, now);
+    assert_eq!(
+        rsp.pc.expect("pc")["m2m:uril"],
+        json!(["cse-in/id-r04", "cse-in/id-r05", "cse-in/id-r06"])
+    );
+    assert_eq!(rsp.other.get("cnot"), Some(&json!(8)));
+}
+
+// ----- limits that hold for the whole node (issue 20) -----
+
+fn forward_from(hop: &str, to: &str, rqi: &str) -> Vec<u8> {
+    request(Operation::Retrieve, to, hop, rqi)
+}
+
+#[test]
+fn an_honest_registree_is_reached_while_a_silent_one_holds_300_forwards() {
+    let (mut e, mut now) = connected(in_cse("60s", false));
+    register(&mut e, "/id-silent", now);
+    register(&mut e, "/id-honest", now);
+    let per_hop = Limits::default().forwards_per_hop;
+    let mut refused = Vec::new();
+    let mut sent = 0;
+    // 300 forwards to the silent one, from 300 originators and from one.
+    for i in 0..300 {
+        for hop in [format!("/id-x{i}"), "/id-flood".to_owned()] {
+            e.handle_request(
+                from(&hop, "/id-in"),
+                &forward_from(&hop, "/id-silent/cse", &format!("s{i}")),
+                None,
+                now,
+            );
+            let out = drain(&mut e);
+            sent += out.requests.len();
+            refused.extend(out.responses.into_iter().map(|(_, r, _)| r));
+        }
+        now = now.plus(Duration::from_millis(10));
+    }
+    assert_eq!(sent, per_hop, "the silent hop holds its share, no more");
+    assert_eq!(refused.len(), 600 - per_hop);
+    for r in &refused {
+        assert_eq!(r.rsc, Rsc::TARGET_NOT_REACHABLE);
+        let why = r.debug_text().unwrap_or_default();
+        assert!(why.contains("forwards_per_hop"), "{why}");
+        assert!(
+            why.contains("/id-silent") || why.contains("/id-flood"),
+            "{why}"
+        );
+        // An answer of this node: rvi, to and fr like any other.
+        assert_eq!(r.rvi.as_deref(), Some("3"));
+        assert_eq!(r.fr.as_deref(), Some("/id-in"));
+        assert!(r.to.as_deref().is_some_and(|t| t.starts_with("/id-")));
+    }
+    // Meanwhile the honest one is reached and its answer relayed.
+    e.handle_request(
+        from("/id-y", "/id-in"),
+        &forward_from("/id-y", "/id-honest/cse", "h1"),
+        None,
+        now,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out.requests.len(), 1, "forwarded: {:?}", out.responses);
+    let (to, req, _) = &out.requests[0];
+    assert_eq!(to.as_str(), "/id-honest");
+    let ok = serde_json::to_vec(&Response::new(Rsc::OK, req.rqi.clone())).expect("json");
+    e.handle_response(&answer_from("/id-honest", "/id-in"), &ok, now);
+    let out = drain(&mut e);
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(out.responses[0].1.rsc, Rsc::OK);
+    assert_eq!(out.responses[0].1.rqi, "h1");
+    // The silent hop's forwards end in 4008s of this node, each with the
+    // request's rvi, its originator as to and this CSE as fr.
+    let later = now.plus(Duration::from_secs(6));
+    e.handle_timeout(later);
+    let out = drain(&mut e);
+    assert_eq!(out.responses.len(), per_hop);
+    for (route, r, _) in &out.responses {
+        assert_eq!(r.rsc, Rsc::REQUEST_TIMEOUT);
+        assert_eq!(r.rvi.as_deref(), Some("3"));
+        assert_eq!(r.to.as_deref(), Some(route.originator.as_str()));
+        assert_eq!(r.fr.as_deref(), Some("/id-in"));
+    }
+}
+
+#[test]
+fn listings_and_status_are_answered_only_to_whom_they_belong() {
+    let mut s = in_cse("60s", false);
+    s.registrar.admin = Some("Cadmin".into());
+    let (mut e, now) = connected(s);
+    register(&mut e, "/id-a1", now);
+    let mut with_desc = Request::new(Operation::Create, "/id-in/cse-in", "/id-mn", "c");
+    with_desc.ty = Some(ResourceType::REMOTE_CSE);
+    with_desc.rvi = Some("3".into());
+    let mut body = base_csr("/id-mn");
+    body["dcse"] = json!(["/id-asn"]);
+    with_desc.pc = Some(json!({ "m2m:csr": body }));
+    assert_eq!(ask(&mut e, "/id-mn", &with_desc, now).rsc, Rsc::CREATED);
+    let get = |fr: &str, to: &str, extra: Value| {
+        let mut r = Request::new(Operation::Retrieve, to, fr, "q");
+        r.rvi = Some("3".into());
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                if k == "rcn" {
+                    r.rcn = v.as_u64().map(|n| n as u8);
+                } else {
+                    r.other.insert(k, v);
+                }
+            }
+        }
+        r
+    };
+    let status = "/id-in/cse-in/m2mnode-status";
+    for (hop, fr, rsc) in [
+        ("id-evil", "/id-a1", Rsc::ORIGINATOR_HAS_NO_PRIVILEGE),
+        ("/id-a1", "/id-a1", Rsc::ORIGINATOR_HAS_NO_PRIVILEGE),
+        ("Cother", "Cother", Rsc::ORIGINATOR_HAS_NO_PRIVILEGE),
+        (
+            "Cother",
+            STATUS_ORIGINATOR,
+            Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
+        ),
+        (STATUS_ORIGINATOR, STATUS_ORIGINATOR, Rsc::OK),
+        ("Cadmin", "Cadmin", Rsc::OK),
+    ] {
+        let rsp = ask(&mut e, hop, &get(fr, status, json!({})), now);
+        assert_eq!(rsp.rsc, rsc, "status as {fr} on {hop}");
+        assert_eq!(rsp.fr.as_deref(), Some("/id-in"));
+    }
+    let st = ask(&mut e, "Cadmin", &get("Cadmin", status, json!({})), now);
+    let st = &st.pc.expect("pc")["m2mnode:status"];
+    assert_eq!(st["registree_count"], json!(2));
+    assert_eq!(st["descendant_count"], json!(3));
+    assert!(st["registrees"][0]["since"].is_string(), "registered at");
+    for extra in [
+        json!({"rcn": 4}),
+        json!({"rcn": 6}),
+        json!({"rcn": 8}),
+        json!({"fc": {"fu": 1, "ty": 16}}),
+    ] {
+        for (hop, rsc) in [
+            ("/id-z", Rsc::ORIGINATOR_HAS_NO_PRIVILEGE),
+            ("Cae", Rsc::ORIGINATOR_HAS_NO_PRIVILEGE),
+            ("/id-a1", Rsc::OK),
+            ("/id-mn", Rsc::OK),
+            ("Cadmin", Rsc::OK),
+        ] {
+            let rsp = ask(&mut e, hop, &get(hop, "/id-in/cse-in", extra.clone()), now);
+            assert_eq!(rsp.rsc, rsc, "{extra} as {hop}");
+        }
+        // A descendant, speaking through its registree, may list too.
+        let rsp = ask(
+            &mut e,
+            "/id-mn",
+            &get("/id-asn", "/id-in/cse-in", extra.clone()),
+            now,
+        );
+        assert_eq!(rsp.rsc, Rsc::OK, "{extra} as a descendant");
+    }
+    // The CSEBase itself stays readable by anyone.
+    let rsp = ask(
+        &mut e,
+        "/id-z",
+        &get("/id-z", "/id-in/cse-in", json!({})),
+        now,
+    );
+    assert_eq!(rsp.rsc, Rsc::OK);
+}
+
+#[test]
+fn a_truncated_json_request_with_a_readable_rqi_gets_4000_from_this_cse() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    for payload in [
+        &br#"{"op":2,"to":"/id-in/cse-in","fr":"/id-x","rqi":"t1","rvi":"3","pc":{"m2m:csr":{"#[..],
+        &br#"{"op":2,"to":"/id-in/cse-in","fr":"/id-x","rqi":"t1","rvi":"3",}"#[..],
+    ] {
+        e.handle_request(from("/id-x", "/id-in"), payload, Some(Ack(5)), now);
+        let out = drain(&mut e);
+        assert_eq!(out.responses.len(), 1, "answered");
+        let (route, r, ack) = &out.responses[0];
+        assert_eq!(route.originator, "/id-x");
+        assert_eq!(*ack, Some(Ack(5)));
+        assert_eq!(r.rsc, Rsc::BAD_REQUEST);
+        assert_eq!(r.rqi, "t1");
+        assert_eq!(r.rvi.as_deref(), Some("3"));
+        assert_eq!(r.to.as_deref(), Some("/id-x"));
+        assert_eq!(r.fr.as_deref(), Some("/id-in"));
+        assert!(r.debug_text().unwrap_or_default().contains("malformed"));
+    }
+    // Noise is dropped, and the log names the topic it came on.
+    e.handle_request(from("/id-x", "/id-in"), b"\x00garbage", None, now);
+    let out = drain(&mut e);
+    assert!(out.events.iter().any(|ev| matches!(ev,
+        Event::Dropped { why, .. } if why.contains("/oneM2M/req/id-x/id-in/json"))));
+}
+
+#[test]
+fn the_memory_budget_refuses_changes_and_keeps_what_is_stored() {
+    let mut s = in_cse("60s", false);
+    let fixed = s.registrar.limits.answer_cache_bytes
+        + s.registrar.limits.forwards_in_flight * registrar::FORWARD_BYTES;
+    s.registrar.limits.memory_bytes = fixed + 64 * 1024;
+    let (mut e, now) = connected(s);
+    let big = |csi: &str| {
+        let mut b = base_csr(csi);
+        b["lbl"] = json!(vec!["x".repeat(500); 20]);
+        b
+    };
+    let mut created = Vec::new();
+    for i in 0..10 {
+        let csi = format!("/id-b{i}");
+        let rsp = ask(
+            &mut e,
+            &csi,
+            &csr_req(Operation::Create, "/id-in/cse-in", &csi, "c", big(&csi)),
+            now,
+        );
+        match rsp.rsc {
+            Rsc::CREATED => created.push(csi),
+            Rsc::INTERNAL_SERVER_ERROR => {
+                let why = rsp.debug_text().unwrap_or_default();
+                assert!(why.contains("[limits] memory_bytes"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!((2..10).contains(&created.len()), "{created:?}");
+    let store = e.registrar().store();
+    assert!(store.bytes() + fixed <= e.registrar().limits().memory_bytes);
+    // An UPDATE that grows beyond is refused; the CSR stays as it was.
+    let csi = &created[0];
+    let before = store.by_csi(csi).map(|(_, c)| c.clone());
+    let grow = json!({"poa": vec!["p".repeat(500); 60]});
+    let to = format!("/id-in/cse-in/{}", &csi[1..]);
+    let rsp = ask(
+        &mut e,
+        csi,
+        &csr_req(Operation::Update, &to, csi, "u", grow),
+        now,
+    );
     assert_eq!(rsp.rsc, Rsc::INTERNAL_SERVER_ERROR);
-    assert!(rsp.debug_text().unwrap_or_default().contains("max_payload"));
+    assert_eq!(
+        e.registrar().store().by_csi(csi).map(|(_, c)| c.clone()),
+        before
+    );
+    assert_eq!(e.registree_count(), created.len());
+}
+
+#[test]
+fn a_subtree_beyond_the_registrars_limit_keeps_the_registration_and_does_not_loop() {
+    // An MN with 12,000 descendants below an IN that accepts 10,000.
+    let outcome = run_subtree(12_000, Some(10_000));
+    assert!(outcome.registered, "the registration stands");
+    assert!(outcome.csr_at_registrar, "the CSR too");
+    let refused: Vec<&Event> = outcome
+        .events
+        .iter()
+        .filter(|ev| matches!(ev, Event::OwnUpdateRefused { .. }))
+        .collect();
+    assert_eq!(refused.len(), 1, "reported once: {refused:?}");
+    let Event::OwnUpdateRefused { dcse, answer, .. } = refused[0] else {
+        unreachable!()
+    };
+    assert_eq!(*dcse, 12_000);
+    let (rsc, why) = answer.clone().expect("the registrar's answer");
+    assert_eq!(rsc, Rsc::INTERNAL_SERVER_ERROR);
+    assert!(why.contains("[limits] dcse_entries"), "{why}");
+    assert!(!outcome
+        .events
+        .iter()
+        .any(|ev| matches!(ev, Event::RegistrationLost { .. })));
+    let creates = outcome
+        .sent
+        .iter()
+        .filter(|op| **op == Operation::Create)
+        .count();
+    assert_eq!(creates, 1, "never re-CREATEd");
+    // Ten check intervals: a check and an UPDATE in each, no more.
+    assert!(outcome.sent.len() <= 4 + 2 * 10, "{:?}", outcome.sent);
+}
+
+#[test]
+fn the_defaults_let_an_mn_with_100000_descendants_register() {
+    let outcome = run_subtree(100_000, None);
+    assert!(outcome.registered);
+    assert_eq!(outcome.announced, 100_000, "every descendant announced");
+    // Within the default mqtt.max_payload, so no broker or node drops it.
+    assert!(
+        outcome.largest <= mn_cse().max_payload,
+        "{} bytes",
+        outcome.largest
+    );
+    assert!(
+        !outcome.events.iter().any(|ev| matches!(
+            ev,
+            Event::OwnUpdateRefused { .. } | Event::OwnRequestTooLarge { .. }
+        )),
+        "{:?}",
+        outcome.events
+    );
+}
+
+struct SubtreeRun {
+    registered: bool,
+    csr_at_registrar: bool,
+    /// The `dcse` of the MN's CSR at the registrar.
+    announced: usize,
+    events: Vec<Event>,
+    sent: Vec<Operation>,
+    /// The largest request the MN sent its registrar, in bytes.
+    largest: usize,
+}
+
+/// An MN (default limits) with one registree whose `dcse` makes
+/// `descendants` CSEs below the MN, registered at an IN whose
+/// `dcse_entries` is `limit` (default: its own), run for ten check
+/// intervals.
+fn run_subtree(descendants: usize, limit: Option<usize>) -> SubtreeRun {
+    let mut now = start();
+    let mut e = Engine::new(mn_cse(), now);
+    e.connection(true, now);
+    let mut registrar = upstream_registrar(now);
+    if let Some(limit) = limit {
+        let mut limits = registrar.limits().clone();
+        limits.dcse_entries = limit;
+        registrar.set_limits(limits);
+    }
+    let mut run = SubtreeRun {
+        registered: false,
+        csr_at_registrar: false,
+        announced: 0,
+        events: Vec::new(),
+        sent: Vec::new(),
+        largest: 0,
+    };
+    let pump = |e: &mut Engine, registrar: &mut Registrar, now: Now, run: &mut SubtreeRun| {
+        for _ in 0..20 {
+            let out = drain(e);
+            run.events.extend(out.events);
+            if out.requests.is_empty() {
+                break;
+            }
+            for (to, req, _) in out.requests {
+                if to.as_str() != "/id-in" {
+                    // A liveness probe of the registree: alive.
+                    let rsp = Response::new(Rsc::OK, req.rqi.clone());
+                    let payload = serde_json::to_vec(&rsp).expect("json");
+                    e.handle_response(&answer_from(to.as_str(), "/id-mn"), &payload, now);
+                    continue;
+                }
+                run.sent.push(req.op);
+                let size = serde_json::to_vec(&req).map_or(0, |b| b.len());
+                run.largest = run.largest.max(size);
+                answer_upstream(e, registrar, &req, now);
+            }
+        }
+    };
+    pump(&mut e, &mut registrar, now, &mut run);
+    assert!(e.is_registered());
+    let mut body = base_csr("/id-asn");
+    body["dcse"] = json!((1..descendants)
+        .map(|i| format!("/id-d{i:06}"))
+        .collect::<Vec<_>>());
+    let r = csr_req(Operation::Create, "/id-mn/cse-mn", "/id-asn", "c", body);
+    let rsp = {
+        e.handle_request(
+            from("/id-asn", "/id-mn"),
+            &serde_json::to_vec(&r).expect("json"),
+            None,
+            now,
+        );
+        let out = drain(&mut e);
+        let answer = out.responses.first().map(|(_, r, _)| r.rsc);
+        run.events.extend(out.events);
+        for (to, req, _) in out.requests {
+            assert_eq!(to.as_str(), "/id-in");
+            run.sent.push(req.op);
+            answer_upstream(&mut e, &mut registrar, &req, now);
+        }
+        answer
+    };
+    assert_eq!(rsp, Some(Rsc::CREATED));
+    pump(&mut e, &mut registrar, now, &mut run);
+    for _ in 0..600 {
+        now = now.plus(Duration::from_secs(1));
+        e.handle_timeout(now);
+        pump(&mut e, &mut registrar, now, &mut run);
+    }
+    run.registered = e.is_registered();
+    let csr = registrar.store().by_csi("/id-mn").map(|(_, c)| c.clone());
+    run.csr_at_registrar = csr.is_some();
+    run.announced = csr.map_or(0, |c| c.dcse().len());
+    run
+}
+
+#[test]
+fn a_narrowing_reload_names_the_registrees_it_no_longer_allows() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    register(&mut e, "/id-a", now);
+    register(&mut e, "/id-b", now);
+    drain(&mut e);
+    assert_eq!(e.set_allowed(vec!["/id-a".into()], now), ["/id-b"]);
+    assert!(drain(&mut e).events.contains(&Event::NoLongerAllowed {
+        csis: vec!["/id-b".into()]
+    }));
+    assert_eq!(e.registree_count(), 2, "they stay until they go");
+    assert!(e.set_allowed(vec!["/id-*".into()], now).is_empty());
 }
 
 // ----- a hostile corpus -----
@@ -1485,7 +1929,7 @@ fn an_hourly_summary_counts_what_was_handled_since_the_last() {
     };
     assert!(!s.checked_now);
     assert_eq!((s.handled, s.refused, s.registrees), (2, 1, 1));
-    assert_eq!(e.status()["m2mnode:status"]["requests"]["refused"], 1);
+    assert_eq!(e.status()["m2mnode:status"]["counts"]["refused"], 1);
 }
 
 #[test]
@@ -1495,12 +1939,7 @@ fn a_flood_of_refusals_is_one_warning_and_debug_lines() {
     e.connection(true, now);
     let mut warnings = 0;
     for i in 0..300 {
-        let mut r = Request::new(
-            Operation::Update,
-            "/id-in/cse-in",
-            "/id-x",
-            format!("u{i}"),
-        );
+        let mut r = Request::new(Operation::Update, "/id-in/cse-in", "/id-x", format!("u{i}"));
         r.rvi = Some("3".into());
         e.handle_request(
             from("/id-x", "/id-in"),
@@ -1518,4 +1957,132 @@ fn a_flood_of_refusals_is_one_warning_and_debug_lines() {
         }
     }
     assert_eq!(warnings, 1);
+}
+// ----- inspection for monitoring -----
+
+#[test]
+fn counters_follow_probes_links_and_durability() {
+    let (mut e, now) = connected(in_cse("10s", true));
+    assert_eq!(e.counters().local_connects, 1);
+    assert!(e.link_up(Link::LOCAL));
+    e.handle_request(
+        from("/id-live", "/id-in"),
+        &csr_create("/id-live", "c-live"),
+        None,
+        now,
+    );
+    let batch = drain(&mut e).batches.pop().expect("a batch");
+    assert_eq!(e.answers_awaiting_durability(), 1, "answered once durable");
+    e.store_committed(batch.seq, now);
+    assert_eq!(e.answers_awaiting_durability(), 0);
+    e.handle_request(
+        from("/id-dead", "/id-in"),
+        &csr_create("/id-dead", "c-dead"),
+        None,
+        now,
+    );
+    let batch = drain(&mut e).batches.pop().expect("a batch");
+    e.store_committed(batch.seq, now);
+    drain(&mut e);
+    assert_eq!(e.registree_count(), 2);
+    assert_eq!(e.descendant_count(), 2);
+    let mut now = now;
+    let mut dead_gone = false;
+    for _ in 0..2000 {
+        let out = drain(&mut e);
+        for b in out.batches {
+            e.store_committed(b.seq, now);
+        }
+        for (to, req, _) in out.requests {
+            if to.as_str() == "/id-live" {
+                let rsp = serde_json::to_vec(&Response::new(Rsc::OK, req.rqi)).expect("json");
+                e.handle_response(&answer_from(to.as_str(), "/id-in"), &rsp, now);
+            }
+        }
+        dead_gone |= out
+            .events
+            .iter()
+            .any(|ev| matches!(ev, Event::RegistreeRemoved { csi, .. } if csi == "/id-dead"));
+        if dead_gone && e.pending_requests() == 0 {
+            break;
+        }
+        let Some(t) = e.poll_timeout() else { break };
+        now = now.advance_to(t);
+        e.handle_timeout(now);
+    }
+    assert!(dead_gone);
+    let c = e.counters();
+    assert_eq!(c.probes_missed, u64::from(LIVENESS_MISSES));
+    assert!(c.probes_answered >= 1, "{c:?}");
+    assert_eq!(
+        c.probes_sent,
+        c.probes_answered + c.probes_missed,
+        "every probe ended one way or the other: {c:?}"
+    );
+    assert_eq!(e.descendant_count(), 1);
+    e.connection(false, now);
+    assert!(!e.link_up(Link::LOCAL));
+    e.connection(true, now);
+    e.connection(true, now);
+    assert_eq!(
+        e.counters().local_connects,
+        2,
+        "a repeated up is no new connect"
+    );
+    assert_eq!(e.counters().upstream_connects, 0);
+}
+
+#[test]
+fn a_forward_that_times_out_is_counted_and_leaves_the_flight() {
+    let (mut e, now) = connected(in_cse("1h", false));
+    register(&mut e, "/id-mn", now);
+    drain(&mut e);
+    e.handle_request(
+        from("/id-x", "/id-in"),
+        &request(Operation::Retrieve, "/id-mn/cse-mn", "/id-x", "f1"),
+        Some(Ack(1)),
+        now,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out.requests.len(), 1);
+    assert_eq!(e.forwards_in_flight(), 1);
+    assert_eq!(e.counters().forwards_timed_out, 0);
+    // Timers until the forward's deadline (a probe may come first).
+    let mut now = now;
+    let mut answered = false;
+    for _ in 0..10 {
+        let Some(t) = e.poll_timeout() else { break };
+        now = now.advance_to(t);
+        e.handle_timeout(now);
+        answered |= drain(&mut e)
+            .responses
+            .iter()
+            .any(|(_, r, _)| r.rqi == "f1" && r.rsc == Rsc::REQUEST_TIMEOUT);
+        if answered {
+            break;
+        }
+    }
+    assert!(answered, "the forward was answered 4008");
+    assert_eq!(e.forwards_in_flight(), 0);
+    assert_eq!(e.counters().forwards_timed_out, 1);
+}
+
+#[test]
+fn a_thousand_registrations_are_a_thousand_lines_at_info() {
+    let (mut e, now) = connected(in_cse("60s", false));
+    let mut info = 0;
+    for i in 0..1000 {
+        let csi = format!("/id-h{i}");
+        e.handle_request(from(&csi, "/id-in"), &csr_create(&csi, "c"), None, now);
+        info += drain(&mut e)
+            .events
+            .iter()
+            .filter(|ev| ev.severity() >= Severity::Info)
+            .count();
+    }
+    assert_eq!(e.registree_count(), 1000);
+    assert_eq!(
+        info, 1000,
+        "one line per registration, the request itself at debug"
+    );
 }

@@ -173,6 +173,7 @@ impl Engine {
                     return self.feed_machine(Input::Response(rsp), now);
                 }
                 debug!(op = req.op.name(), to = %req.to, rqi = %req.rqi, "registration request");
+                self.tally.registration_request(req.op);
                 match Format::Json.encode(&req) {
                     Ok(payload) if payload.len() > self.max_payload => {
                         // A local limit, not a lost CSR: say what it is and
@@ -258,6 +259,11 @@ impl Engine {
             Action::CheckUnanswered { times } => self
                 .events
                 .push_back(Event::CheckUnanswered { registrar, times }),
+            Action::UpdateRefused { answer } => self.events.push_back(Event::OwnUpdateRefused {
+                registrar,
+                dcse: self.registrar.store().descendant_count(),
+                answer,
+            }),
             Action::Stopped => match self.switch.take() {
                 Some(next) if !self.stopping => self.install_upstream(next, now),
                 _ => {

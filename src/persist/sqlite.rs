@@ -89,6 +89,14 @@ pub struct Sqlite {
     // checkpointed) before the lock is released.
     conn: Connection,
     path: PathBuf,
+    /// The files the connection writes (the database and its `-wal`) as
+    /// (device, inode) when first seen: one removed or replaced under the
+    /// running node is found at the next commit, which is refused then and
+    /// ever after (docs/operations.md "Store"), instead of acknowledging
+    /// changes into a file nobody will read again.
+    files: Vec<(PathBuf, Option<(u64, u64)>)>,
+    /// The first such finding; every later commit is refused with it.
+    gone: Option<String>,
     _lock: File,
 }
 
@@ -106,14 +114,53 @@ impl Sqlite {
         let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(|e| sql_err(&path, "open", e))?;
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let files = vec![(path.clone(), None), (PathBuf::from(wal), None)];
         let mut db = Sqlite {
             conn,
             path,
+            files,
+            gone: None,
             _lock: lock,
         };
         db.prepare_schema()?;
         db.import_old_json(dir)?;
+        db.note_files();
         Ok(db)
+    }
+
+    /// Records the identity of each file not yet seen.
+    fn note_files(&mut self) {
+        for (path, id) in &mut self.files {
+            if id.is_none() {
+                *id = file_id(path);
+            }
+        }
+    }
+
+    /// The first file that is no longer the one this connection writes.
+    fn check_files(&mut self) -> Result<(), PersistError> {
+        if self.gone.is_none() {
+            self.gone = self.files.iter().find_map(|(path, id)| {
+                let was = (*id)?;
+                match file_id(path) {
+                    Some(now) if now == was => None,
+                    Some(_) => Some(format!("{} was replaced", path.display())),
+                    None => Some(format!("{} was removed", path.display())),
+                }
+            });
+        }
+        match &self.gone {
+            None => Ok(()),
+            Some(why) => Err(io_err(
+                "write",
+                &self.path,
+                std::io::Error::other(format!(
+                    "{why} under the running node; changes are refused until it is restarted (it then reads what the files hold)"
+                )),
+            )),
+        }
     }
 
     /// The database file.
@@ -361,6 +408,7 @@ impl Persistence for Sqlite {
         if changes.is_empty() {
             return Ok(());
         }
+        self.check_files()?;
         let path = &self.path;
         let result = (|| {
             let tx = self
@@ -375,6 +423,9 @@ impl Persistence for Sqlite {
             // A failed COMMIT (e.g. a full disk) may leave the transaction
             // open; the next commit must not run inside it.
             let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if result.is_ok() {
+            self.note_files();
         }
         result
     }
@@ -474,6 +525,12 @@ fn retire_old_json(dir: &Path, json: &Path) -> Result<(), PersistError> {
         .map_err(|e| io_err("sync", dir, e))
 }
 
+/// (device, inode) of `path`, `None` if it does not exist.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn io_err(action: &'static str, path: &Path, source: std::io::Error) -> PersistError {
     PersistError::Io {
         action,
@@ -557,6 +614,33 @@ mod tests {
             own_csr_rn: own.map(str::to_owned),
             answered: Vec::new(),
             registrars: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_store_file_removed_or_replaced_underneath_refuses_changes_naming_it() {
+        for (victim, replace) in [("m2mnode.db-wal", false), ("m2mnode.db", true)] {
+            let dir = TempDir::new();
+            let mut db = Sqlite::open(&dir.0).expect("open");
+            db.commit(&[put("id-a", "/id-a")]).expect("commit");
+            let file = dir.0.join(victim);
+            assert!(file.exists(), "{victim}");
+            if replace {
+                let other = dir.0.join("other");
+                std::fs::copy(&file, &other).expect("copy");
+                std::fs::rename(&other, &file).expect("replace");
+            } else {
+                std::fs::remove_file(&file).expect("remove");
+            }
+            for _ in 0..2 {
+                let e = db.commit(&[put("id-b", "/id-b")]).expect_err("refused");
+                let text = e.to_string();
+                assert!(text.contains(victim), "{text}");
+                assert!(
+                    text.contains(if replace { "replaced" } else { "removed" }),
+                    "{text}"
+                );
+            }
         }
     }
 

@@ -88,7 +88,7 @@ impl CseBase {
 /// peer sent is kept in `other` and given back unchanged. Whether an unknown
 /// attribute is acceptable is decided by the registrar, not silently here.
 ///
-/// Read through [`RemoteCse::from_attributes`]: a typed attribute that does
+/// Read through `RemoteCse::from_attributes`: a typed attribute that does
 /// not fit its type makes the whole representation an error naming it, so no
 /// attribute is ever lost without a trace (whichever format it came in).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -9,19 +9,18 @@
 //! block nobody: a request then ends at once as 5103.
 
 use crate::config::BrokerUrl;
-use crate::engine::Dropped;
-use crate::primitive::{Format, Request, Response, Rsc};
+use crate::engine::{Dropped, LinkReport};
+use crate::primitive::Format;
 use crate::topic::{self, Kind, Link, Route};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS,
 };
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error, info, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
 
 /// Everything the transport needs to know; built from the config by the node
 /// or by `m2mnode request`.
@@ -119,6 +118,9 @@ pub enum Incoming {
         topic: String,
         why: Dropped,
     },
+    /// What the connection went through, for the engine to judge (node
+    /// mode; a one-shot client reads [`Transport::last_failure`]).
+    Report(LinkReport),
     /// Connected (again) and subscribed.
     Connected,
     Disconnected,
@@ -142,34 +144,6 @@ pub enum ConnectError {
     Setup(#[from] TransportError),
     #[error("cannot reach the MQTT broker at {url}: {why}")]
     NoBroker { url: String, why: String },
-}
-
-/// Why a request got no answer (as opposed to an answer with an error
-/// status, which is a [`Response`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NoAnswer {
-    #[error("not connected to the MQTT broker")]
-    NotConnected,
-    #[error("{0}")]
-    Unsendable(String),
-    #[error("cannot publish: {0}")]
-    Unpublished(String),
-    /// Published, and nothing came back in time.
-    #[error("no response from {receiver} within {}", humantime::format_duration(*.waited))]
-    Silence { receiver: String, waited: Duration },
-}
-
-impl NoAnswer {
-    /// The answer a node gives in place of the missing one: 5103 when
-    /// nothing went out, 4008 when nothing came back (TS-0004 6.6).
-    pub fn into_response(self, rqi: &str) -> Response {
-        let rsc = match &self {
-            NoAnswer::NotConnected | NoAnswer::Unpublished(_) => Rsc::TARGET_NOT_REACHABLE,
-            NoAnswer::Unsendable(_) => Rsc::INTERNAL_SERVER_ERROR,
-            NoAnswer::Silence { .. } => Rsc::REQUEST_TIMEOUT,
-        };
-        Response::error(rsc, rqi, self.to_string())
-    }
 }
 
 /// What kind of failure ended a connection attempt.
@@ -246,12 +220,9 @@ impl Failure {
     }
 }
 
-type PendingKey = (String, String);
-
 #[derive(Clone)]
 pub struct Transport {
     client: AsyncClient,
-    pending: Arc<Mutex<HashMap<PendingKey, oneshot::Sender<Response>>>>,
     connected: Arc<AtomicBool>,
     settings: Arc<Settings>,
     shutdown: watch::Sender<bool>,
@@ -269,11 +240,6 @@ pub struct Transport {
 /// A connection closed by the broker sooner than this after it was accepted
 /// counts towards a suspected client-id takeover.
 const TAKEOVER_WINDOW: Duration = Duration::from_secs(3);
-/// How often an unreachable broker is mentioned again at WARN.
-const UNREACHABLE_REMINDER: Duration = Duration::from_secs(60);
-/// How often a refused login is said again at WARN while it keeps being
-/// refused (every retry would be every 5 s).
-const REFUSED_REMINDER: Duration = Duration::from_secs(30);
 /// The reconnect backoff while a takeover is suspected.
 const TAKEOVER_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -396,7 +362,6 @@ impl Transport {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let t = Transport {
             client,
-            pending: Arc::default(),
             connected: Arc::default(),
             settings: Arc::new(settings),
             shutdown,
@@ -470,97 +435,39 @@ impl Transport {
             .clone()
     }
 
-    /// Sends `req` to the CSE `receiver` (the next hop) and waits for the
-    /// answer. Never fails: no broker is 5103, no answer in time is 4008.
-    pub async fn request(&self, req: &Request, receiver: &str, format: Format) -> Response {
-        match self.ask(req, receiver, format).await {
-            Ok(rsp) => rsp,
-            Err(e) => e.into_response(&req.rqi),
-        }
-    }
-
-    /// Sends `req` to `receiver` and waits for the answer: whatever answer
-    /// carries its `rqi` on the response topic, however little else it
-    /// holds (a relayed 4008 may have no `rvi`, `to` or `fr`); `Err` only
-    /// when nothing came back or nothing could be sent.
-    pub async fn ask(
+    /// Publishes a request to `receiver` now, if the client takes it
+    /// (the client side, src/client.rs, waits for the answer).
+    pub fn publish_request(
         &self,
-        req: &Request,
         receiver: &str,
         format: Format,
-    ) -> Result<Response, NoAnswer> {
-        if !self.is_connected() {
-            return Err(NoAnswer::NotConnected);
-        }
-        let payload = format
-            .encode(req)
-            .map_err(|e| NoAnswer::Unsendable(e.to_string()))?;
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
         if payload.len() > self.settings.max_payload {
-            return Err(NoAnswer::Unsendable(format!(
+            return Err(format!(
                 "request of {} bytes exceeds mqtt.max_payload ({})",
                 payload.len(),
                 self.settings.max_payload
-            )));
+            ));
         }
-        self.exchange_answer(receiver, &req.rqi, format, payload, self.settings.timeout)
-            .await
-    }
-
-    /// Publishes `payload` (already encoded, possibly deliberately broken) to
-    /// `receiver` and waits for the answer that carries `rqi`.
-    pub async fn exchange(
-        &self,
-        receiver: &str,
-        rqi: &str,
-        format: Format,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Response {
-        match self
-            .exchange_answer(receiver, rqi, format, payload, timeout)
-            .await
-        {
-            Ok(rsp) => rsp,
-            Err(e) => e.into_response(rqi),
-        }
-    }
-
-    async fn exchange_answer(
-        &self,
-        receiver: &str,
-        rqi: &str,
-        format: Format,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Response, NoAnswer> {
-        let key = (receiver.to_owned(), rqi.to_owned());
-        let (done, answer) = oneshot::channel();
-        self.lock_pending().insert(key.clone(), done);
         let topic = self.request_topic(receiver, format);
-        if let Err(e) = self
-            .client
+        self.client
             .try_publish(topic, qos(self.settings.qos), false, payload)
-        {
-            self.lock_pending().remove(&key);
-            return Err(NoAnswer::Unpublished(e.to_string()));
-        }
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(rsp)) => Ok(rsp),
-            _ => {
-                self.lock_pending().remove(&key);
-                Err(NoAnswer::Silence {
-                    receiver: receiver.to_owned(),
-                    waited: timeout,
-                })
-            }
-        }
+            .map_err(|e| e.to_string())
+    }
+
+    /// How long a request of this client may wait for its answer.
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
     }
 
     /// Publishes `payload` if the client's queue has room now; gives it back
     /// if not (the caller then waits with [`Transport::publish_wait`]).
     pub fn try_publish_now(&self, topic: &str, payload: Vec<u8>) -> Result<(), Vec<u8>> {
         if payload.len() > self.settings.max_payload {
-            warn!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
+            // The engine bounds what it sends by max_payload (ingress.rs):
+            // this is a guard, not a decision.
+            debug!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
             return Ok(());
         }
         match self
@@ -572,7 +479,8 @@ impl Transport {
                 Err(p.payload.to_vec())
             }
             Err(e) => {
-                warn!(%topic, error = %e, "cannot publish");
+                // Only a client that is shutting down refuses a publish.
+                debug!(%topic, error = %e, "cannot publish");
                 Ok(())
             }
         }
@@ -595,7 +503,9 @@ impl Transport {
     /// dropping it). Call from a task that is not the event loop's.
     pub async fn publish_wait(&self, topic: String, payload: Vec<u8>) {
         if payload.len() > self.settings.max_payload {
-            warn!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
+            // The engine bounds what it sends by max_payload (ingress.rs):
+            // this is a guard, not a decision.
+            debug!(%topic, bytes = payload.len(), "message exceeds mqtt.max_payload; not sent");
             return;
         }
         if let Err(e) = self
@@ -603,7 +513,8 @@ impl Transport {
             .publish(&topic, qos(self.settings.qos), false, payload)
             .await
         {
-            warn!(%topic, error = %e, "cannot publish");
+            // Only a client that is shutting down refuses a publish.
+            debug!(%topic, error = %e, "cannot publish");
         }
     }
 
@@ -628,20 +539,6 @@ impl Transport {
         let _ = self.client.try_ack(&p);
     }
 
-    /// Publishes an answer (or any payload) without waiting.
-    pub fn publish(&self, topic: String, payload: Vec<u8>) {
-        if payload.len() > self.settings.max_payload {
-            warn!(%topic, bytes = payload.len(), "answer exceeds mqtt.max_payload; not sent");
-            return;
-        }
-        if let Err(e) = self
-            .client
-            .try_publish(&topic, qos(self.settings.qos), false, payload)
-        {
-            warn!(%topic, error = %e, "cannot publish");
-        }
-    }
-
     /// Disconnects cleanly (after what is queued has gone out) and stops the
     /// task. The broker closing the connection after our DISCONNECT is
     /// expected and not reported (MQTT 3.1.1 §3.14: the server closes the
@@ -658,13 +555,6 @@ impl Transport {
         let _ = self.shutdown.send(true);
     }
 
-    fn lock_pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<PendingKey, oneshot::Sender<Response>>> {
-        // A poisoned map is still a valid map: keep serving.
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     async fn drive(
         self,
         mut eventloop: EventLoop,
@@ -676,10 +566,6 @@ impl Transport {
         // mark of a client-id takeover (another client with this id).
         let mut connected_at: Option<std::time::Instant> = None;
         let mut quick_drops: u32 = 0;
-        // Failed attempts since the last connection, and when that was last
-        // said at WARN: once per state change, then a reminder a minute.
-        let mut attempts: u32 = 0;
-        let mut last_warned: Option<std::time::Instant> = None;
         let mut awaiting_subacks = 0usize;
         let mut seed = self.settings.seed | 1;
         loop {
@@ -690,15 +576,20 @@ impl Transport {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     failures = 0;
-                    attempts = 0;
-                    last_warned = None;
                     connected_at = Some(std::time::Instant::now());
                     // Back to the persistent session after a purge (below).
                     eventloop
                         .mqtt_options
                         .set_clean_session(!self.settings.persistent_session);
                     self.connected.store(true, Ordering::Release);
-                    info!(broker = %self.settings.broker.poa(), session_present = ack.session_present, "connected to the MQTT broker");
+                    self.report(
+                        &tx,
+                        LinkReport::Connected {
+                            broker: self.settings.broker.poa(),
+                            session_present: ack.session_present,
+                        },
+                    )
+                    .await;
                     self.epoch.fetch_add(1, Ordering::AcqRel);
                     // Subscribe on every CONNACK, session or not: a session
                     // left by another client with this id (or a takeover
@@ -718,7 +609,8 @@ impl Transport {
                     awaiting_subacks = filters.len();
                     for filter in filters {
                         if let Err(e) = self.client.try_subscribe(filter, qos(self.settings.qos)) {
-                            warn!(error = %e, "cannot subscribe");
+                            let why = e.to_string();
+                            self.report(&tx, LinkReport::CannotSubscribe { why }).await;
                         }
                     }
                 }
@@ -760,11 +652,9 @@ impl Transport {
                     // reconnect of this session (rumqttc #614) and the node
                     // would never hear anything else: as a last resort,
                     // reconnect once with a clean session to drop it.
-                    error!(
-                        size,
-                        limit = incoming_limit(self.settings.max_payload),
-                        "dropping an oversize message by purging the broker session, which loses what was queued; set max_packet_size on the broker (mosquitto/production.conf)"
-                    );
+                    let limit = incoming_limit(self.settings.max_payload);
+                    self.report(&tx, LinkReport::SessionPurged { size, limit })
+                        .await;
                     self.connected.store(false, Ordering::Release);
                     let _ = tx.send(Incoming::Disconnected).await;
                     eventloop.mqtt_options.set_clean_session(true);
@@ -788,48 +678,31 @@ impl Transport {
                     } else if was_connected {
                         quick_drops = 0;
                     }
-                    if was_connected && quick_drops >= 3 {
-                        // Said once, and again every tenth time, not per drop.
-                        if quick_drops % 10 == 3 {
-                            error!(client_id = %self.settings.client_id, drops = quick_drops, "the broker keeps closing the connection right after accepting it: another client uses the client id {}; is a second node running with this CSE-ID? ({e})", self.settings.client_id);
+                    let report = if was_connected && quick_drops >= 3 {
+                        LinkReport::Takeover {
+                            client_id: self.settings.client_id.clone(),
+                            drops: quick_drops,
+                            why: e.to_string(),
                         }
-                        let _ = tx.send(Incoming::Disconnected).await;
                     } else if was_connected {
-                        warn!("lost the MQTT broker ({e}); reconnecting");
-                        let _ = tx.send(Incoming::Disconnected).await;
+                        LinkReport::Lost { why: e.to_string() }
                     } else if failure.kind == FailureKind::LoginRefused {
-                        // A configuration fault that retrying does not fix:
-                        // said at every retry, at most once per reminder.
-                        attempts += 1;
-                        let due = last_warned.is_none_or(|t| t.elapsed() >= REFUSED_REMINDER);
-                        if due {
-                            last_warned = Some(std::time::Instant::now());
-                            warn!(
-                                attempts,
-                                "the MQTT broker at {} refused the login{}: {}; retrying",
-                                self.settings.broker.poa(),
-                                self.login_name()
-                                    .map(|u| format!(" as {u:?}"))
-                                    .unwrap_or_default(),
-                                failure.text
-                            );
-                        } else {
-                            debug!(attempts, "MQTT login refused again: {}", failure.text);
+                        LinkReport::LoginRefused {
+                            broker: self.settings.broker.poa(),
+                            user: self.login_name().map(str::to_owned),
+                            why: failure.text,
                         }
-                    } else if !matches!(e, ConnectionError::RequestsDone) {
-                        attempts += 1;
-                        let due = last_warned.is_none_or(|t| t.elapsed() >= UNREACHABLE_REMINDER);
-                        if due {
-                            last_warned = Some(std::time::Instant::now());
-                            warn!(
-                                attempts,
-                                "cannot reach the MQTT broker at {}: {}; retrying",
-                                self.settings.broker.poa(),
-                                failure.text
-                            );
-                        } else {
-                            debug!("MQTT connection attempt failed: {}", failure.text);
+                    } else {
+                        LinkReport::Unreachable {
+                            broker: self.settings.broker.poa(),
+                            why: failure.text,
                         }
+                    };
+                    if !matches!(e, ConnectionError::RequestsDone) {
+                        self.report(&tx, report).await;
+                    }
+                    if was_connected {
+                        let _ = tx.send(Incoming::Disconnected).await;
                     }
                     if *shutdown.borrow() {
                         break;
@@ -863,6 +736,16 @@ impl Transport {
         }
         self.connected.store(false, Ordering::Release);
         self.finished.send_replace(true);
+    }
+
+    /// Hands a report to the engine (node mode); a one-shot client only
+    /// keeps it at debug level (its caller reads `last_failure`).
+    async fn report(&self, tx: &mpsc::Sender<Incoming>, report: LinkReport) {
+        if self.settings.node {
+            let _ = tx.send(Incoming::Report(report)).await;
+        } else {
+            debug!("MQTT connection: {report:?}");
+        }
     }
 
     /// The user name the connection logs in with, if any.
@@ -918,31 +801,7 @@ impl Transport {
             Kind::Response => {
                 // A response needs no durability: taking it is enough.
                 self.ack_from_loop(ack);
-                if self.settings.node {
-                    let _ = tx.send(Incoming::Response { route, payload }).await;
-                    return;
-                }
-                let Ok(format) = route.format else {
-                    debug!(
-                        topic = topic_name,
-                        "response in an unsupported format; dropped"
-                    );
-                    return;
-                };
-                match format.decode_response(&payload) {
-                    Ok(rsp) => {
-                        let key = (route.receiver.clone(), rsp.rqi.clone());
-                        match self.lock_pending().remove(&key) {
-                            Some(done) => {
-                                let _ = done.send(rsp);
-                            }
-                            None => {
-                                debug!(rqi = %rsp.rqi, peer = %route.receiver, "response to no pending request (late or duplicate)")
-                            }
-                        }
-                    }
-                    Err(e) => warn!(topic = topic_name, error = %e, "undecodable response dropped"),
-                }
+                let _ = tx.send(Incoming::Response { route, payload }).await;
             }
         }
     }
@@ -984,21 +843,6 @@ mod tests {
         assert_eq!(
             io(std::io::ErrorKind::ConnectionReset, "reset by peer"),
             FailureKind::Protocol
-        );
-    }
-
-    #[test]
-    fn silence_and_an_answer_are_told_apart() {
-        let silence = NoAnswer::Silence {
-            receiver: "/id-in".into(),
-            waited: Duration::from_secs(2),
-        };
-        assert_eq!(silence.to_string(), "no response from /id-in within 2s");
-        let rsp = silence.into_response("r1");
-        assert_eq!((rsp.rsc, rsp.rqi.as_str()), (Rsc::REQUEST_TIMEOUT, "r1"));
-        assert_eq!(
-            NoAnswer::NotConnected.into_response("r2").rsc,
-            Rsc::TARGET_NOT_REACHABLE
         );
     }
 }

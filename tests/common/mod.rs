@@ -1,13 +1,15 @@
 //! Integration-test harness: a real Mosquitto on a free port, m2mnode
-//! processes, and a oneM2M test client (the node's own transport, over the
+//! processes, and a oneM2M test client (`mqtt.rs`, on rumqttc, over the
 //! real broker). Every process is killed on drop, so a failing test leaves
 //! nothing behind.
 #![allow(dead_code)]
 
 pub mod acme;
+pub mod mqtt;
+pub mod standin;
 
 use m2mnode::primitive::{Format, Operation, Request, Response};
-use m2mnode::transport::mqtt::{Settings, Transport};
+use mqtt::MqttClient;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -211,6 +213,13 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// Whether the process is still running (not exited).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -321,7 +330,7 @@ pub struct Client {
 enum Link {
     /// Over the real broker, as peers do.
     Mqtt {
-        t: Transport,
+        t: MqttClient,
         rt: tokio::runtime::Runtime,
     },
     /// Straight into an engine in this process: the same primitives, as
@@ -413,24 +422,17 @@ impl Client {
             .enable_all()
             .build()
             .expect("runtime");
-        let url = m2mnode::config::BrokerUrl::parse(url).expect("url");
-        let mut settings = Settings::client(
+        let mut opts = mqtt::Options::new(
             url,
             format!("test-{}-{}", own.replace('/', "_"), free_port()),
             own,
-            Duration::from_secs(5),
         );
-        // Big enough to send oversize test payloads.
-        settings.max_payload = 4 << 20;
-        settings.topic_prefix = prefix.to_owned();
-        if let Some((user, pass)) = login {
-            settings.username = Some(user.to_owned());
-            settings.password = Some(pass.to_owned());
-        }
+        opts.prefix = prefix.to_owned();
+        opts.login = login.map(|(u, p)| (u.to_owned(), p.to_owned()));
         let t = rt.block_on(async {
-            let (t, mut rx) = Transport::connect(settings, Duration::from_secs(10))
+            let (t, mut rx) = MqttClient::connect(opts, Duration::from_secs(10))
                 .await
-                .expect("test client connects");
+                .unwrap_or_else(|e| panic!("test client {own}: {e}"));
             // Keep draining (requests to the test client are not expected).
             tokio::spawn(async move { while rx.recv().await.is_some() {} });
             t
@@ -497,14 +499,25 @@ impl Client {
 
     pub fn publish(&self, topic: &str, payload: Vec<u8>) {
         match &self.link {
-            Link::Mqtt { t, rt } => {
-                let _g = rt.enter();
-                t.publish(topic.to_owned(), payload);
-            }
+            Link::Mqtt { t, rt } => rt.block_on(t.publish(topic, payload)),
             Link::Engine(e) => {
                 engine_exchange(e, topic, "", Format::Json, &payload);
             }
         }
+    }
+}
+
+impl Client {
+    /// The status object of the node `cse` (CSEBase `cb`), asked over this
+    /// client's link; `None` without an answer.
+    /// The node answers it only to the hop `Cm2mnode-status` speaking for
+    /// itself (or its admin): connect this client as that.
+    pub fn status_of(&self, cse: &str, cb: &str) -> Option<serde_json::Value> {
+        let r = self.send(
+            &self.req(Operation::Retrieve, &format!("{cse}/{cb}/m2mnode-status")),
+            cse,
+        );
+        r.pc?.get("m2mnode:status").cloned()
     }
 }
 
@@ -570,6 +583,149 @@ impl Node {
     }
 }
 
+/// The node's state as `m2mnode status --json` reports it (the status
+/// resource, docs/operations.md): tests wait on states, not on log text.
+impl Node {
+    /// The `m2mnode:status` object, or `None` while the node gives none
+    /// (not running, not connected and subscribed yet).
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--timeout", "2s", "--config"])
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        // A failed status prints an error object ({"error": ...}): no status.
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .filter(|v| v.get("error").is_none())
+    }
+
+    /// Polls the status until `ok` holds; returns the status that did.
+    #[track_caller]
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut ok: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(s) = self.status() {
+                if ok(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            if Instant::now() >= end {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for {what}; last status: {}\nnode log:\n{}",
+            last.map_or("none".into(), |s| s.to_string()),
+            self.log()
+        );
+    }
+
+    /// The status now; panics if the node gives none within 10 s.
+    #[track_caller]
+    pub fn status_now(&self) -> serde_json::Value {
+        self.wait_status(Duration::from_secs(10), "a status", |_| true)
+    }
+
+    /// Connected to its broker(s) and subscribed: it answers its status.
+    #[track_caller]
+    pub fn wait_connected(&self, timeout: Duration) -> serde_json::Value {
+        self.wait_status(timeout, "the node to be connected", |s| {
+            s["connected"] == true
+        })
+    }
+
+    /// Registered at its registrar.
+    #[track_caller]
+    pub fn wait_registered(&self, timeout: Duration) -> serde_json::Value {
+        self.wait_status(timeout, "the node to be registered", |s| {
+            s["registrar"]["registered"] == true
+        })
+    }
+
+    /// A number of the status's `counts` (`"registered"`,
+    /// `"handled/create"`, `"connects/local"`); panics without a status.
+    #[track_caller]
+    pub fn count(&self, name: &str) -> u64 {
+        count_of(&self.status_now(), name)
+    }
+
+    /// Waits until the own registration's check has been answered `n` more
+    /// times (the status's `registrar.last_check` took `n` new values).
+    #[track_caller]
+    pub fn wait_checks(&self, n: usize, timeout: Duration) {
+        wait_new_values(
+            timeout,
+            "answered checks of the own registration",
+            n,
+            || self.status(),
+            |s| s["registrar"]["last_check"].clone(),
+        );
+    }
+
+    /// Waits until the registree `csi` has answered `n` more liveness
+    /// checks (its `last_ok` took `n` new values).
+    #[track_caller]
+    pub fn wait_probes(&self, csi: &str, n: usize, timeout: Duration) {
+        wait_new_values(
+            timeout,
+            &format!("answered checks of {csi}"),
+            n,
+            || self.status(),
+            |s| registree(s, csi)["last_ok"].clone(),
+        );
+    }
+}
+
+/// The entry of registree `csi` in a status object (`null` if absent).
+pub fn registree(status: &serde_json::Value, csi: &str) -> serde_json::Value {
+    status["registrees"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["csi"] == csi))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls statuses from `fetch` until `pick` of them has taken `n` values
+/// other than the first one seen (a clock in the status moving on).
+#[track_caller]
+pub fn wait_new_values(
+    timeout: Duration,
+    what: &str,
+    n: usize,
+    mut fetch: impl FnMut() -> Option<serde_json::Value>,
+    pick: impl Fn(&serde_json::Value) -> serde_json::Value,
+) {
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    wait_until(timeout, &format!("{n} new {what}"), || {
+        if let Some(v) = fetch().map(|s| pick(&s)) {
+            if !v.is_null() && !seen.contains(&v) {
+                seen.push(v);
+            }
+        }
+        seen.len() > n
+    });
+}
+
+/// A number of a status object's `counts` (see [`Node::count`]).
+pub fn count_of(status: &serde_json::Value, name: &str) -> u64 {
+    status["counts"]
+        .pointer(&format!("/{name}"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("no count {name} in the status: {status}"))
+}
+
 /// A tiny tmpfs, unmounted (and its mount point removed) when dropped, also
 /// when the test fails.
 pub struct Tmpfs(pub PathBuf);
@@ -629,7 +785,8 @@ pub fn fill(path: &Path) {
     let _ = f.sync_all();
 }
 
-/// A registree simulated by a test client that answers requests addressed to it.
+/// A registree simulated by a test client that answers requests addressed
+/// to it (for 30 s); subscribed when this returns.
 pub fn responder(
     broker: &Mosquitto,
     own: &'static str,
@@ -646,24 +803,21 @@ pub fn responder_counting(
     seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::thread::JoinHandle<()> {
     let url = broker.url();
-    std::thread::spawn(move || {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("rt");
         rt.block_on(async move {
-            use m2mnode::transport::mqtt::{Incoming, Settings, Transport};
-            let broker = m2mnode::config::BrokerUrl::parse(&url).expect("url");
-            let settings = Settings::client(
-                broker,
-                format!("responder-{own}"),
-                own,
-                Duration::from_secs(5),
-            );
-            let (t, mut rx) = Transport::start(settings).expect("transport");
+            let opts = mqtt::Options::new(&url, format!("responder-{own}"), own);
+            let (t, mut rx) = MqttClient::connect(opts, Duration::from_secs(10))
+                .await
+                .expect("responder connects");
+            let _ = ready_tx.send(());
             let end = tokio::time::Instant::now() + Duration::from_secs(30);
             while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-                if let Incoming::Request { route, payload, .. } = ev {
+                if let mqtt::Incoming::Request { route, payload } = ev {
                     seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Ok(fmt) = route.format else { continue };
                     let Ok(req) = fmt.decode_request(&payload) else {
@@ -681,11 +835,16 @@ pub fn responder_counting(
                             "nothing here",
                         )
                     };
-                    t.publish(route.response_topic(), fmt.encode(&rsp).expect("encode"));
+                    t.answer(&route, fmt, &rsp).await;
                 }
             }
         });
-    })
+    });
+    // Subscribed before it is handed out: nothing sent to it is lost.
+    ready_rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("the responder connects and subscribes");
+    handle
 }
 
 /// A private CA, a server certificate for 127.0.0.1 and a client certificate,
@@ -765,4 +924,42 @@ pub fn make_certificates(dir: &std::path::Path) -> bool {
         std::fs::Permissions::from_mode(0o644),
     );
     ok
+}
+
+/// A durable store with `n` plain registrees, written before the node starts
+/// (registering 5,000 CSEs over MQTT would take 5,000 clients).
+pub fn store_with_registrees(dir: &Path, n: usize, dcse: usize) {
+    use m2mnode::persist::{Persistence, Sqlite, StoreChange};
+    use m2mnode::primitive::ResourceType;
+    use m2mnode::resource::RemoteCse;
+    let mut db = Sqlite::open(dir).expect("store");
+    // In transactions of 10,000: a store of 100,000 is one bench's start.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let changes: Vec<StoreChange> = chunk
+            .iter()
+            .map(|&i| {
+                let csi = format!("/id-r{i:06}");
+                let ri = csi[1..].to_owned();
+                StoreChange::Put {
+                    ri: ri.clone(),
+                    csr: RemoteCse {
+                        rn: Some(ri.clone()),
+                        ri: Some(ri),
+                        pi: Some("cse-in".into()),
+                        ty: Some(ResourceType::REMOTE_CSE),
+                        ct: Some("20250101T000000,000000".into()),
+                        lt: Some("20250101T000000,000000".into()),
+                        csi: Some(csi.clone()),
+                        cb: Some(format!("{csi}/cb")),
+                        rr: Some(true),
+                        srv: Some(vec!["3".into()]),
+                        dcse: (dcse > 0)
+                            .then(|| (0..dcse).map(|j| format!("/id-d{i}-{j}")).collect()),
+                        ..RemoteCse::default()
+                    },
+                }
+            })
+            .collect();
+        db.commit(&changes).expect("commit");
+    }
 }
