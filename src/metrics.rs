@@ -79,6 +79,10 @@ pub struct Metrics {
     dropped: Family<Labels1, Counter>,
     /// Per link: its `broker_link_up` gauge and `broker_reconnects` counter.
     links: Vec<(Link, Gauge, Counter)>,
+    /// Per peer SP (`[sp_registrar.*]`, by absolute CSE-ID): registered there.
+    peer_registered: Family<[(&'static str, String); 1], Gauge>,
+    /// The peers reported at the last sample: a peer a reload removed goes.
+    peers_seen: Vec<String>,
     /// The engine's totals at the last [`Metrics::sample`].
     last: Counters,
     server: tokio::task::JoinHandle<()>,
@@ -204,6 +208,12 @@ impl Metrics {
             "Times a broker link came back after the first connection",
             reconnects.clone(),
         );
+        let peer_registered = Family::<[(&'static str, String); 1], Gauge>::default();
+        reg.register(
+            "peer_sp_registered",
+            "1 while registered at the IN-CSE of a peer SP ([sp_registrar.*]), by its absolute CSE-ID",
+            peer_registered.clone(),
+        );
         // Every series exists from the start, at zero: a rate over a series
         // that appears with its first increment misses that increment. The
         // handles are kept, so sampling takes no lock.
@@ -253,6 +263,8 @@ impl Metrics {
             awaiting_durability,
             dropped,
             links,
+            peer_registered,
+            peers_seen: Vec::new(),
             state: None,
             last: Counters::default(),
             server,
@@ -326,6 +338,20 @@ impl Metrics {
             for (name, gauge) in &self.registration {
                 gauge.set(i64::from(Some(*name) == state));
             }
+        }
+        let peers = engine.peer_registrations();
+        for gone in self
+            .peers_seen
+            .iter()
+            .filter(|s| !peers.iter().any(|(id, _)| id == *s))
+        {
+            self.peer_registered.remove(&[("peer", gone.clone())]);
+        }
+        self.peers_seen = peers.iter().map(|(id, _)| id.clone()).collect();
+        for (id, registered) in peers {
+            self.peer_registered
+                .get_or_create(&[("peer", id)])
+                .set(i64::from(registered));
         }
         let c = engine.counters();
         let was = std::mem::replace(&mut self.last, c);

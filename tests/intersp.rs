@@ -271,3 +271,37 @@ fn two_sps_register_with_each_other() {
     );
     assert_eq!(r.rsc, Rsc::OK, "{r:?}");
 }
+
+#[test]
+fn a_peer_registration_is_a_metric() {
+    use std::io::{Read, Write};
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let _b = in_b(&url);
+    let port = free_port();
+    let a = Node::start(
+        "in-a-metrics",
+        &format!(
+            "[cse]\nid = \"/id-in-a\"\nname = \"cse-in-a\"\ntype = \"IN\"\nsp_id = \"sp-a.example\"\n\
+             [mqtt]\nurl = \"{url}\"\ntimeout = \"2s\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+             [sp_registrar.b]\nsp_id = \"sp-b.example\"\nid = \"/id-in-b\"\nname = \"cse-in-b\"\n"
+        ),
+    );
+    a.wait_status(S10, "registered at B", |s| {
+        s["peer_sps"][0]["registered"] == true
+    });
+    let scrape = || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        c.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    wait_until(S10, "the peer gauge at 1", || {
+        scrape().is_some_and(|b| {
+            b.lines()
+                .any(|l| l == "m2mnode_peer_sp_registered{peer=\"//sp-b.example/id-in-b\"} 1")
+        })
+    });
+}

@@ -609,6 +609,15 @@ impl Engine {
         }
     }
 
+    /// (absolute CSE-ID, registered) of each peer SP's IN-CSE, for metrics.
+    pub fn peer_registrations(&self) -> Vec<(String, bool)> {
+        self.peers
+            .iter()
+            .filter(|p| !p.retiring)
+            .map(|p| (p.settings.absolute(), p.up.machine.is_registered()))
+            .collect()
+    }
+
     /// What `status` shows of each peer registration.
     pub(super) fn peer_status(&self) -> Value {
         Value::Array(
