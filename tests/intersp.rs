@@ -305,3 +305,39 @@ fn a_peer_registration_is_a_metric() {
         })
     });
 }
+
+#[test]
+fn a_restart_with_data_adopts_the_csr_at_the_peer() {
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let b = in_b(&url);
+    let data = scratch("in-a-data");
+    let mut a = Node::start(
+        "in-a-data",
+        &format!(
+            "[cse]\nid = \"/id-in-a\"\nname = \"cse-in-a\"\ntype = \"IN\"\nsp_id = \"sp-a.example\"\n\
+             data_dir = \"{}\"\n[mqtt]\nurl = \"{url}\"\ntimeout = \"2s\"\n\
+             [sp_registrar.b]\nsp_id = \"sp-b.example\"\nid = \"/id-in-b\"\nname = \"cse-in-b\"\ncheck_interval = \"1s\"\n",
+            data.display()
+        ),
+    );
+    let a_at_b = |s: &Value| {
+        s["registrees"]
+            .as_array()
+            .and_then(|r| r.iter().find(|x| x["csi"] == "//sp-a.example/id-in-a"))
+            .map(|x| x["since"].clone())
+    };
+    let before = b.wait_status(S10, "A at B", |s| a_at_b(s).is_some());
+    let since = a_at_b(&before);
+    assert!(since.as_ref().is_some_and(Value::is_string), "{before}");
+    // Killed (no DELETE), started again from its store: the CSR at B is
+    // adopted, not deleted and created anew.
+    a.restart();
+    a.wait_status(S10, "A registered at B again", |s| {
+        s["peer_sps"][0]["registered"] == true
+    });
+    let after = b.status_now();
+    assert_eq!(a_at_b(&after), since, "the same CSR at B: {after}");
+    let local = a.status_now();
+    assert_eq!(local["registree_count"], 0, "B's CSR at A is no registree");
+}
