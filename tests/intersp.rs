@@ -341,3 +341,34 @@ fn a_restart_with_data_adopts_the_csr_at_the_peer() {
     let local = a.status_now();
     assert_eq!(local["registree_count"], 0, "B's CSR at A is no registree");
 }
+
+#[test]
+fn a_reload_removes_and_adds_peer_sps() {
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let b = in_b(&url);
+    let base = format!(
+        "[cse]\nid = \"/id-in-a\"\nname = \"cse-in-a\"\ntype = \"IN\"\nsp_id = \"sp-a.example\"\n\
+         [mqtt]\nurl = \"{url}\"\ntimeout = \"2s\"\n"
+    );
+    let peer_b =
+        "[sp_registrar.b]\nsp_id = \"sp-b.example\"\nid = \"/id-in-b\"\nname = \"cse-in-b\"\n";
+    let a = Node::start("in-a-reload", &format!("{base}{peer_b}"));
+    let at_b = |s: &Value| {
+        s["registrees"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["csi"] == "//sp-a.example/id-in-a"))
+    };
+    b.wait_status(S10, "A at B", at_b);
+    // B removed: deregistered there, without a restart.
+    a.rewrite_config(&base);
+    a.signal("HUP");
+    b.wait_status(S10, "A's CSR at B deleted", |s| !at_b(s));
+    a.wait_status(S10, "no peer SP", |s| {
+        s["peer_sps"].as_array().is_some_and(Vec::is_empty)
+    });
+    // And added again.
+    a.rewrite_config(&format!("{base}{peer_b}"));
+    a.signal("HUP");
+    b.wait_status(S10, "A at B again", at_b);
+}
