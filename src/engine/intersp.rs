@@ -510,7 +510,7 @@ impl Engine {
             Some((sp, rest)) if sp == own_sp => {
                 if let Some(p) = peer_link {
                     return Some(format!(
-                        "{hop} names a CSE of this SP on the broker of //{} ",
+                        "{hop} names a CSE of this SP on the broker of //{}",
                         p.settings.sp_id
                     ));
                 }
