@@ -9,7 +9,7 @@ use super::durability::Parked;
 use super::events::DropReason;
 use super::registrar::{mark_partial, Outcome, Page};
 use super::store::Answered;
-use super::{status, Ack, Asked, Engine, Event, Transmit};
+use super::{status, Ack, Engine, Event, Transmit};
 use crate::error::Refusal;
 use crate::primitive::{Format, Operation, Response, Rsc};
 use crate::time::Now;
@@ -293,4 +293,59 @@ fn request_topic(route: &Route) -> String {
     route
         .response_topic()
         .replacen("/oneM2M/resp/", "/oneM2M/req/", 1)
+}
+
+/// What an answer echoes of the request it answers: its rqi and rvi, and
+/// its originator, to whom the answer goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Asked<'a> {
+    pub(crate) rqi: &'a str,
+    pub(crate) rvi: Option<&'a str>,
+    pub(crate) fr: Option<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    /// The request `req`.
+    pub(crate) fn of(req: &'a crate::primitive::Request) -> Asked<'a> {
+        Asked {
+            rqi: &req.rqi,
+            rvi: req.rvi.as_deref(),
+            fr: req.fr.as_deref(),
+        }
+    }
+
+    /// The request an answer `rsp` answers, as that answer echoes it.
+    pub(crate) fn by(rsp: &'a Response) -> Asked<'a> {
+        Asked {
+            rqi: &rsp.rqi,
+            rvi: rsp.rvi.as_deref(),
+            fr: rsp.to.as_deref(),
+        }
+    }
+}
+
+impl Engine {
+    /// Every answer this node originates (a refusal, a 4008 or 5103 for a
+    /// forward, a 5000 of the store, a decode error): like any answer it
+    /// echoes rqi and rvi, goes `to` the originator and is `fr` this CSE
+    /// (TS-0004 7.2.1.2; docs/protocol.md §2.2). `ot`: its time.
+    pub(crate) fn own_answer(
+        &self,
+        rsc: Rsc,
+        asked: Asked<'_>,
+        why: impl Into<String>,
+        ot: Option<String>,
+    ) -> Response {
+        let mut r = Response::error(rsc, asked.rqi, why);
+        r.rvi = asked.rvi.map(str::to_owned);
+        r.to = asked.fr.map(str::to_owned);
+        r.fr = Some(self.own.to_string());
+        r.ot = ot;
+        r
+    }
+
+    /// An error answer to the same request as `rsp`, instead of it.
+    pub(super) fn error_instead_of(&self, rsp: &Response, rsc: Rsc, why: String) -> Response {
+        self.own_answer(rsc, Asked::by(rsp), why, rsp.ot.clone())
+    }
 }

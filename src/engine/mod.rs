@@ -21,6 +21,7 @@ mod events;
 mod forwards;
 mod ingress;
 mod intersp;
+mod io;
 mod links;
 mod liveness;
 mod outbound;
@@ -43,7 +44,7 @@ pub use registrar::{
 pub use registration::{Action, Input, OwnCsr, Phase, Registration, RegistreeConfig, Step};
 
 use crate::id::CseId;
-use crate::primitive::{Format, Response, Rsc};
+use crate::primitive::Rsc;
 use crate::time::Now;
 use crate::topic::Route;
 use dedupe::RecentRequests;
@@ -51,47 +52,16 @@ pub use durability::Ack;
 use durability::Durability;
 use events::Throttle;
 use forwards::Forwards;
+pub(crate) use ingress::Asked;
+pub use io::{EngineSettings, InvalidStore, StoreBatch, Transmit, UpstreamSettings};
 use links::Links;
 use liveness::{Liveness, ProbeOutcome};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use store::{Notice, Snapshot, Store, StoreChange, Undo};
+use store::{Notice, Snapshot, Store, Undo};
 pub use tally::Counters;
 use tally::Tally;
 use upstream::Upstream;
-
-/// The own registration, when this node has a registrar.
-#[derive(Clone, Debug)]
-pub struct UpstreamSettings {
-    pub registrar_rn: String,
-    pub check_interval: Duration,
-    /// The own `<remoteCSE>`'s `poa` when it is not the CSEBase's (the
-    /// registrar reaches this node on another broker than registrees do).
-    pub poa: Option<Vec<String>>,
-    /// The link the registrar is reached on: [`Link::UPSTREAM`] when
-    /// `[registrar.mqtt]` sets a broker of its own, else [`Link::LOCAL`].
-    pub link: Link,
-    /// `[registrar] serialization`: for a registrar that declares no `csz`.
-    pub serialization: Option<Format>,
-}
-
-/// Everything the engine is configured with (built by `config.rs`).
-#[derive(Clone, Debug)]
-pub struct EngineSettings {
-    pub registrar: RegistrarSettings,
-    pub registration: Option<UpstreamSettings>,
-    pub registree_check_interval: Duration,
-    /// How long an answer to this node's own requests may take.
-    pub request_timeout: Duration,
-    /// Answer changes only once they are committed by a persister.
-    pub durable: bool,
-    /// The largest payload this node may publish (`mqtt.max_payload`).
-    pub max_payload: usize,
-    /// Seeds rqis and jitter; any value unique per start.
-    pub seed: u64,
-    /// The IN-CSEs of other SPs this IN-CSE registers at (intersp.rs).
-    pub peers: Vec<PeerSettings>,
-}
 
 /// Liveness probes outstanding at once, at least (more when the population
 /// needs it to be probed once per interval even if every probe times out).
@@ -102,44 +72,6 @@ const RECENT_ANSWERS: usize = 1024;
 const SUMMARY_EVERY: Duration = Duration::from_secs(3600);
 /// Dropped payloads told one line each per minute; the rest are counted.
 const DROPS_SHOWN_PER_MINUTE: u32 = 10;
-
-/// Something to send.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Transmit {
-    /// A request to the next-hop CSE `to`, on the broker connection `link`.
-    Request {
-        to: CseId,
-        link: Link,
-        format: Format,
-        payload: Vec<u8>,
-        /// The incoming request this one forwards: acknowledge after sending.
-        ack: Option<Ack>,
-        /// The topic's originator and receiver IDs when they are not this
-        /// CSE's and `to` (a hop to another SP: docs/protocol.md §13).
-        hop: Option<HopIds>,
-    },
-    /// An answer to the hop that sent the request on `to`.
-    Response {
-        to: Route,
-        payload: Vec<u8>,
-        ack: Option<Ack>,
-    },
-    /// Nothing to send; acknowledge the message.
-    Ack(Ack),
-}
-
-/// A stored state the engine cannot start from (the reason).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidStore(pub String);
-
-/// Changes for the persister; answer with [`Engine::store_committed`] or
-/// [`Engine::store_failed`] and the same `seq`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoreBatch {
-    pub seq: u64,
-    pub changes: Vec<StoreChange>,
-}
 
 /// The engine: the node's every protocol decision, composed of owned parts,
 /// as a pure function of inputs and time. It does no I/O and reads no clock.
@@ -764,71 +696,6 @@ impl Engine {
         self.review_events(now);
     }
 
-    /// No probe of a check asked for is due or outstanding, nor the check
-    /// of the own CSR.
-    fn checks_are_over(&self, now: Now) -> bool {
-        let own_checking = self.upstream.as_ref().is_some_and(|u| {
-            matches!(
-                u.machine.phase(),
-                Phase::Waiting {
-                    step: Step::Check,
-                    ..
-                }
-            )
-        });
-        !own_checking
-            && !self.forwards.has_probes()
-            && self
-                .liveness
-                .poll_timeout()
-                .is_none_or(|t| t > now.mono || !self.links.is_up(Link::LOCAL))
-    }
-
-    fn summary(&mut self, checked_now: bool) -> Event {
-        let (handled, refused) = self.tally.take_since();
-        let registrees_missing = self
-            .registrar
-            .store()
-            .registrees()
-            .filter_map(|(_, c)| c.csi())
-            .filter(|csi| self.liveness.misses(csi).unwrap_or(0) > 0)
-            .count();
-        Event::Summary(Summary {
-            checked_now,
-            registered: self.registration().map(Registration::is_registered),
-            registrees: self.registree_count(),
-            registrees_missing,
-            handled,
-            refused,
-        })
-    }
-
-    /// Counts every event and throttles drops: what the driver gets to
-    /// print is decided here, on the engine's clock.
-    fn review_events(&mut self, now: Now) {
-        while let Some(e) = self.events.pop_front() {
-            let spike = self.tally.event(&e, now.mono);
-            let e = match e {
-                Event::Dropped { reason, why } => {
-                    let (show, ended) = self.drops.allow(now.mono);
-                    if let Some(count) = ended {
-                        self.out_events.push_back(Event::DropsSuppressed { count });
-                    }
-                    if show {
-                        Event::Dropped { reason, why }
-                    } else {
-                        Event::DroppedQuietly { reason }
-                    }
-                }
-                e => e,
-            };
-            self.out_events.push_back(e);
-            if let Some(count) = spike {
-                self.out_events.push_back(Event::RefusalsSpiking { count });
-            }
-        }
-    }
-
     fn apply_notices(&mut self, now: Now) {
         let notices: Vec<Notice> = self.registrar.store_mut().take_notices().collect();
         for n in notices {
@@ -863,61 +730,6 @@ impl Engine {
     fn take_internal_undo(&mut self) {
         let undo: Vec<Undo> = self.registrar.store_mut().take_undo();
         self.durability.track(undo, true);
-    }
-}
-
-/// What an answer echoes of the request it answers: its rqi and rvi, and
-/// its originator, to whom the answer goes.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Asked<'a> {
-    pub(crate) rqi: &'a str,
-    pub(crate) rvi: Option<&'a str>,
-    pub(crate) fr: Option<&'a str>,
-}
-
-impl<'a> Asked<'a> {
-    /// The request `req`.
-    pub(crate) fn of(req: &'a crate::primitive::Request) -> Asked<'a> {
-        Asked {
-            rqi: &req.rqi,
-            rvi: req.rvi.as_deref(),
-            fr: req.fr.as_deref(),
-        }
-    }
-
-    /// The request an answer `rsp` answers, as that answer echoes it.
-    pub(crate) fn by(rsp: &'a Response) -> Asked<'a> {
-        Asked {
-            rqi: &rsp.rqi,
-            rvi: rsp.rvi.as_deref(),
-            fr: rsp.to.as_deref(),
-        }
-    }
-}
-
-impl Engine {
-    /// Every answer this node originates (a refusal, a 4008 or 5103 for a
-    /// forward, a 5000 of the store, a decode error): like any answer it
-    /// echoes rqi and rvi, goes `to` the originator and is `fr` this CSE
-    /// (TS-0004 7.2.1.2; docs/protocol.md §2.2). `ot`: its time.
-    pub(crate) fn own_answer(
-        &self,
-        rsc: Rsc,
-        asked: Asked<'_>,
-        why: impl Into<String>,
-        ot: Option<String>,
-    ) -> Response {
-        let mut r = Response::error(rsc, asked.rqi, why);
-        r.rvi = asked.rvi.map(str::to_owned);
-        r.to = asked.fr.map(str::to_owned);
-        r.fr = Some(self.own.to_string());
-        r.ot = ot;
-        r
-    }
-
-    /// An error answer to the same request as `rsp`, instead of it.
-    fn error_instead_of(&self, rsp: &Response, rsc: Rsc, why: String) -> Response {
-        self.own_answer(rsc, Asked::by(rsp), why, rsp.ot.clone())
     }
 }
 

@@ -4,9 +4,13 @@
 //! what the sign-of-life line counts since the last one, and a spike of
 //! refusals (told in one WARN a minute, each refusal being a debug line).
 
-use super::events::{Event, Removal};
+use super::events::{Event, Removal, Summary};
+use super::registration::{Phase, Registration, Step};
 use super::status::STATUS_RN;
+use super::Engine;
 use crate::primitive::Operation;
+use crate::time::Now;
+use crate::topic::Link;
 use std::time::{Duration, Instant};
 
 /// Refusals within a minute above which one WARN line says so.
@@ -246,6 +250,73 @@ impl Tally {
             "store_failures": self.store_failures,
             "dropped": self.dropped,
         })
+    }
+}
+
+impl Engine {
+    /// No probe of a check asked for is due or outstanding, nor the check
+    /// of the own CSR.
+    pub(super) fn checks_are_over(&self, now: Now) -> bool {
+        let own_checking = self.upstream.as_ref().is_some_and(|u| {
+            matches!(
+                u.machine.phase(),
+                Phase::Waiting {
+                    step: Step::Check,
+                    ..
+                }
+            )
+        });
+        !own_checking
+            && !self.forwards.has_probes()
+            && self
+                .liveness
+                .poll_timeout()
+                .is_none_or(|t| t > now.mono || !self.links.is_up(Link::LOCAL))
+    }
+
+    pub(super) fn summary(&mut self, checked_now: bool) -> Event {
+        let (handled, refused) = self.tally.take_since();
+        let registrees_missing = self
+            .registrar
+            .store()
+            .registrees()
+            .filter_map(|(_, c)| c.csi())
+            .filter(|csi| self.liveness.misses(csi).unwrap_or(0) > 0)
+            .count();
+        Event::Summary(Summary {
+            checked_now,
+            registered: self.registration().map(Registration::is_registered),
+            registrees: self.registree_count(),
+            registrees_missing,
+            handled,
+            refused,
+        })
+    }
+
+    /// Counts every event and throttles drops: what the driver gets to
+    /// print is decided here, on the engine's clock.
+    pub(super) fn review_events(&mut self, now: Now) {
+        while let Some(e) = self.events.pop_front() {
+            let spike = self.tally.event(&e, now.mono);
+            let e = match e {
+                Event::Dropped { reason, why } => {
+                    let (show, ended) = self.drops.allow(now.mono);
+                    if let Some(count) = ended {
+                        self.out_events.push_back(Event::DropsSuppressed { count });
+                    }
+                    if show {
+                        Event::Dropped { reason, why }
+                    } else {
+                        Event::DroppedQuietly { reason }
+                    }
+                }
+                e => e,
+            };
+            self.out_events.push_back(e);
+            if let Some(count) = spike {
+                self.out_events.push_back(Event::RefusalsSpiking { count });
+            }
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::config::Config;
-use crate::primitive::{Operation, Request, ResourceType};
+use crate::engine::store::StoreChange;
+use crate::primitive::{Format, Operation, Request, ResourceType, Response};
 use crate::time::Timestamp;
 use crate::topic;
 use serde_json::{json, Value};
