@@ -155,6 +155,7 @@ fn registers_at_a_peer_sp_with_absolute_ids() {
     let peer = &st["m2mnode:status"]["peer_sps"][0];
     assert_eq!(peer["registered"], true);
     assert_eq!(peer["id"], "//sp-b.example/id-in-b");
+    assert_eq!(peer["connected"], true);
     assert!(peer["since"].is_string() && peer["last_check"].is_string());
 }
 
