@@ -636,7 +636,13 @@ impl fmt::Display for Event {
                 f,
                 "cse.sp_id is {configured} but the registrar is in {registrar}; keeping {configured} (ACME registrees of this node would follow {registrar})"
             ),
-            Event::PeerSp { sp, event } => write!(f, "SP //{sp}: {event}"),
+            // The own registration's hints name [registrar]; a peer's
+            // settings are in [sp_registrar.*].
+            Event::PeerSp { sp, event } => write!(
+                f,
+                "SP //{sp}: {}",
+                event.to_string().replace("[registrar]", "[sp_registrar.*]")
+            ),
         }
     }
 }

@@ -630,6 +630,7 @@ impl Engine {
                         "sp": format!("//{}", p.settings.sp_id),
                         "id": p.settings.absolute(),
                         "link": p.settings.link.to_string(),
+                        "connected": self.links.is_up(p.settings.link),
                         "registered": m.is_registered(),
                         "since": m.registered_since().map(|t| t.to_onem2m()),
                         "last_check": m.last_check().map(|t| t.to_onem2m()),

@@ -155,6 +155,7 @@ fn registers_at_a_peer_sp_with_absolute_ids() {
     let peer = &st["m2mnode:status"]["peer_sps"][0];
     assert_eq!(peer["registered"], true);
     assert_eq!(peer["id"], "//sp-b.example/id-in-b");
+    assert_eq!(peer["connected"], true);
     assert!(peer["since"].is_string() && peer["last_check"].is_string());
 }
 
@@ -772,4 +773,22 @@ fn a_request_for_an_sp_whose_in_registered_here_goes_to_it() {
         Rsc::ORIGINATOR_HAS_NO_PRIVILEGE,
         "a local hop claiming another SP"
     );
+}
+
+#[test]
+fn a_refusal_by_the_peer_names_the_peer_settings() {
+    let e = Event::PeerSp {
+        sp: "sp-b.example".into(),
+        event: Box::new(Event::RegistrationRetry {
+            step: crate::engine::Step::Create,
+            retry_in: std::time::Duration::from_secs(1),
+            answer: Some((Rsc::NOT_FOUND, "no such CSEBase".into())),
+        }),
+    };
+    let text = e.to_string();
+    assert!(
+        text.starts_with("SP //sp-b.example: ") && !text.contains("[registrar]"),
+        "{text}"
+    );
+    assert_eq!(e.severity(), crate::engine::Severity::Warn);
 }
