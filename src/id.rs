@@ -209,6 +209,19 @@ pub fn is_ae_id(id: &str) -> bool {
     }
 }
 
+/// The resourceName a CSE of SP `sp` gets in another SP (ACME's
+/// `sp-a.example_id-in-a`).
+pub fn foreign_rn(sp: &str, csi: &CseId) -> String {
+    format!("{sp}_{}", csi.bare())
+}
+
+/// (SP-ID, SP-relative rest) of an absolute ID `//sp/rest`.
+pub fn split_absolute(id: &str) -> Option<(&str, &str)> {
+    let rest = id.strip_prefix("//")?;
+    let i = rest.find('/')?;
+    Some((&rest[..i], &rest[i..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,7 +113,7 @@ impl Engine {
             // A peer SP's IN vouches for the CSEs of its SP (the gate
             // checked `fr` is one of them): the registrar sees the CSE
             // that `fr` names as the hop.
-            let hop = match crate::engine::intersp::split_absolute(&route.originator) {
+            let hop = match crate::id::split_absolute(&route.originator) {
                 Some((sp, _)) => match crate::id::speaker_cse(&fr) {
                     Some(cse) => format!("//{sp}{cse}"),
                     None => route.originator.clone(),
@@ -203,7 +203,7 @@ impl Engine {
             .own_sp()
             .is_some_and(|sp| to.receiver.strip_prefix('/') == Some(sp));
         let relative;
-        let rsp = match rsp.to.as_deref().and_then(super::intersp::split_absolute) {
+        let rsp = match rsp.to.as_deref().and_then(crate::id::split_absolute) {
             Some((_, rel)) if acme_form => {
                 relative = Response {
                     to: Some(rel.to_owned()),

@@ -9,7 +9,7 @@ use super::forwards::Purpose;
 use super::registration::{Action, Input, Phase};
 use super::upstream::Upstream;
 use super::{Engine, Event, Transmit, UpstreamSettings};
-use crate::id::CseId;
+use crate::id::{foreign_rn, split_absolute, CseId};
 use crate::primitive::{Format, Request, Response, Rsc};
 use crate::time::Now;
 use crate::topic::{Link, Route};
@@ -57,19 +57,6 @@ impl PeerSettings {
     pub fn absolute(&self) -> String {
         format!("//{}{}", self.sp_id, self.id)
     }
-}
-
-/// The resourceName a CSE of SP `sp` gets in another SP (ACME's
-/// `sp-a.example_id-in-a`).
-pub(crate) fn foreign_rn(sp: &str, csi: &CseId) -> String {
-    format!("{sp}_{}", csi.bare())
-}
-
-/// (SP-ID, SP-relative rest) of an absolute ID `//sp/rest`.
-pub(crate) fn split_absolute(id: &str) -> Option<(&str, &str)> {
-    let rest = id.strip_prefix("//")?;
-    let i = rest.find('/')?;
-    Some((&rest[..i], &rest[i..]))
 }
 
 /// A peer SP and the registration there.

@@ -2,10 +2,10 @@
 //! its settings, the transmits, the store batches (the driver contract is
 //! the doc of [`super::Engine`]).
 
+use super::durability::Ack;
 use super::intersp::{HopIds, PeerSettings};
 use super::registrar::RegistrarSettings;
 use super::store::StoreChange;
-use super::Ack;
 use crate::id::CseId;
 use crate::primitive::Format;
 use crate::topic::{Link, Route};

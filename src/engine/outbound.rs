@@ -201,7 +201,7 @@ impl Engine {
             // A CSE of another SP that registered here is reached on its
             // SP-relative CSE-ID (what ACME listens on) and told this CSE's
             // absolute one (docs/protocol.md §13).
-            let (rel, fr) = match super::intersp::split_absolute(&csi) {
+            let (rel, fr) = match crate::id::split_absolute(&csi) {
                 Some((_, rel)) => (
                     rel.to_owned(),
                     format!("//{}{}", self.own_sp().unwrap_or_default(), self.own),

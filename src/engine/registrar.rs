@@ -557,7 +557,7 @@ impl Registrar {
         }
         // A CSE of another SP registers with its absolute CSE-ID (Mcc',
         // docs/protocol.md §13); it is known by that, named as ACME names it.
-        let foreign = crate::engine::intersp::split_absolute(fr);
+        let foreign = crate::id::split_absolute(fr);
         let csi = CseId::new(foreign.map_or(fr, |(_, rel)| rel))
             .map_err(|e| bad(format!("originator is not a CSE-ID: {e}")))?;
         if let Some((sp, _)) = foreign {
@@ -690,7 +690,7 @@ impl Registrar {
             .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
         csr.dcse = None;
         self.validate_csr(&csr, fr, now)?;
-        let derived = crate::engine::intersp::foreign_rn(sp, csi);
+        let derived = crate::id::foreign_rn(sp, csi);
         let rn = csr.rn.clone().unwrap_or_else(|| derived.clone());
         if !valid_name(&rn, self.cfg.limits.name_length) || !valid_name(&derived, 200) {
             return Err(bad(format!("invalid resource name {:?}", truncate(&rn))));
@@ -994,9 +994,11 @@ impl Registrar {
             .allowed
             .iter()
             .any(|p| p.starts_with("//") && glob_match(p, abs))
-            || self.cfg.peers.iter().any(|(sp, id)| {
-                crate::engine::intersp::split_absolute(abs) == Some((sp, id.as_str()))
-            })
+            || self
+                .cfg
+                .peers
+                .iter()
+                .any(|(sp, id)| crate::id::split_absolute(abs) == Some((sp, id.as_str())))
     }
 
     /// A request for a target in SP `sp` (TS-0001 7.3): up to the
@@ -1026,7 +1028,7 @@ impl Registrar {
                 .store
                 .registrees()
                 .filter_map(|(_, c)| c.csi())
-                .filter_map(crate::engine::intersp::split_absolute)
+                .filter_map(crate::id::split_absolute)
                 .find(|(s, _)| *s == sp)
                 .and_then(|(_, rel)| CseId::new(rel).ok())
                 .ok_or_else(unreachable)?,

@@ -160,7 +160,7 @@ pub(crate) fn validate_snapshot(
         let csi = csr.csi().ok_or_else(|| at("no csi".into()))?;
         // A CSE of another SP (docs/protocol.md §13): absolute, and named
         // `<sp>_<csi>` as ACME names it.
-        let foreign = crate::engine::intersp::split_absolute(csi);
+        let foreign = crate::id::split_absolute(csi);
         let rel = foreign.map_or(csi, |(_, rel)| rel);
         let rel_id = crate::id::CseId::new(rel).map_err(|e| at(e.to_string()))?;
         if csi == own {
@@ -170,7 +170,7 @@ pub(crate) fn validate_snapshot(
             return Err(at(format!("csi {csi} is held by another entry too")));
         }
         if let Some((sp, _)) = foreign {
-            let want = crate::engine::intersp::foreign_rn(sp, &rel_id);
+            let want = crate::id::foreign_rn(sp, &rel_id);
             if *ri != want {
                 return Err(at(format!("ri must be {want:?} for {csi}")));
             }
