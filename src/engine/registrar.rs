@@ -607,7 +607,7 @@ impl Registrar {
         }
         // Read in place: a copy of a CSR of thousands of descendants would
         // double what one request costs.
-        let mut csr =
+        let csr =
             RemoteCse::deserialize(req.pc.as_ref().map_or(&Value::Null, |pc| &pc["m2m:csr"]))
                 .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
         // The budget first: a node that is full says so without checking
@@ -642,6 +642,22 @@ impl Registrar {
                 "a resource with ri {ri:?} already exists"
             )));
         }
+        Ok(self.store_created(req, csr, rn, ri, fr, now))
+    }
+
+    /// Completes a `<remoteCSE>` CREATE that passed its checks: the CSR
+    /// named `rn` with resource id `ri` below the CSEBase, its `csi` the
+    /// originator `fr` whatever the body said (TS-0004 7.4.4.2.1); the
+    /// answer 2001 with the CSR unless `rcn` = 0.
+    fn store_created(
+        &mut self,
+        req: &Request,
+        mut csr: RemoteCse,
+        rn: String,
+        ri: String,
+        fr: &str,
+        now: Timestamp,
+    ) -> Response {
         let ts = now.to_onem2m();
         csr.rn = Some(rn);
         csr.ri = Some(ri.clone());
@@ -649,13 +665,12 @@ impl Registrar {
         csr.ty = Some(ResourceType::REMOTE_CSE);
         csr.ct = Some(ts.clone());
         csr.lt = Some(ts);
-        // TS-0004 7.4.4.2.1: csi is the originator, whatever the body said.
         csr.csi = Some(fr.to_owned());
         let pc = (req.rcn != Some(0)).then(|| csr.to_content());
         self.store.insert(ri, csr);
         let mut r = Response::new(Rsc::CREATED, "");
         r.pc = pc;
-        Ok(self.answer(req, r, now))
+        self.answer(req, r, now)
     }
 
     /// [`Registrar::create_csr`] for a CSE of SP `sp`: its `dcse` names
@@ -712,19 +727,7 @@ impl Registrar {
                 "a resource named {rn:?} already exists"
             )));
         }
-        let ts = now.to_onem2m();
-        csr.rn = Some(rn);
-        csr.ri = Some(derived.clone());
-        csr.pi = Some(self.cfg.cse_base.ri.clone());
-        csr.ty = Some(ResourceType::REMOTE_CSE);
-        csr.ct = Some(ts.clone());
-        csr.lt = Some(ts);
-        csr.csi = Some(fr.to_owned());
-        let pc = (req.rcn != Some(0)).then(|| csr.to_content());
-        self.store.insert(derived, csr);
-        let mut r = Response::new(Rsc::CREATED, "");
-        r.pc = pc;
-        Ok(self.answer(req, r, now))
+        Ok(self.store_created(req, csr, rn, derived, fr, now))
     }
 
     fn update_csr(
