@@ -607,9 +607,8 @@ impl Registrar {
         }
         // Read in place: a copy of a CSR of thousands of descendants would
         // double what one request costs.
-        let csr =
-            RemoteCse::deserialize(req.pc.as_ref().map_or(&Value::Null, |pc| &pc["m2m:csr"]))
-                .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
+        let csr = RemoteCse::deserialize(req.pc.as_ref().map_or(&Value::Null, |pc| &pc["m2m:csr"]))
+            .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
         // The budget first: a node that is full says so without checking
         // thousands of descendants it would not keep anyway.
         self.check_budget(None, &csr)?;
