@@ -588,23 +588,7 @@ impl Registrar {
             // It would make a registration loop.
             return Err(Refusal::NotAllowed(format!("{fr} is this CSE's registrar")));
         }
-        check_rcn(req, &[0, 1])?;
-        let body = csr_body(req)?;
-        for k in body.keys() {
-            if !CSR_ATTRIBUTES.contains(&k.as_str()) {
-                return Err(bad(format!("unknown attribute {k:?} in m2m:csr")));
-            }
-            if CSR_NOT_CREATABLE.contains(&k.as_str()) {
-                return Err(bad(format!(
-                    "attribute {k:?} is assigned by the registrar and cannot be set"
-                )));
-            }
-        }
-        for k in ["cb", "rr", "srv", "csi"] {
-            if body.get(k).is_none_or(Value::is_null) {
-                return Err(bad(format!("missing mandatory attribute {k:?}")));
-            }
-        }
+        creatable_body(req)?;
         // Read in place: a copy of a CSR of thousands of descendants would
         // double what one request costs.
         let csr = RemoteCse::deserialize(req.pc.as_ref().map_or(&Value::Null, |pc| &pc["m2m:csr"]))
@@ -683,23 +667,7 @@ impl Registrar {
         csi: &CseId,
         now: Timestamp,
     ) -> Result<Response, Refusal> {
-        check_rcn(req, &[0, 1])?;
-        let body = csr_body(req)?;
-        for k in body.keys() {
-            if !CSR_ATTRIBUTES.contains(&k.as_str()) {
-                return Err(bad(format!("unknown attribute {k:?} in m2m:csr")));
-            }
-            if CSR_NOT_CREATABLE.contains(&k.as_str()) {
-                return Err(bad(format!(
-                    "attribute {k:?} is assigned by the registrar and cannot be set"
-                )));
-            }
-        }
-        for k in ["cb", "rr", "srv", "csi"] {
-            if body.get(k).is_none_or(Value::is_null) {
-                return Err(bad(format!("missing mandatory attribute {k:?}")));
-            }
-        }
+        let body = creatable_body(req)?;
         let mut csr: RemoteCse = serde_json::from_value(Value::Object(body.clone()))
             .map_err(|e| bad(format!("invalid m2m:csr: {e}")))?;
         csr.dcse = None;
@@ -1116,6 +1084,30 @@ impl Registrar {
             csi.trim_start_matches('/')
         ))
     }
+}
+
+/// The `m2m:csr` of a CREATE, checked: `rcn` 0 or 1, only attributes of
+/// a `<remoteCSE>` that an originator may set, and the mandatory ones there
+/// (TS-0004 7.4.4.2.1; docs/protocol.md §5.2).
+fn creatable_body(req: &Request) -> Result<&serde_json::Map<String, Value>, Refusal> {
+    check_rcn(req, &[0, 1])?;
+    let body = csr_body(req)?;
+    for k in body.keys() {
+        if !CSR_ATTRIBUTES.contains(&k.as_str()) {
+            return Err(bad(format!("unknown attribute {k:?} in m2m:csr")));
+        }
+        if CSR_NOT_CREATABLE.contains(&k.as_str()) {
+            return Err(bad(format!(
+                "attribute {k:?} is assigned by the registrar and cannot be set"
+            )));
+        }
+    }
+    for k in ["cb", "rr", "srv", "csi"] {
+        if body.get(k).is_none_or(Value::is_null) {
+            return Err(bad(format!("missing mandatory attribute {k:?}")));
+        }
+    }
+    Ok(body)
 }
 
 fn csr_body(req: &Request) -> Result<&serde_json::Map<String, Value>, Refusal> {
