@@ -483,6 +483,10 @@ impl fmt::Display for Event {
                 f,
                 "the own <remoteCSE> name {rn} at the registrar is taken by {csi}; remove that CSR at the registrar or give this CSE another CSE-ID"
             ),
+            Event::RegistrarChanged { from, to } if from == to => write!(
+                f,
+                "[registrar] changed: deregistering from {from}, then registering there again"
+            ),
             Event::RegistrarChanged { from, to } => write!(
                 f,
                 "the registrar changed from {from} to {to}: deregistering there, then registering here"
