@@ -10,8 +10,9 @@
 mod common;
 mod support;
 
-use common::{node_config, scratch, store_with_registrees, Client, Mosquitto, BIN};
-use m2mnode::primitive::{Format, Operation, Rsc};
+use common::{
+    cse_base_behind_status_requests, node_config, scratch, store_with_registrees, Mosquitto, BIN,
+};
 use std::time::{Duration, Instant};
 use support::{env_or, quick, NodeProc};
 
@@ -63,23 +64,7 @@ fn main() {
     let listed = v["registrees"].as_array().map_or(0, Vec::len);
     assert_eq!(listed, n, "--all lists every registree");
     println!("m2mnode status --all: exit 0 in {took:?}, {listed} listed");
-    let st = Client::connect(&broker, "Cm2mnode-status");
-    let x = Client::connect(&broker, "/id-x");
-    let base = || {
-        let t = Instant::now();
-        let rsp = x.send(&x.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in");
-        assert_eq!(rsp.rsc, Rsc::OK);
-        t.elapsed()
-    };
-    let quiet = base();
-    for _ in 0..20 {
-        let r = st.req(Operation::Retrieve, "/id-in/cse-in/m2mnode-status");
-        st.publish(
-            "/oneM2M/req/Cm2mnode-status/id-in/json",
-            Format::Json.encode(&r).expect("json"),
-        );
-    }
-    let busy = base();
+    let (quiet, busy) = cse_base_behind_status_requests(&broker, 20);
     println!(
         "CSEBase RETRIEVE: {quiet:?} quiet, {busy:?} behind 20 status requests; node RSS {} MiB",
         node.rss() >> 20

@@ -263,32 +263,19 @@ fn concurrent_status_requests_do_not_stall_the_node() {
     store_with_registrees(&data, 300, 2_800);
     let mut node = Node::start("status-heavy", &in_config(&broker, Some(&data)));
     node.wait_connected(Duration::from_secs(30));
-    let st = Client::connect(&broker, "Cm2mnode-status");
-    let x = Client::connect(&broker, "/id-x");
-    // Warm: one of each.
-    assert_eq!(
-        st.send(
-            &st.req(Operation::Retrieve, "/id-in/cse-in/m2mnode-status"),
-            "/id-in"
-        )
-        .rsc,
-        Rsc::OK
-    );
-    let base = || {
-        let t = Instant::now();
-        let rsp = x.send(&x.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in");
-        assert_eq!(rsp.rsc, Rsc::OK);
-        t.elapsed()
-    };
-    let quiet = base();
-    for _ in 0..20 {
-        let r = st.req(Operation::Retrieve, "/id-in/cse-in/m2mnode-status");
-        st.publish(
-            "/oneM2M/req/Cm2mnode-status/id-in/json",
-            Format::Json.encode(&r).expect("json"),
+    {
+        // Warm (and gone before the helper connects with the same id).
+        let st = Client::connect(&broker, "Cm2mnode-status");
+        assert_eq!(
+            st.send(
+                &st.req(Operation::Retrieve, "/id-in/cse-in/m2mnode-status"),
+                "/id-in"
+            )
+            .rsc,
+            Rsc::OK
         );
     }
-    let busy = base();
+    let (quiet, busy) = cse_base_behind_status_requests(&broker, 20);
     // The delay itself is a figure of `cargo bench --bench status` (time is
     // never asserted in a test on this shared machine); here: it is answered,
     // and the status answers, bounded before they are built, cost little.

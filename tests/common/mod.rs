@@ -963,3 +963,26 @@ pub fn store_with_registrees(dir: &Path, n: usize, dcse: usize) {
         db.commit(&changes).expect("commit");
     }
 }
+
+/// How long the IN `/id-in` (CSEBase `cse-in`) on `broker` takes to answer a
+/// CSEBase RETRIEVE when quiet, and right behind `n` status requests of its
+/// health-check user published at once: (quiet, busy).
+pub fn cse_base_behind_status_requests(broker: &Mosquitto, n: usize) -> (Duration, Duration) {
+    let st = Client::connect(broker, "Cm2mnode-status");
+    let x = Client::connect(broker, "/id-x");
+    let base = || {
+        let t = Instant::now();
+        let rsp = x.send(&x.req(Operation::Retrieve, "/id-in/cse-in"), "/id-in");
+        assert_eq!(rsp.rsc, m2mnode::primitive::Rsc::OK);
+        t.elapsed()
+    };
+    let quiet = base();
+    for _ in 0..n {
+        let r = st.req(Operation::Retrieve, "/id-in/cse-in/m2mnode-status");
+        st.publish(
+            "/oneM2M/req/Cm2mnode-status/id-in/json",
+            Format::Json.encode(&r).expect("json"),
+        );
+    }
+    (quiet, base())
+}
