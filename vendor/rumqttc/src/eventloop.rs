@@ -31,6 +31,9 @@ use {
 #[cfg(feature = "proxy")]
 use crate::proxy::ProxyError;
 
+/// Requests written before one flush, at most (m2mnode patch, PATCHES.md).
+const MAX_REQUEST_BATCH: usize = 64;
+
 /// Critical errors during eventloop polling
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -244,6 +247,24 @@ impl EventLoop {
                 Ok(request) => {
                     if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
                         network.write(outgoing).await?;
+                    }
+                    // m2mnode patch (PATCHES.md): what the client has queued
+                    // already goes out in this flush, one write for a burst
+                    // of answers and their PUBACKs, under the same flow
+                    // control as the branch's precondition.
+                    let mut batched = 1;
+                    while batched < MAX_REQUEST_BATCH
+                        && self.pending.is_empty()
+                        && self.state.inflight() < self.mqtt_options.inflight
+                        && self.state.collision.is_none()
+                    {
+                        let Ok(request) = self.requests_rx.try_recv() else {
+                            break;
+                        };
+                        batched += 1;
+                        if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
+                            network.write(outgoing).await?;
+                        }
                     }
                     match time::timeout(network_timeout, network.flush()).await {
                         Ok(inner) => inner?,
