@@ -100,16 +100,17 @@ impl Settings {
 pub enum Incoming {
     /// A publish on a request topic, undecoded; `ack`: acknowledge it with
     /// [`Transport::ack`] once done (node mode, QoS 1).
+    /// The payload is rumqttc's buffer, handed on without a copy.
     Request {
         route: Route,
-        payload: Vec<u8>,
+        payload: bytes::Bytes,
         ack: Option<u64>,
     },
     /// A publish on a response topic that no [`Transport::request`] waits
     /// for (node mode).
     Response {
         route: Route,
-        payload: Vec<u8>,
+        payload: bytes::Bytes,
     },
     /// A publish that never reached the engine as a message: too large
     /// for `max_payload`, or on a topic that is not oneM2M. It was
@@ -628,8 +629,7 @@ impl Transport {
                             p.pkid,
                         )
                     });
-                    self.on_publish(&p.topic, p.payload.to_vec(), ack, &tx)
-                        .await
+                    self.on_publish(&p.topic, p.payload, ack, &tx).await
                 }
                 Ok(Event::Outgoing(rumqttc::Outgoing::PubAck(pkid))) if self.settings.node => {
                     let token =
@@ -761,7 +761,7 @@ impl Transport {
     async fn on_publish(
         &self,
         topic_name: &str,
-        payload: Vec<u8>,
+        payload: bytes::Bytes,
         ack: Option<u64>,
         tx: &mpsc::Sender<Incoming>,
     ) {
