@@ -36,23 +36,58 @@ pub struct NodeProc {
     pub log_path: PathBuf,
 }
 
+/// Runs the process `cmd` starts, and every thread it makes, on `cpu` only.
+/// The load bench puts the node and the echo it is compared with on one
+/// core: on a 2-core machine the core a sleeping responder wakes on
+/// otherwise swings its latency by 2x from one second to the next.
+pub fn pin(cmd: &mut Command, cpu: usize) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the child between fork and exec, and calls only
+    // sched_setaffinity(2), which is async-signal-safe; the set is built
+    // before the fork.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The core the load bench pins its responders to: the last one, when
+/// there are two or more.
+pub fn responder_cpu() -> Option<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores >= 2).then(|| cores - 1)
+}
+
 impl NodeProc {
     pub fn start(name: &str, config: &str) -> NodeProc {
+        NodeProc::start_on(name, config, None)
+    }
+
+    /// As [`NodeProc::start`], pinned to `cpu` if given ([`pin`]).
+    pub fn start_on(name: &str, config: &str, cpu: Option<usize>) -> NodeProc {
         let dir = scratch(name);
         let cfg = dir.join("node.toml");
         std::fs::write(&cfg, config).expect("write config");
         let log_path = dir.join("node.log");
         let log = std::fs::File::create(&log_path).expect("log");
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--config"])
             .arg(&cfg)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start m2mnode");
+            .stderr(log);
+        if let Some(cpu) = cpu {
+            pin(&mut cmd, cpu);
+        }
+        let child = cmd.spawn().expect("start m2mnode");
         let n = NodeProc {
             child,
             dir,
