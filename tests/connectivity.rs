@@ -265,3 +265,51 @@ fn core_registration_and_forwarding_on_rumqttd() {
         pc["m2m:csr"]["dcse"] == json!([])
     });
 }
+
+/// MQTT 3.1.1 §4.6 [MQTT-4.6.0-2]: PUBACKs go out in the order their
+/// publishes came in, and rumqttd closes the connection of a client that
+/// breaks it. An UPDATE (answered once durable) followed at once by a
+/// RETRIEVE (answered at once) makes the node finish them out of order;
+/// its PUBACKs must still leave in order: the node keeps its connection.
+#[test]
+fn pubacks_leave_in_the_order_the_requests_came_in_on_rumqttd() {
+    let broker = rumqttd::Rumqttd::start();
+    let url = broker.url();
+    let data = scratch("ack-order-data");
+    let node = Node::start(
+        "in",
+        &node_config("/id-in", "cse-in", "IN", &url, Some(&data), None, "1h"),
+    );
+    node.wait_connected(S10);
+    let y = Client::connect_url(&url, "/id-y", None, "");
+    let mut create = y.req(Operation::Create, "/id-in/cse-in");
+    create.ty = Some(m2mnode::primitive::ResourceType::REMOTE_CSE);
+    create.pc =
+        Some(json!({"m2m:csr": {"csi": "/id-y", "cb": "/id-y/cse", "rr": true, "srv": ["3"]}}));
+    assert_eq!(y.send(&create, "/id-in").rsc, Rsc::CREATED);
+    let topic = "/oneM2M/req/id-y/id-in/json";
+    const BURSTS: usize = 20;
+    for n in 0..BURSTS {
+        let update = json!({"op": 3, "to": "/id-in/cse-in/id-y", "fr": "/id-y", "rqi": format!("u{n}"), "rvi": "3",
+            "pc": {"m2m:csr": {"lbl": [format!("burst-{n}")]}}});
+        let retrieve = json!({"op": 2, "to": "/id-in/cse-in", "fr": "/id-y", "rqi": format!("r{n}"), "rvi": "3"});
+        y.publish(topic, update.to_string().into_bytes());
+        y.publish(topic, retrieve.to_string().into_bytes());
+    }
+    // Every UPDATE was carried out: the last one's label is there.
+    wait_until(S10, "the last UPDATE", || {
+        let (_, pc) = get(&y, "/id-in/cse-in/id-y", "/id-in");
+        pc["m2m:csr"]["lbl"] == json!([format!("burst-{}", BURSTS - 1)])
+    });
+    let s = node.wait_connected(S10);
+    assert_eq!(
+        count_of(&s, "handled/update"),
+        BURSTS as u64,
+        "every UPDATE handled once: {s}"
+    );
+    assert_eq!(
+        count_of(&s, "connects/local"),
+        1,
+        "rumqttd closed the node's connection (a PUBACK out of order): {s}"
+    );
+}

@@ -6,8 +6,12 @@
 //! topics, hands request publishes to the node over a bounded channel, and
 //! backs off with jitter between reconnects (poll() alone retries in a tight
 //! loop). Everything else publishes with `try_publish`, so a dead broker can
-//! block nobody: a request then ends at once as 5103.
+//! block nobody: a request then ends at once as 5103. rumqttc is vendored
+//! with one patch: what the client has queued goes out in one flush, so an
+//! answer and its request's PUBACK leave in one write (issue 23,
+//! vendor/rumqttc/PATCHES.md, docs/benchmarks.md "The wire path").
 
+use super::ack_order::AckOrder;
 use crate::config::BrokerUrl;
 use crate::engine::{Dropped, LinkReport};
 use crate::primitive::Format;
@@ -236,6 +240,8 @@ pub struct Transport {
     /// Counts connections: an acknowledgement is only valid on the
     /// connection its publish came in on.
     epoch: Arc<AtomicU64>,
+    /// PUBACKs go out in the order their publishes came in (node mode).
+    acks: Arc<Mutex<AckOrder>>,
 }
 
 /// A connection closed by the broker sooner than this after it was accepted
@@ -246,10 +252,12 @@ const TAKEOVER_BACKOFF: Duration = Duration::from_secs(30);
 
 /// QoS 1 publishes of this client awaiting the broker's PUBACK, at most.
 /// rumqttc takes nothing from its queue while this is full, and the node's
-/// PUBACKs of requests wait in that queue behind its answers. Even so, under
-/// a flood of requests rumqttc writes one queued packet per batch it reads,
-/// so PUBACKs can lag far behind answers: the node keeps the answer of every
-/// change durable until the PUBACK is written ([`Incoming::Acked`]).
+/// PUBACKs of requests wait in that queue behind their answers and leave in
+/// the same write (vendor/rumqttc/PATCHES.md). Even so, under a flood of
+/// requests rumqttc's loop alternates between reading and writing a batch
+/// of at most 64, so PUBACKs can lag behind answers: the node keeps the
+/// answer of every change durable until the PUBACK is written
+/// ([`Incoming::Acked`]).
 const OUTGOING_INFLIGHT: u16 = 4096;
 
 /// Incoming messages the node may hold before the event loop stops reading
@@ -271,6 +279,17 @@ pub fn token_link(token: u64) -> Link {
 
 fn token_epoch(token: u64) -> u64 {
     (token & ((1 << LINK_SHIFT) - 1)) >> 16
+}
+
+fn token_pkid(token: u64) -> u16 {
+    (token & 0xffff) as u16
+}
+
+/// The PUBACK of the publish `pkid` (the client only reads its pkid).
+fn puback(pkid: u16) -> rumqttc::Publish {
+    let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
+    p.pkid = pkid;
+    p
 }
 
 /// What the client reads at all: well above what a broker configured as in
@@ -370,6 +389,7 @@ impl Transport {
             closing: Arc::default(),
             finished: watch::channel(false).0,
             epoch: Arc::default(),
+            acks: Arc::default(),
         };
         tokio::spawn(t.clone().drive(eventloop, tx, shutdown_rx));
         Ok((t, rx))
@@ -487,17 +507,16 @@ impl Transport {
         }
     }
 
-    /// Acknowledges now if the client's queue has room; false if not.
+    /// Acknowledges now if the client's queue has room; false if not
+    /// (then [`Transport::ack`] waits for it). A PUBACK whose turn has not
+    /// come (an earlier publish is not acknowledged yet) counts as sent: it
+    /// goes out with the earlier one (ack_order.rs).
     pub fn try_ack_now(&self, token: u64) -> bool {
         if token_epoch(token) != self.epoch.load(Ordering::Acquire) {
             return true;
         }
-        let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
-        p.pkid = (token & 0xffff) as u16;
-        !matches!(
-            self.client.try_ack(&p),
-            Err(rumqttc::ClientError::TryRequest(_))
-        )
+        self.lock_acks().done(token_pkid(token));
+        self.send_ready_acks_now()
     }
 
     /// Publishes `payload`, waiting while the client's queue is full (never
@@ -520,24 +539,56 @@ impl Transport {
     }
 
     /// Acknowledges a request handed over as [`Incoming::Request`] with
-    /// `ack`. One from an earlier connection is skipped: the broker
+    /// `ack`, in turn (ack_order.rs), waiting for room in the client's
+    /// queue. One from an earlier connection is skipped: the broker
     /// redelivers that publish, and dedupe answers it again.
     pub async fn ack(&self, token: u64) {
         if token_epoch(token) != self.epoch.load(Ordering::Acquire) {
             return;
         }
-        let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
-        p.pkid = (token & 0xffff) as u16;
-        let _ = self.client.ack(&p).await;
+        self.lock_acks().done(token_pkid(token));
+        if self.send_ready_acks_now() {
+            return;
+        }
+        // The client's queue is full: this task takes the ready PUBACKs
+        // over and waits for room, and the others leave them to it.
+        let Some(mut pkid) = self.lock_acks().start_sending() else {
+            return;
+        };
+        loop {
+            let _ = self.client.ack(&puback(pkid)).await;
+            match self.lock_acks().continue_sending() {
+                Some(next) => pkid = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Hands the PUBACKs that are due, in order, to the client while it has
+    /// room; false if one is left for lack of room.
+    fn send_ready_acks_now(&self) -> bool {
+        let mut order = self.lock_acks();
+        while let Some(pkid) = order.next_ready() {
+            match self.client.try_ack(&puback(pkid)) {
+                Err(rumqttc::ClientError::TryRequest(_)) => return false,
+                // Sent, or a client that is shutting down: done either way.
+                _ => order.sent(),
+            }
+        }
+        true
+    }
+
+    fn lock_acks(&self) -> std::sync::MutexGuard<'_, AckOrder> {
+        self.acks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The event loop's task must never await the client (it would wait on
-    /// itself): a full queue loses this ack, and the broker redelivers.
+    /// itself): what finds no room now waits in turn, and the loop tries
+    /// again after every event.
     fn ack_from_loop(&self, token: Option<u64>) {
         let Some(token) = token else { return };
-        let mut p = rumqttc::Publish::new("", QoS::AtLeastOnce, Vec::new());
-        p.pkid = (token & 0xffff) as u16;
-        let _ = self.client.try_ack(&p);
+        self.lock_acks().done(token_pkid(token));
+        self.send_ready_acks_now();
     }
 
     /// Disconnects cleanly (after what is queued has gone out) and stops the
@@ -570,6 +621,11 @@ impl Transport {
         let mut awaiting_subacks = 0usize;
         let mut seed = self.settings.seed | 1;
         loop {
+            if self.settings.node {
+                // PUBACKs that found no room in the client's queue: each
+                // event may have made some.
+                self.send_ready_acks_now();
+            }
             let event = tokio::select! {
                 ev = eventloop.poll() => ev,
                 _ = shutdown.changed() => break,
@@ -592,6 +648,7 @@ impl Transport {
                     )
                     .await;
                     self.epoch.fetch_add(1, Ordering::AcqRel);
+                    self.lock_acks().reset();
                     // Subscribe on every CONNACK, session or not: a session
                     // left by another client with this id (or a takeover
                     // that unsubscribed) holds none of ours, and the node
@@ -623,6 +680,7 @@ impl Transport {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let ack = (self.settings.node && p.qos != QoS::AtMostOnce).then(|| {
+                        self.lock_acks().received(p.pkid);
                         ack_token(
                             self.settings.link,
                             self.epoch.load(Ordering::Acquire),
