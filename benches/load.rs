@@ -30,7 +30,7 @@ use common::mqtt::{Incoming, MqttClient, Options};
 use common::{node_config, Mosquitto};
 use m2mnode::primitive::{Format, Operation, Request, ResourceType, Response, Rsc};
 use std::time::{Duration, Instant};
-use support::{pin, responder_cpu, rss_kib, NodeProc};
+use support::{env_or, pin, quick, responder_cpu, rss_kib, NodeProc};
 
 async fn connect(
     broker: &Mosquitto,
@@ -234,16 +234,8 @@ fn main() {
         return echo_process(&url);
     }
     // `cargo test --all-targets` runs benches once in test mode: keep that quick.
-    let quick =
-        std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
-    let total: usize = std::env::var("M2M_LOAD_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 200 } else { 10_000 });
-    let rounds: usize = std::env::var("M2M_LOAD_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 1 } else { 3 });
+    let total: usize = env_or("M2M_LOAD_REQUESTS", if quick() { 200 } else { 10_000 });
+    let rounds: usize = env_or("M2M_LOAD_ROUNDS", if quick() { 1 } else { 3 });
     let broker = Mosquitto::start();
     // At the production log level (the test harness's node logs at debug).
     let cpu = responder_cpu();
