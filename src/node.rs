@@ -301,9 +301,7 @@ async fn run_inner(
             while let Some(out) = out_rx.recv().await {
                 match out {
                     Out::Publish { topic, payload } => transport.publish_wait(topic, payload).await,
-                    // An ack may follow a publish on the other connection
-                    // (a forward): it waits behind it here.
-                    Out::Ack(token) => both.get(token_link(token)).ack(token).await,
+                    Out::Ack(token) => transport.ack(token).await,
                 }
                 backlog2.fetch_sub(1, Ordering::AcqRel);
             }
@@ -506,14 +504,7 @@ impl Outbox {
                         Err(payload) => Out::Publish { topic, payload },
                     }
                 }
-                // Straight in only on its own connection; an ack that follows
-                // a publish on the other one (a forward) waits behind it.
-                Out::Ack(token)
-                    if self.links.norm(token_link(token)) == self.links.norm(link)
-                        && lane.transport.try_ack_now(token) =>
-                {
-                    return
-                }
+                Out::Ack(token) if lane.transport.try_ack_now(token) => return,
                 ack => ack,
             }
         };
@@ -566,8 +557,12 @@ fn drain(
             out.send(link, Out::Publish { topic, payload });
         }
         if let Some(Ack(token)) = ack {
-            // Behind the publish it follows, on that publish's lane.
-            out.send(link, Out::Ack(token));
+            // After the publish it follows (a forward may leave on another
+            // connection), on the lane of the connection the request came
+            // in on: PUBACKs leave in the order their publishes came in
+            // (transport/ack_order.rs), so one held in another connection's
+            // queue would hold every later one of its own.
+            out.send(links.norm(token_link(token)), Out::Ack(token));
         }
     }
     while let Some(e) = engine.poll_event() {
