@@ -301,7 +301,7 @@ async fn run_inner(
             while let Some(out) = out_rx.recv().await {
                 match out {
                     Out::Publish { topic, payload } => transport.publish_wait(topic, payload).await,
-                    Out::Ack(token) => transport.ack(token).await,
+                    Out::Ack(token) => transport.ack(token),
                 }
                 backlog2.fetch_sub(1, Ordering::AcqRel);
             }
@@ -504,8 +504,10 @@ impl Outbox {
                         Err(payload) => Out::Publish { topic, payload },
                     }
                 }
-                Out::Ack(token) if lane.transport.try_ack_now(token) => return,
-                ack => ack,
+                Out::Ack(token) => {
+                    lane.transport.ack(token);
+                    return;
+                }
             }
         };
         lane.backlog.fetch_add(1, Ordering::AcqRel);

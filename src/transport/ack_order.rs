@@ -9,6 +9,10 @@
 //! until every earlier one is due too; then they go out in order. Only the
 //! PUBACK waits: the answer has gone already.
 //!
+//! Whoever makes a PUBACK due hands what is ready to the client while it
+//! has room; what finds none stays first in line, and the event loop hands
+//! it on as room appears. One queue, one way out: nothing overtakes.
+//!
 //! Per connection: a new connection starts empty (the broker redelivers
 //! what was not acknowledged on the old one).
 
@@ -21,9 +25,6 @@ pub struct AckOrder {
     waiting: VecDeque<(u16, bool)>,
     /// Due in order, not yet handed to the client.
     ready: VecDeque<u16>,
-    /// A task is handing `ready` to the client and waits for room: the
-    /// others leave the rest to it, or they would overtake it.
-    sending: bool,
 }
 
 impl AckOrder {
@@ -49,38 +50,14 @@ impl AckOrder {
         }
     }
 
-    /// The next PUBACK to hand to the client, unless another task is on it.
+    /// The next PUBACK to hand to the client.
     pub fn next_ready(&self) -> Option<u16> {
-        if self.sending {
-            None
-        } else {
-            self.ready.front().copied()
-        }
+        self.ready.front().copied()
     }
 
     /// The PUBACK `next_ready` gave is with the client.
     pub fn sent(&mut self) {
         self.ready.pop_front();
-    }
-
-    /// Takes the ready queue over for a task that will wait for room in the
-    /// client: the first PUBACK to send, if any is ready.
-    pub fn start_sending(&mut self) -> Option<u16> {
-        if self.sending {
-            return None;
-        }
-        let first = self.ready.pop_front()?;
-        self.sending = true;
-        Some(first)
-    }
-
-    /// The sending task's next PUBACK; none left ends its turn.
-    pub fn continue_sending(&mut self) -> Option<u16> {
-        let next = self.ready.pop_front();
-        if next.is_none() {
-            self.sending = false;
-        }
-        next
     }
 
     /// Received and not acknowledged yet.
@@ -146,26 +123,17 @@ mod tests {
     }
 
     #[test]
-    fn a_task_that_waits_for_room_keeps_the_order() {
+    fn a_puback_that_finds_no_room_stays_first_in_line() {
         let mut o = AckOrder::default();
-        for p in 1..=3 {
+        for p in 1..=2 {
             o.received(p);
             o.done(p);
         }
-        assert_eq!(o.start_sending(), Some(1));
-        // While it waits, others see nothing to send.
-        o.received(4);
-        o.done(4);
-        assert_eq!(o.next_ready(), None);
-        assert_eq!(o.start_sending(), None);
-        assert_eq!(o.continue_sending(), Some(2));
-        assert_eq!(o.continue_sending(), Some(3));
-        assert_eq!(o.continue_sending(), Some(4));
-        assert_eq!(o.continue_sending(), None);
-        // Its turn is over: the next one is anyone's.
-        o.received(5);
-        o.done(5);
-        assert_eq!(o.next_ready(), Some(5));
+        // The client had no room for 1: it is offered again, before 2.
+        assert_eq!(o.next_ready(), Some(1));
+        o.received(3);
+        o.done(3);
+        assert_eq!(drain(&mut o), vec![1, 2, 3]);
     }
 
     #[test]

@@ -507,18 +507,6 @@ impl Transport {
         }
     }
 
-    /// Acknowledges now if the client's queue has room; false if not
-    /// (then [`Transport::ack`] waits for it). A PUBACK whose turn has not
-    /// come (an earlier publish is not acknowledged yet) counts as sent: it
-    /// goes out with the earlier one (ack_order.rs).
-    pub fn try_ack_now(&self, token: u64) -> bool {
-        if token_epoch(token) != self.epoch.load(Ordering::Acquire) {
-            return true;
-        }
-        self.lock_acks().done(token_pkid(token));
-        self.send_ready_acks_now()
-    }
-
     /// Publishes `payload`, waiting while the client's queue is full (never
     /// dropping it). Call from a task that is not the event loop's.
     pub async fn publish_wait(&self, topic: String, payload: Vec<u8>) {
@@ -539,56 +527,34 @@ impl Transport {
     }
 
     /// Acknowledges a request handed over as [`Incoming::Request`] with
-    /// `ack`, in turn (ack_order.rs), waiting for room in the client's
-    /// queue. One from an earlier connection is skipped: the broker
+    /// `ack`, in turn (ack_order.rs): its PUBACK and those due after it go
+    /// to the client while it has room, and the event loop hands on the
+    /// rest as room appears. Never waits, so the event loop's task may call
+    /// it too. One from an earlier connection is skipped: the broker
     /// redelivers that publish, and dedupe answers it again.
-    pub async fn ack(&self, token: u64) {
+    pub fn ack(&self, token: u64) {
         if token_epoch(token) != self.epoch.load(Ordering::Acquire) {
             return;
         }
         self.lock_acks().done(token_pkid(token));
-        if self.send_ready_acks_now() {
-            return;
-        }
-        // The client's queue is full: this task takes the ready PUBACKs
-        // over and waits for room, and the others leave them to it.
-        let Some(mut pkid) = self.lock_acks().start_sending() else {
-            return;
-        };
-        loop {
-            let _ = self.client.ack(&puback(pkid)).await;
-            match self.lock_acks().continue_sending() {
-                Some(next) => pkid = next,
-                None => return,
-            }
-        }
+        self.send_ready_acks();
     }
 
     /// Hands the PUBACKs that are due, in order, to the client while it has
-    /// room; false if one is left for lack of room.
-    fn send_ready_acks_now(&self) -> bool {
+    /// room; the first that finds none stays first in line.
+    fn send_ready_acks(&self) {
         let mut order = self.lock_acks();
         while let Some(pkid) = order.next_ready() {
-            match self.client.try_ack(&puback(pkid)) {
-                Err(rumqttc::ClientError::TryRequest(_)) => return false,
-                // Sent, or a client that is shutting down: done either way.
-                _ => order.sent(),
+            if let Err(rumqttc::ClientError::TryRequest(_)) = self.client.try_ack(&puback(pkid)) {
+                return;
             }
+            // Sent, or a client that is shutting down: done either way.
+            order.sent();
         }
-        true
     }
 
     fn lock_acks(&self) -> std::sync::MutexGuard<'_, AckOrder> {
         self.acks.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The event loop's task must never await the client (it would wait on
-    /// itself): what finds no room now waits in turn, and the loop tries
-    /// again after every event.
-    fn ack_from_loop(&self, token: Option<u64>) {
-        let Some(token) = token else { return };
-        self.lock_acks().done(token_pkid(token));
-        self.send_ready_acks_now();
     }
 
     /// Disconnects cleanly (after what is queued has gone out) and stops the
@@ -624,7 +590,7 @@ impl Transport {
             if self.settings.node {
                 // PUBACKs that found no room in the client's queue: each
                 // event may have made some.
-                self.send_ready_acks_now();
+                self.send_ready_acks();
             }
             let event = tokio::select! {
                 ev = eventloop.poll() => ev,
@@ -836,7 +802,9 @@ impl Transport {
             None
         };
         let (Some(route), None) = (parsed, &dropped) else {
-            self.ack_from_loop(ack);
+            if let Some(token) = ack {
+                self.ack(token);
+            }
             let why = dropped.unwrap_or(Dropped::NotOneM2M);
             if self.settings.node {
                 let topic = topic_name.to_owned();
@@ -858,7 +826,9 @@ impl Transport {
             }
             Kind::Response => {
                 // A response needs no durability: taking it is enough.
-                self.ack_from_loop(ack);
+                if let Some(token) = ack {
+                    self.ack(token);
+                }
                 let _ = tx.send(Incoming::Response { route, payload }).await;
             }
         }
