@@ -38,13 +38,7 @@ async fn poll_until(eventloop: &mut EventLoop, mut done: impl FnMut(&Event) -> b
 }
 
 fn client(broker: &Mosquitto, id: &str) -> (AsyncClient, EventLoop) {
-    let port = broker
-        .url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("the broker's port");
-    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port);
     opts.set_keep_alive(Duration::from_secs(30))
         .set_manual_acks(true);
     AsyncClient::new(opts, 16)
